@@ -1,0 +1,39 @@
+# The two commands of the README: `make demo` and `make test`. Everything else is a helper.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+export PYTHONPATH := $(CURDIR)/plugins
+
+.PHONY: demo airflow test validate schema lint bench clean-demo
+
+# The virtualenv is rebuilt whenever the pinned requirements change.
+$(VENV)/.installed: requirements.txt constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet pip==26.0.1
+	$(PY) -m pip install --quiet -r requirements.txt -c constraints.txt
+	touch $@
+
+demo: $(VENV)/.installed  ## seed the demo database once, run every retention DAG for today
+	AIRFLOW__LOGGING__LOGGING_LEVEL=WARNING $(PY) -m lifecycle.demo run $(if $(DATE),--date $(DATE))
+
+airflow: $(VENV)/.installed  ## the Airflow UI on the demo: http://127.0.0.1:8080
+	$(PY) -m lifecycle.demo airflow
+
+test: $(VENV)/.installed  ## the whole test suite (needs PostgreSQL and MariaDB on 127.0.0.1)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+validate: $(VENV)/.installed  ## check every policy file (for CI or a pre-commit hook)
+	$(PY) -m lifecycle validate $(DIR)
+
+schema: $(VENV)/.installed  ## regenerate the JSON Schema and the field reference from the model
+	$(PY) -m lifecycle schema
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+bench: $(VENV)/.installed  ## performance scripts (PostgreSQL on 127.0.0.1)
+	$(PY) benchmarks/dag_parse.py
+	$(PY) benchmarks/sql_purge.py
+
+clean-demo:
+	rm -rf .demo

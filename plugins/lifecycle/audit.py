@@ -1,0 +1,198 @@
+"""The audit trail: one row per run attempt in our own database (connection `lifecycle_audit`).
+
+Airflow 3 tasks may not use the metadata database, and evidence must outlive Airflow's own
+cleanup, so the trail lives in a database of ours. A row holds counts, bounds, settings and the
+verification summary: never a key, a phone number, an address, an e-mail address or an IP.
+
+A row is keyed on (dag_id, run_id, attempt), where attempt is the run's clear number: a retried
+`record` task rewrites its row, while a run cleared and run again gets a row of its own, so the
+evidence of what the first attempt deleted is never overwritten.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+AUDIT_CONN_ID = "lifecycle_audit"
+
+metadata = sa.MetaData()
+runs = sa.Table(
+    "retention_audit",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("dag_id", sa.String(250), nullable=False),
+    sa.Column("run_id", sa.String(250), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("policy", sa.String(100), nullable=False),
+    sa.Column("title", sa.String(250), nullable=False),
+    sa.Column("controller", sa.String(20), nullable=False),
+    sa.Column("legal_basis", sa.String(40), nullable=False),
+    sa.Column("store", sa.String(500), nullable=False),  # kind, connection id and table/prefix
+    sa.Column("period", sa.String(40), nullable=False),
+    sa.Column("logical_date", sa.DateTime(timezone=True)),
+    sa.Column("cutoff", sa.DateTime(timezone=True)),
+    sa.Column("status", sa.String(30), nullable=False),
+    sa.Column("dry_run", sa.Boolean, nullable=False),
+    sa.Column("total", sa.BigInteger),
+    sa.Column("expired", sa.BigInteger),
+    sa.Column("held", sa.BigInteger),
+    sa.Column("active", sa.BigInteger),
+    sa.Column("anomalies", sa.BigInteger),
+    sa.Column("deleted", sa.BigInteger),
+    sa.Column("batches", sa.Integer),
+    sa.Column("oldest_expired", sa.DateTime(timezone=True)),
+    sa.Column("newest_expired", sa.DateTime(timezone=True)),
+    sa.Column("verified", sa.Boolean),
+    sa.Column("remaining", sa.BigInteger),
+    sa.Column("reasons", sa.JSON),
+    sa.Column("verification", sa.JSON),  # the Great Expectations result summary
+    sa.Column("timings", sa.JSON),
+    sa.Column("started_at", sa.DateTime(timezone=True)),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.UniqueConstraint("dag_id", "run_id", "attempt", name="uq_retention_audit_run"),
+    sa.Index("ix_retention_audit_policy_time", "policy", "logical_date"),
+)
+
+STATUSES = ("purged", "dry_run", "refused", "failed", "verification_failed")
+
+
+def ensure_schema(engine: sa.Engine) -> None:
+    metadata.create_all(engine, checkfirst=True)
+
+
+def _as_utc(value: Any, naive: bool) -> datetime | None:
+    """Timestamps are stored in UTC; as naive UTC where the column type has no zone (MySQL)."""
+    if value is None:
+        return None
+    instant = (value if isinstance(value, datetime) else datetime.fromisoformat(value)).astimezone(
+        UTC
+    )
+    return instant.replace(tzinfo=None) if naive else instant
+
+
+def record_run(engine: sa.Engine, row: dict[str, Any]) -> None:
+    """Insert or rewrite the row of this run attempt (idempotent: a retry keeps one row)."""
+    unknown = set(row) - set(runs.c.keys())
+    if unknown:
+        raise ValueError(f"unknown audit fields: {sorted(unknown)}")
+    if row["status"] not in STATUSES:
+        raise ValueError(f"unknown audit status {row['status']!r}")
+    naive = engine.dialect.name in ("mysql", "mariadb")
+    values = {
+        name: _as_utc(value, naive) if isinstance(runs.c[name].type, sa.DateTime) else value
+        for name, value in row.items()
+    }
+    key = (
+        (runs.c.dag_id == values["dag_id"])
+        & (runs.c.run_id == values["run_id"])
+        & (runs.c.attempt == values["attempt"])
+    )
+    ensure_schema(engine)
+    with engine.begin() as conn:
+        if conn.execute(sa.update(runs).where(key).values(values)).rowcount == 0:
+            try:
+                with conn.begin_nested():
+                    conn.execute(sa.insert(runs).values(values))
+            except sa.exc.IntegrityError:  # a concurrent retry inserted it first
+                conn.execute(sa.update(runs).where(key).values(values))
+
+
+def read_runs(engine: sa.Engine, policy: str | None = None) -> list[dict[str, Any]]:
+    """Audit rows, oldest first, optionally of one policy."""
+    ensure_schema(engine)
+    query = sa.select(runs).order_by(runs.c.logical_date, runs.c.id)
+    if policy is not None:
+        query = query.where(runs.c.policy == policy)
+    with engine.connect() as conn:
+        return [_utc(dict(row._mapping)) for row in conn.execute(query)]
+
+
+def _utc(row: dict[str, Any]) -> dict[str, Any]:
+    """SQLite and MySQL return naive datetimes; the trail is in UTC."""
+    for name, value in row.items():
+        if isinstance(value, datetime) and value.tzinfo is None:
+            row[name] = value.replace(tzinfo=UTC)
+    return row
+
+
+def audit_row(
+    policy: Any,
+    *,
+    dag_id: str,
+    run_id: str,
+    attempt: int,
+    logical_date: datetime,
+    dry_run: bool,
+    extracted: dict[str, Any] | None,
+    decision: dict[str, Any] | None,
+    purged: dict[str, Any] | None,
+    verification: dict[str, Any] | None,
+    started_at: datetime | None,
+) -> dict[str, Any]:
+    """The audit row of a run from what its tasks left in XCom (None where a task failed).
+
+    Failures are named by step, never by exception text: a database error message can quote
+    the very record it failed on.
+    """
+    plan = (extracted or {}).get("plan") or {}
+    reasons: list[str] = []
+    if extracted is None:
+        status, reasons = "failed", ["extract did not complete (see its task log)"]
+    elif decision is None:
+        status, reasons = "failed", ["check did not complete (see its task log)"]
+    elif decision["outcome"] == "refused":
+        status, reasons = "refused", list(decision["reasons"])
+    elif decision["outcome"] == "dry_run":
+        status = "dry_run"
+    elif purged is None:
+        status, reasons = "failed", ["delete did not complete (see its task log)"]
+    elif verification is None:
+        status, reasons = "failed", ["verify did not complete (see its task log)"]
+    elif not verification["success"]:
+        status = "verification_failed"
+        reasons = [f"{verification['remaining']} unheld records before the cutoff remain"]
+    else:
+        status = "purged"
+    if decision:
+        reasons += list(decision.get("warnings", ()))
+    store = policy.store
+    timings = {
+        step: result.get("seconds")
+        for step, result in (("delete", purged), ("verify", verification))
+        if result
+    }
+    return {
+        "dag_id": dag_id,
+        "run_id": run_id,
+        "attempt": attempt,
+        "policy": policy.name,
+        "title": policy.title,
+        "controller": policy.controller,
+        "legal_basis": policy.legal_basis,
+        "store": f"{store.kind}:{store.conn_id}:{store.table}",
+        "period": policy.retention.period,
+        "logical_date": logical_date,
+        "cutoff": (extracted or {}).get("cutoff"),
+        "status": status,
+        "dry_run": dry_run,
+        "total": plan.get("total"),
+        "expired": plan.get("expired"),
+        "held": plan.get("held"),
+        "active": plan.get("active"),
+        "anomalies": plan.get("anomalies"),
+        # Unknown (None) when the delete failed: committed batches may have deleted some.
+        "deleted": purged["deleted"] if purged else (0 if status != "failed" else None),
+        "batches": purged["batches"] if purged else (0 if status != "failed" else None),
+        "oldest_expired": plan.get("oldest_expired"),
+        "newest_expired": plan.get("newest_expired"),
+        "verified": None if verification is None else bool(verification["success"]),
+        "remaining": None if verification is None else verification["remaining"],
+        "reasons": reasons,
+        "verification": None if verification is None else verification.get("summary"),
+        "timings": timings,
+        "started_at": started_at,
+        "finished_at": datetime.now(UTC),
+    }

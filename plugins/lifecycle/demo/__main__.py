@@ -1,0 +1,171 @@
+"""The embedded demo: `python -m lifecycle.demo run [--date YYYY-MM-DD]` or `... airflow`.
+
+`run` builds the demo telecom database once (SQLite, in .demo/), runs every retention DAG for the
+date (default: today in Europe/Amsterdam) with `dag.test()` and prints the audit trail's view of
+the runs. Running it again is safe: the second run finds nothing new to delete.
+`airflow` serves the same demo in the Airflow UI (`airflow standalone`, 127.0.0.1:8080).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from datetime import date, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+PROJECT = Path(__file__).resolve().parents[3]
+DEMO_DIR = Path(os.environ.get("LIFECYCLE_DEMO_DIR") or PROJECT / ".demo")
+TIMEZONE = "Europe/Amsterdam"
+FIRST_RUN_FRACTION = 1.0
+
+
+def airflow_environment(home: Path, telecom_url: str, audit_url: str) -> dict[str, str]:
+    """The environment of an embedded Airflow on this project (the demo and the tests)."""
+    return {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW_CONN_TELECOM_DB": telecom_url,
+        "AIRFLOW_CONN_LIFECYCLE_AUDIT": audit_url,
+        "GX_ANALYTICS_ENABLED": "false",
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(PROJECT / "plugins"), os.environ.get("PYTHONPATH")])
+        ),
+    }
+
+
+def demo_environment() -> dict[str, str]:
+    return airflow_environment(
+        DEMO_DIR / "airflow",
+        f"sqlite:///{DEMO_DIR / 'telecom.db'}",
+        f"sqlite:///{DEMO_DIR / 'audit.db'}",
+    ) | {
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": "8080",
+        "AIRFLOW__API__BASE_URL": "http://127.0.0.1:8080",
+    }
+
+
+def migrate_metadata_db(home: Path) -> None:
+    """`airflow db migrate` once per Airflow home (it is idempotent but costs seconds)."""
+    if (home / "airflow.db").exists():
+        return
+    home.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        env=os.environ.copy(),
+    )
+
+
+def local_midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=ZoneInfo(TIMEZONE))
+
+
+def run(day: date) -> int:
+    os.environ.update(demo_environment())
+    import sqlalchemy as sa
+
+    from lifecycle.audit import read_runs
+    from lifecycle.demo.seed import seed_telecom
+    from lifecycle.factory import build_dags
+
+    DEMO_DIR.mkdir(exist_ok=True)
+    telecom = DEMO_DIR / "telecom.db"
+    if not telecom.exists():
+        counts = seed_telecom(
+            sa.create_engine(f"sqlite:///{telecom}"), datetime.now(ZoneInfo(TIMEZONE))
+        )
+        print("seeded the demo telecom database:", ", ".join(f"{n} {t}" for t, n in counts.items()))
+    migrate_metadata_db(DEMO_DIR / "airflow")
+    audit = sa.create_engine(f"sqlite:///{DEMO_DIR / 'audit.db'}")
+    logical_date = local_midnight(day)
+    dags = build_dags()
+    for dag_id, dag in sorted(dags.items()):
+        policy = dag_id.removeprefix("retention_")
+        # A table that was never purged is mostly expired; the guard would rightly refuse, so
+        # the first run lifts max_delete_fraction once, as an operator would with the DAG param.
+        first = not any(row["status"] == "purged" for row in read_runs(audit, policy))
+        conf = {"max_delete_fraction": FIRST_RUN_FRACTION} if first else {}
+        print(
+            f"running {dag_id} for {logical_date.isoformat()}" + (" (first purge)" if first else "")
+        )
+        dag.test(logical_date=logical_date, run_conf=conf)
+    print_report(read_runs(audit), logical_date)
+    return 0
+
+
+def print_report(rows: list[dict], logical_date: datetime) -> None:
+    latest: dict[str, dict] = {}
+    for row in rows:
+        if row["logical_date"] == logical_date:
+            latest[row["policy"]] = row  # rows come oldest first: keep the last attempt
+    header = (
+        "policy",
+        "period",
+        "cutoff (UTC)",
+        "expired",
+        "held",
+        "deleted",
+        "verified",
+        "status",
+    )
+    lines = [header]
+    for name, row in sorted(latest.items()):
+        cutoff = row["cutoff"].strftime("%Y-%m-%d %H:%M") if row["cutoff"] else "-"
+        verified = {True: "yes", False: "NO", None: "-"}[row["verified"]]
+        lines.append(
+            (
+                name,
+                row["period"],
+                cutoff,
+                *(
+                    str(row[k] if row[k] is not None else "-")
+                    for k in ("expired", "held", "deleted")
+                ),
+                verified,
+                row["status"],
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    print(f"\nRetention runs for {logical_date.date()} (audit trail: {DEMO_DIR / 'audit.db'})")
+    for index, line in enumerate(lines):
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)))
+        if index == 0:
+            print("  ".join("-" * width for width in widths))
+
+
+def serve() -> int:
+    env = os.environ | demo_environment()
+    if not (DEMO_DIR / "telecom.db").exists():
+        print("no demo database yet: run `make demo` first", file=sys.stderr)
+        return 1
+    print("Airflow UI: http://127.0.0.1:8080 (no login needed locally); Ctrl-C stops it")
+    airflow = Path(sys.executable).with_name("airflow")
+    os.execve(airflow, [str(airflow), "standalone"], env)  # noqa: S606 - replaces this process
+    return 0  # not reached
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m lifecycle.demo", description=__doc__.splitlines()[0]
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_cmd = commands.add_parser("run", help="run every retention DAG once for a date")
+    run_cmd.add_argument("--date", type=date.fromisoformat, default=None)
+    commands.add_parser("airflow", help="serve the demo in the Airflow UI")
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        return run(args.date or datetime.now(ZoneInfo(TIMEZONE)).date())
+    return serve()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""ISO 8601 durations as calendar periods, and the cutoff arithmetic built on them.
+
+A retention period is a calendar period (P6M is six months on the calendar, not 180 days). The
+cutoff of a run is its logical date, read as wall-clock time in the policy's timezone, minus the
+period; a record is expired if and only if its timestamp is strictly before the cutoff.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from dateutil.relativedelta import relativedelta
+
+# Designators in ISO 8601 order; integers only (a fractional month has no calendar meaning).
+_DURATION = re.compile(
+    r"^P(?!$)(?:(?P<years>\d+)Y)?(?:(?P<months>\d+)M)?(?:(?P<weeks>\d+)W)?(?:(?P<days>\d+)D)?"
+    r"(?:T(?=\d)(?:(?P<hours>\d+)H)?(?:(?P<minutes>\d+)M)?(?:(?P<seconds>\d+)S)?)?$"
+)
+# The same grammar without Python's named groups, for the JSON Schema (ECMA-262 regex).
+DURATION_PATTERN = r"^P(?!$)(\d+Y)?(\d+M)?(\d+W)?(\d+D)?(T(?=\d)(\d+H)?(\d+M)?(\d+S)?)?$"
+
+
+def parse_period(text: str) -> relativedelta:
+    """Parse a positive ISO 8601 duration (P6M, P90D, P3Y, P1Y6M, PT12H) into a calendar delta.
+
+    Raises ValueError with a message fit for a policy author.
+    """
+    match = _DURATION.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(
+            f"{text!r} is not an ISO 8601 duration with whole numbers (examples: P6M, P90D, P3Y)"
+        )
+    parts = {unit: int(value) for unit, value in match.groupdict().items() if value is not None}
+    if not any(parts.values()):
+        raise ValueError(f"{text!r} is not a positive duration: a retention period must be > 0")
+    return relativedelta(**parts)
+
+
+def period_floor_ok(period: str, floor: str) -> bool:
+    """True when `period` is at least `floor`, compared from a fixed reference date.
+
+    Calendar periods have no total order (P1M vs P30D depends on the month), so both are applied
+    to the same reference instant; the shortest month is used to be conservative.
+    """
+    reference = datetime(2001, 3, 1)  # going back from 1 March crosses a 28-day February
+    return reference - parse_period(period) <= reference - parse_period(floor)
+
+
+def compute_cutoff(logical_date: datetime, period: str, timezone: str) -> datetime:
+    """The instant before which records are expired, as an aware UTC datetime.
+
+    The logical date is read as wall-clock time in `timezone`; the period is subtracted on the
+    calendar (31 August - P6M = 28 February); the resulting wall-clock time is mapped back to an
+    instant. A wall-clock time that does not exist (the spring-forward gap) or exists twice (the
+    autumn overlap) is resolved with fold=0, the offset in force before the transition: a
+    deterministic choice, so a rerun of the same logical date computes the same cutoff.
+    """
+    if logical_date.tzinfo is None:
+        raise ValueError("logical_date must be timezone-aware")
+    zone = ZoneInfo(timezone)
+    wall_clock = logical_date.astimezone(zone).replace(tzinfo=None)
+    shifted = wall_clock - parse_period(period)
+    return shifted.replace(tzinfo=zone, fold=0).astimezone(UTC)

@@ -1,0 +1,193 @@
+"""The policy model: one YAML file per category of personal data, validated into typed data.
+
+The model is the single source of truth for the format: the JSON Schema in include/policies/ is
+generated from it (`python -m lifecycle schema`) and the reference doc is checked against it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+
+from lifecycle.periods import DURATION_PATTERN, parse_period
+
+_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]{0,62}"
+IDENTIFIER_PATTERN = rf"^{_IDENTIFIER}$"
+QUALIFIED_PATTERN = rf"^{_IDENTIFIER}(\.{_IDENTIFIER})?$"
+NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+CONN_ID_PATTERN = r"^[A-Za-z0-9_.\-]{1,250}$"
+
+
+def _matching(pattern: str, what: str):
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.match(value):
+            raise ValueError(f"{value!r} is not {what}")
+        return value
+
+    return check
+
+
+def _period(value: str) -> str:
+    parse_period(value)
+    return value
+
+
+def _timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{value!r} is not an IANA timezone (example: Europe/Amsterdam)") from None
+    return value
+
+
+def _string(pattern: str, what: str, description: str):
+    """A string checked by our own validator (clear messages) with the pattern in the schema."""
+    return Annotated[
+        str,
+        AfterValidator(_matching(pattern, what)),
+        WithJsonSchema({"type": "string", "pattern": pattern, "description": description}),
+    ]
+
+
+Identifier = _string(
+    IDENTIFIER_PATTERN,
+    "a plain SQL identifier (letters, digits and _, not starting with a digit)",
+    "A plain SQL identifier: letters, digits and _, at most 63 characters.",
+)
+QualifiedTable = _string(
+    QUALIFIED_PATTERN,
+    "a plain table name, optionally schema-qualified (schema.table)",
+    "A plain table name, optionally schema-qualified: `cdrs` or `billing.usage_records`.",
+)
+PolicyName = _string(
+    NAME_PATTERN,
+    "a policy name (lower case letters, digits and _, starting with a letter)",
+    "Lower case letters, digits and _; the DAG id is `retention_<name>`.",
+)
+ConnId = _string(CONN_ID_PATTERN, "an Airflow connection id", "An Airflow connection id.")
+Period = Annotated[
+    str,
+    AfterValidator(_period),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": DURATION_PATTERN,
+            "description": "A positive ISO 8601 duration, applied on the calendar: P6M, P90D, P3Y.",
+        }
+    ),
+]
+Timezone = Annotated[
+    str,
+    AfterValidator(_timezone),
+    WithJsonSchema({"type": "string", "description": "An IANA timezone name."}),
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class Statement(_Strict):
+    """The row of the privacy statement this policy enforces, quoted as published."""
+
+    service: str = Field(min_length=1, description="Type dienst: the service column.")
+    data: str = Field(min_length=1, description="Type gegevens: the data column.")
+    retention: str = Field(min_length=1, description="Bewaartermijn: the promise, verbatim.")
+
+
+class Retention(_Strict):
+    """How long records are kept."""
+
+    period: Period = Field(description="Keep for this calendar period, e.g. P6M.")
+
+
+class Guards(_Strict):
+    """Safety limits checked before anything is deleted; a breach refuses the run."""
+
+    max_delete_fraction: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Refuse when more than this fraction of the store's records would go.",
+    )
+    max_delete_rows: int | None = Field(
+        default=None, ge=0, description="Refuse when more than this many records would go."
+    )
+    min_period: Period = Field(
+        default="P1D", description="Refuse a retention period shorter than this floor."
+    )
+
+
+class SqlStore(_Strict):
+    """A table in a relational database reached through an Airflow connection."""
+
+    kind: Literal["sql"] = Field(description="A relational database table.")
+    conn_id: ConnId = Field(description="Airflow connection to the database.")
+    table: QualifiedTable = Field(description="Table, optionally schema-qualified.")
+    key: Identifier = Field(description="Primary key column (integer, uuid or text).")
+    timestamp: Identifier = Field(
+        description="Column the period runs from: timestamptz, or a naive timestamp in UTC."
+    )
+    null_timestamp: Literal["anomaly", "active"] = Field(
+        default="anomaly",
+        description=(
+            "What a NULL timestamp means. `anomaly`: reported, never deleted. `active`: the "
+            "period has not started yet (an open ticket), kept and counted as active."
+        ),
+    )
+    batch_size: int = Field(
+        default=20_000, gt=0, le=1_000_000, description="Rows deleted per transaction."
+    )
+
+
+# One member per store kind; a new store kind adds its model here and a module in stores/.
+Store = Annotated[SqlStore, Field(discriminator="kind")]
+STORE_KINDS = ("sql",)
+
+
+class Policy(_Strict):
+    """A retention policy: one category of personal data, one DAG `retention_<name>`."""
+
+    model_config = ConfigDict(
+        title="Retention policy",
+        json_schema_extra={"$schema": "https://json-schema.org/draft/2020-12/schema"},
+    )
+
+    name: PolicyName = Field(description="Unique policy name; the DAG id is `retention_<name>`.")
+    title: str = Field(min_length=1, description="Human-readable name of the category.")
+    description: str | None = Field(default=None, description="Free text shown in the DAG doc.")
+    statement: Statement = Field(description="The statement row this policy enforces.")
+    controller: Literal["provider", "client"] = Field(
+        description="Who is responsible: the provider itself, or the client organisation."
+    )
+    legal_basis: Literal["contract", "legal_obligation", "legitimate_interest", "consent"] = Field(
+        description="Grond voor verwerking: the GDPR ground of the processing."
+    )
+    retention: Retention = Field(description="How long records are kept.")
+    store: Store = Field(description="Where the records live; `kind` selects the store type.")
+    guards: Guards = Field(default_factory=Guards, description="Safety limits of the check.")
+    timezone: Timezone = Field(
+        default="Europe/Amsterdam", description="Timezone of the schedule and the cutoff."
+    )
+    schedule: str = Field(
+        default="0 0 * * *",
+        description="Cron expression of the daily run, in the policy's timezone.",
+    )
+    tags: list[str] = Field(default_factory=list, description="Extra DAG tags.")
+    retries: int = Field(
+        default=3, ge=0, le=10, description="Task retries (exponential backoff) on store errors."
+    )
+
+    @property
+    def dag_id(self) -> str:
+        return f"retention_{self.name}"
+
+
+def json_schema() -> dict:
+    """The JSON Schema of a policy file, generated from the model."""
+    return Policy.model_json_schema(mode="validation")

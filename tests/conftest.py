@@ -1,0 +1,82 @@
+"""Session-wide test setup: one Airflow home and metadata DB, and the real database servers.
+
+PostgreSQL and MariaDB are expected at 127.0.0.1 (override with LIFECYCLE_TEST_POSTGRES_URL and
+LIFECYCLE_TEST_MARIADB_URL). A test that needs one fails when it is missing; it never skips.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT / "plugins"))
+
+POSTGRES_URL = os.environ.get(
+    "LIFECYCLE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+MARIADB_URL = os.environ.get(
+    "LIFECYCLE_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test"
+)
+ARTIFACTS = PROJECT / "test-artifacts"
+
+
+def pytest_configure(config):
+    # Airflow reads its configuration at import: set the home before any test module imports it.
+    from lifecycle.demo.__main__ import airflow_environment
+
+    home = Path(tempfile.mkdtemp(prefix="lifecycle-airflow-"))
+    os.environ.update(
+        airflow_environment(
+            home, "sqlite:///" + str(home / "unset.db"), "sqlite:///" + str(home / "audit.db")
+        )
+    )
+    os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "INFO"
+
+
+@pytest.fixture(scope="session")
+def airflow_home() -> Path:
+    """A migrated metadata DB, once per session (the first dag.test() costs ~10 s)."""
+    from lifecycle.demo.__main__ import migrate_metadata_db
+
+    home = Path(os.environ["AIRFLOW_HOME"])
+    migrate_metadata_db(home)
+    return home
+
+
+def _reachable(url: str) -> str:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except sa.exc.OperationalError as exc:
+        pytest.fail(f"database server not reachable at {engine.url!r}: {exc.orig}", pytrace=False)
+    finally:
+        engine.dispose()
+    return url
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    return _reachable(POSTGRES_URL)
+
+
+@pytest.fixture(scope="session")
+def mariadb_url() -> str:
+    return _reachable(MARIADB_URL)
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
+def sql_url(request, tmp_path) -> str:
+    """The same test on SQLite, PostgreSQL and MariaDB."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    return request.getfixturevalue(
+        "postgres_url" if request.param == "postgresql" else "mariadb_url"
+    )

@@ -1,0 +1,70 @@
+"""The check: refusals and warnings, from counts only."""
+
+from datetime import UTC, datetime
+
+from lifecycle.guards import check
+from lifecycle.loader import parse_policy
+from lifecycle.stores import Plan
+from tests.unit.test_policy import VALID
+
+NOW = datetime(2026, 11, 29, 12, tzinfo=UTC)
+CUTOFF = datetime(2026, 5, 28, 22, tzinfo=UTC)
+
+
+def policy(extra: str = ""):
+    return parse_policy(VALID + extra)
+
+
+def test_within_limits_is_approved_for_the_expired_count():
+    decision = check(policy(), Plan(total=100, expired=50), CUTOFF, wall_clock=NOW)
+    assert (decision.approved, decision.outcome, decision.approved_records) == (
+        True,
+        "approved",
+        50,
+    )
+
+
+def test_fraction_over_the_guard_is_refused():
+    decision = check(policy(), Plan(total=100, expired=51), CUTOFF, wall_clock=NOW)
+    assert decision.outcome == "refused"
+    assert decision.approved_records == 0
+    assert "51 of 100 records (51.0%)" in decision.reasons[0]
+
+
+def test_one_run_override_of_the_fraction():
+    plan = Plan(total=100, expired=90)
+    assert check(policy(), plan, CUTOFF, wall_clock=NOW, max_delete_fraction=0.95).approved
+    assert not check(policy(), plan, CUTOFF, wall_clock=NOW, max_delete_fraction=0.8).approved
+
+
+def test_row_limit():
+    limited = policy("guards: {max_delete_fraction: 1, max_delete_rows: 10}\n")
+    assert check(limited, Plan(total=100, expired=10), CUTOFF, wall_clock=NOW).approved
+    refused = check(limited, Plan(total=100, expired=11), CUTOFF, wall_clock=NOW)
+    assert "more than max_delete_rows 10" in refused.reasons[0]
+
+
+def test_cutoff_in_the_future_is_refused():
+    decision = check(policy(), Plan(total=10, expired=1), NOW.replace(year=2027), wall_clock=NOW)
+    assert not decision.approved
+    assert "later than the wall clock" in decision.reasons[0]
+
+
+def test_period_below_the_floor_is_refused():
+    short = policy().model_copy(
+        update={"retention": parse_policy(VALID.replace("P6M", "PT1H")).retention}
+    )
+    decision = check(short, Plan(total=10, expired=1), CUTOFF, wall_clock=NOW)
+    assert "shorter than the floor guards.min_period P1D" in decision.reasons[0]
+
+
+def test_dry_run_approves_nothing_and_null_timestamps_warn():
+    decision = check(
+        policy(), Plan(total=10, expired=2, anomalies=3), CUTOFF, wall_clock=NOW, dry_run=True
+    )
+    assert (decision.outcome, decision.approved_records) == ("dry_run", 0)
+    assert "3 records have no timestamp" in decision.warnings[0]
+
+
+def test_empty_store_is_approved():
+    assert check(policy(), Plan(total=0, expired=0), CUTOFF, wall_clock=NOW).approved

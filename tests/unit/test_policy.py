@@ -1,0 +1,164 @@
+"""The policy model, the loader's messages, the CLI and the generated schema and reference."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lifecycle import cli
+from lifecycle.loader import DEFAULT_POLICY_DIR, load_policies, parse_policy
+from lifecycle.policy import Policy, json_schema
+
+VALID = """\
+name: cdrs
+title: Call detail records
+statement: {service: VoIP en mobiel, data: Gebruikgegevens, retention: Zes maanden}
+controller: provider
+legal_basis: contract
+retention: {period: P6M}
+store: {kind: sql, conn_id: telecom_db, table: cdrs, key: id, timestamp: started_at}
+"""
+
+
+def write(directory: Path, name: str, text: str) -> Path:
+    path = directory / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_valid_policy_has_defaults():
+    policy = parse_policy(VALID)
+    assert policy.dag_id == "retention_cdrs"
+    assert policy.timezone == "Europe/Amsterdam"
+    assert policy.guards.max_delete_fraction == 0.5
+    assert policy.store.null_timestamp == "anomaly"
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "problem"),
+    [
+        (("P6M", "P0D"), "retention.period", "not a positive duration"),
+        (("P6M", "-P1M"), "retention.period", "not an ISO 8601 duration"),
+        (("P6M", "six months"), "retention.period", "not an ISO 8601 duration"),
+        (("table: cdrs", "table: 'cdrs; drop table x'"), "store.table", "not a plain table name"),
+        (("key: id", "key: id--"), "store.key", "not a plain SQL identifier"),
+        (
+            ("timestamp: started_at", "timestamp: 1x"),
+            "store.timestamp",
+            "not a plain SQL identifier",
+        ),
+        (("kind: sql", "kind: gcs"), "store.kind", "unknown store kind 'gcs'"),
+        (("controller: provider", "controller: nobody"), "controller", "'provider' or 'client'"),
+        (("name: cdrs", "name: CDRs!"), "name", "not a policy name"),
+        (("title: Call detail records\n", "titel: x\n"), "titel", "unknown field"),
+    ],
+)
+def test_bad_policy_names_field_and_problem(change, field, problem):
+    with pytest.raises(ValueError) as raised:
+        parse_policy(VALID.replace(*change))
+    message = str(raised.value)
+    assert f"{field}: " in message
+    assert problem in message
+
+
+@pytest.mark.parametrize(
+    ("extra", "field", "problem"),
+    [
+        (
+            "guards: {max_delete_fraction: 1.5}\n",
+            "guards.max_delete_fraction",
+            "less than or equal to 1",
+        ),
+        (
+            "guards: {max_delete_fraction: -0.1}\n",
+            "guards.max_delete_fraction",
+            "greater than or equal to 0",
+        ),
+        ("guards: {max_delete_rows: -1}\n", "guards.max_delete_rows", "greater than or equal to 0"),
+        ("timezone: Mars/Olympus\n", "timezone", "not an IANA timezone"),
+        ("bogus: 1\n", "bogus", "unknown field"),
+        ("name: again\n", "name", "given twice"),
+    ],
+)
+def test_bad_extra_fields(extra, field, problem):
+    with pytest.raises(ValueError, match=problem) as raised:
+        parse_policy(VALID + extra)
+    assert field in str(raised.value)
+
+
+def test_loader_isolates_broken_files_and_names_them(tmp_path):
+    write(tmp_path, "cdrs.yaml", VALID)
+    write(
+        tmp_path, "broken.yaml", VALID.replace("name: cdrs", "name: broken").replace("P6M", "P0D")
+    )
+    write(tmp_path, "dup.yaml", VALID)  # same name as cdrs.yaml
+    write(tmp_path, "notyaml.yaml", "name: [unclosed")
+    write(tmp_path, "list.yaml", "- a\n- b\n")
+    result = load_policies(tmp_path)
+    assert [loaded.policy.name for loaded in result.policies] == ["cdrs"]
+    messages = {error.path.name: error.message for error in result.errors}
+    assert set(messages) == {"broken.yaml", "dup.yaml", "notyaml.yaml", "list.yaml"}
+    assert messages["broken.yaml"].startswith(f"{tmp_path / 'broken.yaml'}: retention.period:")
+    assert "name: 'cdrs' is already used by cdrs.yaml" in messages["dup.yaml"]
+    assert "not valid YAML" in messages["notyaml.yaml"]
+    assert "must be a YAML mapping" in messages["list.yaml"]
+
+
+def test_cli_validate_gives_the_loader_messages_and_exit_codes(tmp_path, capsys):
+    write(tmp_path, "cdrs.yaml", VALID)
+    assert cli.main(["validate", str(tmp_path)]) == 0
+    write(
+        tmp_path, "bad.yaml", VALID.replace("name: cdrs", "name: bad").replace("P6M", "six months")
+    )
+    assert cli.main(["validate", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    (expected,) = load_policies(tmp_path).errors
+    assert expected.message in err
+    assert "bad.yaml: retention.period: 'six months'" in err
+
+
+def test_cli_validate_fails_on_an_empty_or_missing_folder(tmp_path):
+    assert cli.main(["validate", str(tmp_path)]) == 1
+    assert cli.main(["validate", str(tmp_path / "nope")]) == 1
+
+
+def test_shipped_policies_are_valid_and_cover_the_sql_rows():
+    result = load_policies(DEFAULT_POLICY_DIR)
+    assert result.errors == []
+    names = {loaded.policy.name for loaded in result.policies}
+    assert {
+        "cdrs",
+        "lawful_intercept_traffic",
+        "voip_ip_log",
+        "support_tickets",
+        "contact_forms",
+    } <= names
+    tickets = next(p.policy for p in result.policies if p.policy.name == "support_tickets")
+    assert tickets.store.null_timestamp == "active"
+    assert tickets.store.timestamp == "closed_at"
+
+
+def test_schema_and_reference_are_generated_from_the_model():
+    # Fails when the model changed and `make schema` was not run.
+    assert cli.main(["schema", "--check"]) == 0
+    on_disk = json.loads((DEFAULT_POLICY_DIR / "policy.schema.json").read_text(encoding="utf-8"))
+    assert on_disk == json_schema()
+    reference = (DEFAULT_POLICY_DIR / "README.md").read_text(encoding="utf-8")
+    for field in Policy.model_fields:
+        assert f"| `{field}` |" in reference
+
+
+def test_schema_accepts_the_shipped_policies_and_rejects_unknown_fields():
+    import jsonschema
+    import yaml
+
+    schema = json_schema()
+    for path in sorted(DEFAULT_POLICY_DIR.glob("*.yaml")):
+        jsonschema.validate(yaml.safe_load(path.read_text(encoding="utf-8")), schema)
+    bad = yaml.safe_load(VALID) | {"bogus": 1}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)
+    bad_period = yaml.safe_load(VALID)
+    bad_period["retention"]["period"] = "six months"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad_period, schema)
