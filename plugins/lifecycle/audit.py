@@ -15,9 +15,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 
 AUDIT_CONN_ID = "lifecycle_audit"
 
+# Microseconds everywhere (MariaDB's plain DATETIME would drop them).
+Timestamp = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 metadata = sa.MetaData()
 runs = sa.Table(
     "retention_audit",
@@ -32,8 +35,8 @@ runs = sa.Table(
     sa.Column("legal_basis", sa.String(40), nullable=False),
     sa.Column("store", sa.String(500), nullable=False),  # kind, connection id and table/prefix
     sa.Column("period", sa.String(40), nullable=False),
-    sa.Column("logical_date", sa.DateTime(timezone=True)),
-    sa.Column("cutoff", sa.DateTime(timezone=True)),
+    sa.Column("logical_date", Timestamp),
+    sa.Column("cutoff", Timestamp),
     sa.Column("status", sa.String(30), nullable=False),
     sa.Column("dry_run", sa.Boolean, nullable=False),
     sa.Column("total", sa.BigInteger),
@@ -43,15 +46,15 @@ runs = sa.Table(
     sa.Column("anomalies", sa.BigInteger),
     sa.Column("deleted", sa.BigInteger),
     sa.Column("batches", sa.Integer),
-    sa.Column("oldest_expired", sa.DateTime(timezone=True)),
-    sa.Column("newest_expired", sa.DateTime(timezone=True)),
+    sa.Column("oldest_expired", Timestamp),
+    sa.Column("newest_expired", Timestamp),
     sa.Column("verified", sa.Boolean),
     sa.Column("remaining", sa.BigInteger),
     sa.Column("reasons", sa.JSON),
     sa.Column("verification", sa.JSON),  # the Great Expectations result summary
     sa.Column("timings", sa.JSON),
-    sa.Column("started_at", sa.DateTime(timezone=True)),
-    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("started_at", Timestamp),
+    sa.Column("finished_at", Timestamp),
     sa.UniqueConstraint("dag_id", "run_id", "attempt", name="uq_retention_audit_run"),
     sa.Index("ix_retention_audit_policy_time", "policy", "logical_date"),
 )

@@ -7,6 +7,7 @@ parse time (the import alone costs seconds).
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import warnings
@@ -16,6 +17,8 @@ from lifecycle.stores import Verification
 
 # GX sends usage analytics by default; a retention job must not phone home.
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+# GX logs internals at INFO on every validation; the task log keeps our own summary instead.
+logging.getLogger("great_expectations").setLevel(logging.WARNING)
 
 
 def verify_sql(

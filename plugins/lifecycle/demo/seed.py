@@ -14,9 +14,11 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from faker import Faker
+from sqlalchemy.dialects import mysql
 
 metadata = sa.MetaData()
-Timestamp = sa.DateTime(timezone=True)
+# Microseconds everywhere (MariaDB's plain DATETIME would drop them).
+Timestamp = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
 customers = sa.Table(
     "customers",

@@ -178,10 +178,11 @@ class SqlTableStore(RetentionStore):
         expired = self._expired(cutoff)
         batch_size = self.config.batch_size
         started = time.perf_counter()
+        # The key range holding expired rows (ORDER BY/LIMIT: min() has no uuid overload).
+        first_key = sa.select(self.key).where(expired).limit(1)
         with self.engine.connect() as conn:
-            lowest, highest = conn.execute(
-                sa.select(sa.func.min(self.key), sa.func.max(self.key)).where(expired)
-            ).one()
+            lowest = conn.execute(first_key.order_by(self.key.asc())).scalar()
+            highest = conn.execute(first_key.order_by(self.key.desc())).scalar()
         deleted = batches = 0
         last_report = started
         lower = lowest
