@@ -33,7 +33,7 @@ def seeded(deployment, timestamps=TIMESTAMPS, **policy):
 
 
 def test_run_deletes_exactly_what_is_expired_and_audits_it(deployment):
-    engine, table = seeded(deployment, TIMESTAMPS + [None], batch_size=2)
+    engine, table = seeded(deployment, [*TIMESTAMPS, None], batch_size=2)
 
     dag_run = deployment.run("retention_events", LOGICAL_DATE)
 
@@ -168,7 +168,7 @@ def test_dry_run_deletes_nothing_and_records_what_it_would_do(deployment):
 
 
 def test_expired_rows_left_behind_fail_verification(deployment):
-    engine, table = seeded(deployment)
+    engine, _table = seeded(deployment)
     # Something re-inserts an expired row while the purge runs (a replica catching up, a
     # backfill): outside the key range the purge planned, so verification must catch it.
     with engine.begin() as conn:
@@ -195,8 +195,9 @@ def test_expired_rows_left_behind_fail_verification(deployment):
 
 
 def test_manual_run_without_logical_date_uses_run_after(deployment):
-    engine, table = seeded(deployment)
     from lifecycle.factory import build_dags
+
+    engine, table = seeded(deployment)
 
     dag = build_dags(deployment.policy_dir)["retention_events"]
     run_after = LOGICAL_DATE.astimezone(UTC)

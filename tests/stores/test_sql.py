@@ -110,7 +110,7 @@ def test_purge_deletes_exactly_the_expired_rows(engine, key_type):
 
     assert result.deleted == 21
     assert result.batches >= 21 // 4
-    expected = sorted([ts for ts in AROUND_CUTOFF[3:] for _ in range(7)]) + [None, None]
+    expected = [*sorted([ts for ts in AROUND_CUTOFF[3:] for _ in range(7)]), None, None]
     assert survivors(engine, table) == expected
     verification = store.verify(CUTOFF)
     assert (verification.success, verification.remaining) == (True, 0)
@@ -204,9 +204,9 @@ def test_verification_reports_a_count_never_rows(engine):
 
 def test_missing_table_or_column_names_the_field(engine):
     make_table(engine, "events", AROUND_CUTOFF)
-    with pytest.raises(StoreConfigError, match="store.table: table 'nope' does not exist"):
+    with pytest.raises(StoreConfigError, match=r"store\.table: table 'nope' does not exist"):
         SqlTableStore(config(table="nope"), engine)
-    with pytest.raises(StoreConfigError, match="store.timestamp: column 'ts' not found"):
+    with pytest.raises(StoreConfigError, match=r"store\.timestamp: column 'ts' not found"):
         SqlTableStore(config(timestamp="ts"), engine)
 
 

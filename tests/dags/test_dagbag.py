@@ -1,0 +1,87 @@
+"""DAG integrity: the dags folder parses cleanly into exactly one DAG per policy file."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from airflow.dag_processing.dagbag import DagBag
+from airflow.sdk import CronTriggerTimetable
+
+from lifecycle.loader import DEFAULT_POLICY_DIR
+from tests.unit.test_policy import VALID
+
+PROJECT = Path(__file__).resolve().parents[2]
+DAGS = PROJECT / "dags"
+TASKS = ["extract", "check", "delete", "verify", "record"]
+
+
+def dagbag() -> DagBag:
+    return DagBag(dag_folder=str(DAGS))
+
+
+def test_one_dag_per_policy_file_and_no_import_errors():
+    bag = dagbag()
+    assert bag.import_errors == {}
+    expected = {f"retention_{path.stem}" for path in DEFAULT_POLICY_DIR.glob("*.yaml")}
+    assert set(bag.dag_ids) == expected
+    assert len(expected) == len(list(DEFAULT_POLICY_DIR.glob("*.yaml")))
+
+
+@pytest.mark.parametrize(
+    "dag_id", sorted(f"retention_{p.stem}" for p in DEFAULT_POLICY_DIR.glob("*.yaml"))
+)
+def test_dag_shape(dag_id):
+    dag = dagbag().dags[dag_id]
+    assert [task.task_id for task in dag.topological_sort()] == TASKS
+    assert dag.task_dict["delete"].upstream_task_ids == {"extract", "check"}
+    assert dag.task_dict["record"].upstream_task_ids == set(TASKS[:-1])
+    assert dag.task_dict["record"].trigger_rule == "all_done"
+    assert dag.task_dict["record"].outlets[0].name == dag_id
+    assert "retention" in dag.tags and "sql" in dag.tags
+    assert dag.catchup is False and dag.max_active_runs == 1
+    assert dag.timetable == CronTriggerTimetable("0 0 * * *", timezone="Europe/Amsterdam")
+    for task in dag.tasks:
+        assert task.retries == 3 and task.retry_exponential_backoff
+    assert set(dag.params) == {"dry_run", "max_delete_fraction"}
+    assert "Statement: data" in dag.doc_md and "Legal ground" in dag.doc_md
+
+
+def test_broken_policies_become_failing_dags_beside_the_valid_ones(tmp_path, monkeypatch):
+    (tmp_path / "cdrs.yaml").write_text(VALID, encoding="utf-8")
+    (tmp_path / "broken.yaml").write_text(VALID.replace("P6M", "six months"), encoding="utf-8")
+    (tmp_path / "copy.yaml").write_text(VALID, encoding="utf-8")
+    monkeypatch.setenv("LIFECYCLE_POLICY_DIR", str(tmp_path))
+
+    bag = dagbag()
+
+    assert bag.import_errors == {}
+    assert set(bag.dag_ids) == {
+        "retention_cdrs",
+        "retention_invalid_broken",
+        "retention_invalid_copy",
+    }
+    broken = bag.dags["retention_invalid_broken"]
+    assert (
+        "broken.yaml: retention.period: 'six months' is not an ISO 8601 duration" in broken.doc_md
+    )
+    assert "invalid-policy" in broken.tags
+    assert "is already used by cdrs.yaml" in bag.dags["retention_invalid_copy"].description
+
+
+def test_parsing_imports_no_store_driver_or_great_expectations():
+    heavy = ["great_expectations", "faker", "psycopg", "pymysql", "boto3", "lifecycle.stores.sql"]
+    code = (
+        "import json, runpy, sys; runpy.run_path(sys.argv[1]);"
+        f"print(json.dumps([m for m in {heavy!r} if m in sys.modules]))"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", code, str(DAGS / "retention.py")],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert json.loads(output.strip().splitlines()[-1]) == []

@@ -1,0 +1,118 @@
+"""No personal data leaves the store: not in the audit trail, XCom or task logs (a demo run)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+import sqlalchemy as sa
+from airflow.sdk.exceptions import ParamValidationError
+
+from lifecycle.demo.seed import seed_telecom
+from lifecycle.loader import DEFAULT_POLICY_DIR
+from lifecycle.stores.sql import create_engine
+
+AMS = ZoneInfo("Europe/Amsterdam")
+PERSONAL_COLUMNS = {
+    "subscribers": ["full_name", "phone", "email"],
+    "cdrs": ["caller", "callee"],
+    "lawful_intercept_traffic": ["source", "destination"],
+    "voip_ip_log": ["ip_address"],
+    "support_tickets": ["contact_name", "contact_email"],
+    "contact_forms": ["name", "email", "phone"],
+}
+
+
+def personal_values(engine: sa.Engine) -> set[str]:
+    values: set[str] = set()
+    with engine.connect() as conn:
+        for table, columns in PERSONAL_COLUMNS.items():
+            for column in columns:
+                values |= set(conn.execute(sa.text(f"SELECT {column} FROM {table}")).scalars())
+    return {value for value in values if value and len(value) >= 7}
+
+
+class Collector(logging.Handler):
+    """Every log record of the run, formatted with its arguments, whatever the handlers are."""
+
+    def __init__(self):
+        super().__init__(level=logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+def test_demo_run_leaks_no_personal_data(deployment, airflow_home, monkeypatch, capfd):
+    monkeypatch.setenv("LIFECYCLE_POLICY_DIR", str(DEFAULT_POLICY_DIR))
+    now = datetime(2026, 11, 29, 9, tzinfo=AMS)
+    engine = create_engine(deployment.store_url)
+    seed_telecom(engine, now, scale=0.25)
+    secrets = personal_values(engine)
+    assert len(secrets) > 1000  # names, phone numbers, e-mail addresses and IPs
+
+    from lifecycle.factory import build_dags
+
+    dags = build_dags(DEFAULT_POLICY_DIR)
+    collector = Collector()
+    logging.getLogger().addHandler(collector)
+    monkeypatch.setattr(logging.getLogger(), "level", logging.DEBUG)
+    logical_date = datetime(2026, 11, 29, tzinfo=AMS)
+    for dag in dags.values():
+        run = dag.test(logical_date=logical_date, run_conf={"max_delete_fraction": 1.0})
+        assert str(run.state) == "success", dag.dag_id
+    output = capfd.readouterr()
+    logging.getLogger().removeHandler(collector)
+
+    rows = deployment.audit()
+    assert {row["policy"] for row in rows} == {dag_id.removeprefix("retention_") for dag_id in dags}
+    assert sum(row["deleted"] for row in rows) > 1000
+    audit_text = json.dumps(rows, default=str)
+    metadata = sqlite3.connect(Path(os.environ["AIRFLOW_HOME"]) / "airflow.db")
+    xcom_text = "\n".join(str(value) for (value,) in metadata.execute("SELECT value FROM xcom"))
+    assert '"plan"' in xcom_text  # the XComs of these runs are there to be searched
+    log_files = [p for p in Path(os.environ["AIRFLOW_HOME"]).rglob("*.log") if p.is_file()]
+    log_text = "\n".join(
+        [
+            output.out,
+            output.err,
+            *collector.lines,
+            *(p.read_text(errors="replace") for p in log_files),
+        ]
+    )
+    assert "rows deleted" in log_text  # the task logs are there to be searched
+
+    for where, text in {
+        "audit trail": audit_text,
+        "XCom": xcom_text,
+        "task logs": log_text,
+    }.items():
+        leaked = sorted(value for value in secrets if value in text)
+        assert leaked == [], f"personal data in the {where}: {len(leaked)} values"
+
+
+def test_param_validation_rejects_a_fraction_outside_0_to_1(deployment):
+    deployment.write_policy("events", "events", "seen_at")
+    from lifecycle.factory import build_dags
+
+    dag = build_dags(deployment.policy_dir)["retention_events"]
+    with pytest.raises(ParamValidationError, match="max_delete_fraction"):
+        dag.test(
+            logical_date=datetime(2026, 11, 29, tzinfo=AMS), run_conf={"max_delete_fraction": 2}
+        )
+
+
+def test_an_invalid_policy_dag_fails_with_the_message(deployment):
+    (deployment.policy_dir / "broken.yaml").write_text("name: broken\nretention: {period: P0D}\n")
+    from lifecycle.factory import build_dags
+
+    dag = build_dags(deployment.policy_dir)["retention_invalid_broken"]
+    run = dag.test(logical_date=datetime(2026, 11, 29, tzinfo=AMS))
+    assert str(run.state) == "failed"
+    assert "retention.period: 'P0D' is not a positive duration" in dag.doc_md
