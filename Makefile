@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/plugins
 
-.PHONY: demo airflow test validate schema lint bench clean-demo
+.PHONY: demo airflow env test validate schema lint bench clean-demo
 
 # The virtualenv is rebuilt whenever the pinned requirements change.
 $(VENV)/.installed: requirements.txt constraints.txt
@@ -18,6 +18,9 @@ demo: $(VENV)/.installed  ## seed the demo database once, run every retention DA
 
 airflow: $(VENV)/.installed  ## the Airflow UI on the demo: http://127.0.0.1:8080
 	$(PY) -m lifecycle.demo airflow
+
+env: $(VENV)/.installed  ## eval "$$(make -s env)": the demo's environment in your shell
+	@$(PY) -m lifecycle.demo env
 
 test: $(VENV)/.installed  ## the whole test suite (needs PostgreSQL and MariaDB on 127.0.0.1)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -47,9 +47,9 @@ def test_run_deletes_exactly_what_is_expired_and_audits_it(deployment):
     assert (row["total"], row["expired"], row["deleted"], row["anomalies"]) == (7, 3, 3, 1)
     assert (row["verified"], row["remaining"]) == (True, 0)
     assert row["verification"]["success"] is True
-    assert row["verification"]["expectations"][0]["expectation_type"] == (
-        "unexpected_rows_expectation"
-    )
+    (expectation,) = row["verification"]["expectations"]
+    assert expectation["expectation_type"] == "expect_table_row_count_to_equal"
+    assert expectation["result"]["observed_value"] == 0
     assert row["controller"] == "provider" and row["legal_basis"] == "contract"
     assert row["run_id"] == dag_run.run_id
     assert "1 records have no timestamp" in row["reasons"][0]

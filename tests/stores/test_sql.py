@@ -200,6 +200,7 @@ def test_verification_reports_a_count_never_rows(engine):
     text = json.dumps(verification.summary, default=str)
     assert "row 1" not in text  # the payload column never leaves the database
     assert verification.summary["statistics"]["unsuccessful_expectations"] == 1
+    assert verification.summary["expectations"][0]["result"]["observed_value"] == 3
 
 
 def test_missing_table_or_column_names_the_field(engine):

@@ -4,12 +4,14 @@
 date (default: today in Europe/Amsterdam) with `dag.test()` and prints the audit trail's view of
 the runs. Running it again is safe: the second run finds nothing new to delete.
 `airflow` serves the same demo in the Airflow UI (`airflow standalone`, 127.0.0.1:8080).
+`env` prints the demo's environment, for `airflow dags test retention_cdrs 2026-11-29` by hand.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import subprocess
 import sys
 from datetime import date, datetime
@@ -114,6 +116,8 @@ def print_report(rows: list[dict], logical_date: datetime) -> None:
         "expired",
         "held",
         "deleted",
+        "active",
+        "no date",
         "verified",
         "status",
     )
@@ -128,7 +132,7 @@ def print_report(rows: list[dict], logical_date: datetime) -> None:
                 cutoff,
                 *(
                     str(row[k] if row[k] is not None else "-")
-                    for k in ("expired", "held", "deleted")
+                    for k in ("expired", "held", "deleted", "active", "anomalies")
                 ),
                 verified,
                 row["status"],
@@ -161,9 +165,15 @@ def main(argv: list[str] | None = None) -> int:
     run_cmd = commands.add_parser("run", help="run every retention DAG once for a date")
     run_cmd.add_argument("--date", type=date.fromisoformat, default=None)
     commands.add_parser("airflow", help="serve the demo in the Airflow UI")
+    commands.add_parser("env", help="print the demo's environment as shell exports")
     args = parser.parse_args(argv)
     if args.command == "run":
         return run(args.date or datetime.now(ZoneInfo(TIMEZONE)).date())
+    if args.command == "env":
+        venv_bin = Path(sys.executable).parent
+        exports = demo_environment() | {"PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}"}
+        print("\n".join(f"export {name}={shlex.quote(value)}" for name, value in exports.items()))
+        return 0
     return serve()
 
 

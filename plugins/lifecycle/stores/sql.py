@@ -251,17 +251,15 @@ class SqlTableStore(RetentionStore):
     def verify(self, cutoff: datetime) -> Verification:
         from lifecycle.verification import verify_sql
 
-        column = self.engine.dialect.identifier_preparer.quote(self.ts.name)
+        preparer = self.engine.dialect.identifier_preparer
         query = (
-            "SELECT COUNT(*) AS remaining FROM {batch} "
-            f"WHERE {column} < '{self._cutoff_literal(cutoff)}' HAVING COUNT(*) > 0"
+            f"SELECT 1 AS expired FROM {preparer.format_table(self.table)} "
+            f"WHERE {preparer.quote(self.ts.name)} < '{self._cutoff_literal(cutoff)}'"
         )
         return verify_sql(
             url=self.engine.url.render_as_string(hide_password=False),
             engine_kwargs=_session_utc_kwargs(self.engine.url),
-            table=self.table.name,
-            schema=self.table.schema,
-            remaining_query=query,
+            expired_query=query,
             label=self.label,
         )
 
