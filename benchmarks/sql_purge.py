@@ -25,13 +25,15 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
 
-from lifecycle.policy import SqlStore
+from lifecycle.policy import Policy
+from lifecycle.stores import RetentionWindow
 from lifecycle.stores.sql import SqlTableStore, create_engine
 
 URL = os.environ.get(
     "LIFECYCLE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 CUTOFF = datetime(2026, 5, 29, tzinfo=UTC)
+WINDOW = RetentionWindow(CUTOFF)
 
 
 def build(engine: sa.Engine, table: str, rows: int) -> None:
@@ -61,8 +63,24 @@ def build(engine: sa.Engine, table: str, rows: int) -> None:
 
 
 def store_for(engine: sa.Engine, table: str) -> SqlTableStore:
-    config = SqlStore(kind="sql", conn_id="bench", table=table, key="id", timestamp="ts")
-    return SqlTableStore(config, engine)
+    policy = Policy.model_validate(
+        {
+            "name": "bench",
+            "title": "Benchmark",
+            "statement": {"service": "VoIP", "data": "CDRs", "retention": "Zes maanden"},
+            "controller": "provider",
+            "legal_basis": "contract",
+            "retention": {"period": "P6M"},
+            "store": {
+                "kind": "sql",
+                "conn_id": "bench",
+                "table": table,
+                "key": "id",
+                "timestamp": "ts",
+            },
+        }
+    )
+    return SqlTableStore(policy, engine)
 
 
 def purge_memory(rows: int) -> dict:
@@ -71,9 +89,9 @@ def purge_memory(rows: int) -> dict:
     table = f"bench_mem_{rows}"
     build(engine, table, rows)
     store = store_for(engine, table)
-    plan = store.plan(CUTOFF)
+    plan = store.plan(WINDOW)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    result = store.purge(CUTOFF, approved=plan.expired)
+    result = store.purge(WINDOW, approved=plan.expired)
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with engine.begin() as conn:
         conn.execute(sa.text(f"DROP TABLE {table}"))
@@ -94,9 +112,9 @@ def compare_verification(engine: sa.Engine, store: SqlTableStore) -> tuple[float
                 sa.text("SELECT count(*) FROM bench_engine WHERE ts < :cutoff"), {"cutoff": CUTOFF}
             ).scalar()
 
-    store.verify(CUTOFF)
+    store.verify(WINDOW)
     count()
-    gx_runs = [timed(lambda: store.verify(CUTOFF)) for _ in range(5)]
+    gx_runs = [timed(lambda: store.verify(WINDOW)) for _ in range(5)]
     count_runs = [timed(count) for _ in range(5)]
     remaining = gx_runs[0][1].remaining
     assert remaining == count_runs[0][1], (remaining, count_runs[0][1])
@@ -125,7 +143,7 @@ def main() -> None:
     build(engine, "bench_plain", args.rows)
     build(engine, "bench_engine", args.rows)
     store = store_for(engine, "bench_engine")
-    plan = store.plan(CUTOFF)
+    plan = store.plan(WINDOW)
 
     def plain_delete():
         with engine.begin() as conn:
@@ -140,7 +158,7 @@ def main() -> None:
 
     before = compare_verification(engine, store)
     plain_seconds, plain_deleted = timed(plain_delete)
-    purge_seconds, result = timed(lambda: store.purge(CUTOFF, approved=plan.expired))
+    purge_seconds, result = timed(lambda: store.purge(WINDOW, approved=plan.expired))
     assert plain_deleted == result.deleted == plan.expired, (plain_deleted, result, plan)
     plain_rate = plain_deleted / plain_seconds
     purge_rate = result.deleted / purge_seconds

@@ -50,6 +50,8 @@ runs = sa.Table(
     sa.Column("newest_expired", Timestamp),
     sa.Column("verified", sa.Boolean),
     sa.Column("remaining", sa.BigInteger),
+    sa.Column("holds", sa.JSON),  # hold id -> records it kept: listed by hold, never by content
+    sa.Column("tenants", sa.JSON),  # tenant -> period, on the default or not, total, expired
     sa.Column("reasons", sa.JSON),
     sa.Column("verification", sa.JSON),  # the Great Expectations result summary
     sa.Column("timings", sa.JSON),
@@ -63,7 +65,24 @@ STATUSES = ("purged", "dry_run", "refused", "failed", "verification_failed")
 
 
 def ensure_schema(engine: sa.Engine) -> None:
+    """Create the tables, and add the nullable columns a newer version introduced."""
     metadata.create_all(engine, checkfirst=True)
+    inspector = sa.inspect(engine)
+    for table in metadata.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        missing = [column for column in table.columns if column.name not in present]
+        if not missing:
+            continue
+        preparer = engine.dialect.identifier_preparer
+        with engine.begin() as conn:
+            for column in missing:
+                kind = column.type.compile(dialect=engine.dialect)
+                conn.execute(
+                    sa.text(
+                        f"ALTER TABLE {preparer.format_table(table)} "
+                        f"ADD COLUMN {preparer.format_column(column)} {kind}"
+                    )
+                )
 
 
 def _as_utc(value: Any, naive: bool) -> datetime | None:
@@ -161,6 +180,8 @@ def audit_row(
         status = "purged"
     if decision:
         reasons += list(decision.get("warnings", ()))
+    elif extracted:
+        reasons += list(extracted.get("warnings", ()))
     store = policy.store
     timings = {
         step: result.get("seconds")
@@ -190,6 +211,8 @@ def audit_row(
         "deleted": purged["deleted"] if purged else (0 if status != "failed" else None),
         "batches": purged["batches"] if purged else (0 if status != "failed" else None),
         "oldest_expired": plan.get("oldest_expired"),
+        "holds": plan.get("held_by_hold") or {},
+        "tenants": (extracted or {}).get("tenants") or {},
         "newest_expired": plan.get("newest_expired"),
         "verified": None if verification is None else bool(verification["success"]),
         "remaining": None if verification is None else verification["remaining"],

@@ -50,19 +50,42 @@ def policy_asset(policy: Policy) -> Asset:
     )
 
 
+def _retention_text(policy: Policy) -> str:
+    retention = policy.retention
+    event = retention.from_event
+    if event is None:
+        start = f"from `{policy.store.timestamp}`"
+    elif event.table is None:
+        start = f"from the event `{event.timestamp}` (NULL: not yet, kept)"
+    else:
+        start = (
+            f"from the latest `{event.table}.{event.timestamp}` of the record's "
+            f"`{event.subject}` (= `{event.key}`); a running one (NULL) keeps it"
+        )
+    text = f"`{retention.period}` {start}, in {policy.timezone}"
+    if retention.per_tenant is not None:
+        text += (
+            f"; per client organisation (`{retention.per_tenant.column}`) from "
+            f"`{retention.per_tenant.table}`, `{retention.period}` by default"
+        )
+    return text
+
+
 def render_doc(policy: Policy, path: Path) -> str:
     store = policy.store
     guards = policy.guards
+    subjects = ", ".join(f"{s} → `{c}`" for s, c in store.subjects.items()) or "none"
     rows = [
         ("Statement: service", policy.statement.service),
         ("Statement: data", policy.statement.data),
         ("Statement: retention", policy.statement.retention),
-        ("Period", f"`{policy.retention.period}`, from `{store.timestamp}`, in {policy.timezone}"),
+        ("Period", _retention_text(policy)),
         ("Controller", policy.controller),
         ("Legal ground", policy.legal_basis.replace("_", " ")),
         ("Store", f"{store.kind} `{store.table}` via connection `{store.conn_id}`"),
         ("Key", f"`{store.key}`, {store.batch_size} rows per batch"),
         ("NULL timestamp", store.null_timestamp),
+        ("Hold subjects", subjects),
         (
             "Guards",
             f"max_delete_fraction {guards.max_delete_fraction:g}, max_delete_rows "
@@ -75,128 +98,77 @@ def render_doc(policy: Policy, path: Path) -> str:
     description = f"\n{policy.description}\n" if policy.description else ""
     return (
         f"# {policy.title}\n{description}\n"
-        f"Enforces the privacy statement's promise: records older than "
-        f"**{policy.retention.period}** are deleted every day, the deletion is verified with "
-        f"Great Expectations and audited.\n\n| | |\n|---|---|\n{table}\n\n"
+        f"Enforces the privacy statement's promise: records past **{policy.retention.period}** "
+        "are deleted every day unless held, the deletion is verified with Great Expectations "
+        f"and audited.\n\n| | |\n|---|---|\n{table}\n\n"
         "Params: `dry_run` stops after the check and records what would have been deleted; "
         "`max_delete_fraction` overrides the guard for one run.\n"
     )
 
 
-# -- what the tasks do (imports of heavy modules stay inside) ---------------------------------
+# -- the tasks' Airflow side: the work itself is in lifecycle.steps ---------------------------
 
 
-def _open_store(policy: Policy):
-    from airflow.sdk import BaseHook
+def _run() -> Any:
+    from lifecycle.steps import Run
 
-    from lifecycle.stores import open_store
-
-    return open_store(policy.store, BaseHook.get_connection(policy.store.conn_id))
-
-
-def _cutoff(policy: Policy, context: dict[str, Any]) -> datetime:
-    from lifecycle.periods import compute_cutoff
-
+    context = get_current_context()
     dag_run = context["dag_run"]
-    # A manual run may have no logical date: it then runs "as of" its run_after.
-    instant = dag_run.logical_date or dag_run.run_after
-    return compute_cutoff(instant, policy.retention.period, policy.timezone)
-
-
-def _extract(policy: Policy) -> dict[str, Any]:
-    context = get_current_context()
-    cutoff = _cutoff(policy, context)
-    with _open_store(policy) as store:
-        plan = store.plan(cutoff)
-    log.info(
-        "%s: cutoff %s; %d of %d records expired, %d held, %d active, %d without timestamp",
-        policy.name,
-        cutoff.isoformat(),
-        plan.expired,
-        plan.total,
-        plan.held,
-        plan.active,
-        plan.anomalies,
-    )
-    return {"cutoff": cutoff.isoformat(), "plan": plan.to_dict()}
-
-
-def _check(policy: Policy, extracted: dict[str, Any]) -> dict[str, Any]:
-    from lifecycle.guards import check
-    from lifecycle.stores import Plan
-
-    context = get_current_context()
     params = context["params"]
-    decision = check(
-        policy,
-        Plan(**extracted["plan"]),
-        datetime.fromisoformat(extracted["cutoff"]),
-        wall_clock=datetime.now().astimezone(),
+    return Run(
+        dag_id=dag_run.dag_id,
+        run_id=dag_run.run_id,
+        attempt=dag_run.clear_number or 0,
+        # A manual run may have no logical date: it then runs "as of" its run_after.
+        logical_date=dag_run.logical_date or dag_run.run_after,
+        started_at=dag_run.start_date,
         dry_run=bool(params.get("dry_run")),
         max_delete_fraction=params.get("max_delete_fraction"),
     )
-    result = decision.to_dict()
-    context["ti"].xcom_push(key="decision", value=result)
-    for warning in decision.warnings:
-        log.warning("%s: %s", policy.name, warning)
-    if not decision.approved:
-        raise AirflowFailException(f"{policy.name}: refused: " + "; ".join(decision.reasons))
-    if decision.dry_run:
+
+
+def _check(policy: Policy, extracted: dict[str, Any]) -> dict[str, Any]:
+    from lifecycle import steps
+
+    decision = steps.check(policy, _run(), extracted)
+    # Pushed before failing or skipping, so that record can audit a refusal or a dry run.
+    get_current_context()["ti"].xcom_push(key="decision", value=decision)
+    if decision["outcome"] == "refused":
+        raise AirflowFailException(f"{policy.name}: refused: " + "; ".join(decision["reasons"]))
+    if decision["outcome"] == "dry_run":
         log.info(
             "%s: dry run, %d records would be deleted", policy.name, extracted["plan"]["expired"]
         )
         raise AirflowSkipException("dry run: nothing deleted")
-    return result
-
-
-def _delete(policy: Policy, extracted: dict[str, Any], decision: dict[str, Any]) -> dict[str, Any]:
-    cutoff = datetime.fromisoformat(extracted["cutoff"])
-    with _open_store(policy) as store:
-        result = store.purge(cutoff, approved=decision["approved_records"])
-    return result.to_dict()
+    return decision
 
 
 def _verify(policy: Policy, extracted: dict[str, Any]) -> dict[str, Any]:
-    cutoff = datetime.fromisoformat(extracted["cutoff"])
-    with _open_store(policy) as store:
-        verification = store.verify(cutoff)
-    result = verification.to_dict()
+    from lifecycle import steps
+
+    result = steps.verify(policy, _run(), extracted)
     get_current_context()["ti"].xcom_push(key="verification", value=result)
-    if not verification.success:
+    if not result["success"]:
         raise AirflowFailException(
-            f"{policy.name}: verification failed: {verification.remaining} unheld records "
-            "before the cutoff remain"
+            f"{policy.name}: verification failed: {result['remaining']} unheld records past the "
+            "window remain"
         )
     return result
 
 
 def _record(policy: Policy, asset: Asset) -> None:
-    from airflow.sdk import BaseHook
-
-    from lifecycle.audit import AUDIT_CONN_ID, audit_row, record_run
-    from lifecycle.stores.sql import create_engine, url_from_connection
+    from lifecycle import steps
 
     context = get_current_context()
     ti = context["ti"]
-    dag_run = context["dag_run"]
-    row = audit_row(
+    row = steps.record(
         policy,
-        dag_id=dag_run.dag_id,
-        run_id=dag_run.run_id,
-        attempt=dag_run.clear_number or 0,
-        logical_date=dag_run.logical_date or dag_run.run_after,
-        dry_run=bool(context["params"].get("dry_run")),
+        _run(),
         extracted=ti.xcom_pull(task_ids="extract"),
         decision=ti.xcom_pull(task_ids="check", key="decision"),
         purged=ti.xcom_pull(task_ids="delete"),
         verification=ti.xcom_pull(task_ids="verify", key="verification"),
-        started_at=dag_run.start_date,
     )
-    engine = create_engine(url_from_connection(BaseHook.get_connection(AUDIT_CONN_ID)))
-    try:
-        record_run(engine, row)
-    finally:
-        engine.dispose()
     counts = {
         name: row[name]
         for name in ("status", "cutoff", "expired", "held", "deleted", "verified", "attempt")
@@ -238,7 +210,9 @@ def build_dag(policy: Policy, path: Path) -> DAG:
 
         @task(task_id="extract")
         def extract() -> dict[str, Any]:
-            return _extract(policy)
+            from lifecycle import steps
+
+            return steps.extract(policy, _run())
 
         @task(task_id="check")
         def check(extracted: dict[str, Any]) -> dict[str, Any]:
@@ -246,7 +220,9 @@ def build_dag(policy: Policy, path: Path) -> DAG:
 
         @task(task_id="delete")
         def delete(extracted: dict[str, Any], decision: dict[str, Any]) -> dict[str, Any]:
-            return _delete(policy, extracted, decision)
+            from lifecycle import steps
+
+            return steps.delete(policy, _run(), extracted, decision)
 
         @task(task_id="verify")
         def verify(extracted: dict[str, Any], purged: dict[str, Any]) -> dict[str, Any]:

@@ -79,7 +79,8 @@ def _describe(error: dict) -> str:
         expected = error.get("ctx", {}).get("expected_tags", "")
         return f"{location}.kind: unknown store kind {error['ctx']['tag']!r} (expected {expected})"
     message = error["msg"].removeprefix("Value error, ")
-    return f"{location}: {message}"
+    # A check across fields (loc empty) names its fields in the message itself.
+    return f"{location}: {message}" if loc else message
 
 
 def parse_policy(text: str) -> Policy:

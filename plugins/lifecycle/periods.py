@@ -22,10 +22,11 @@ _DURATION = re.compile(
 DURATION_PATTERN = r"^P(?!$)(\d+Y)?(\d+M)?(\d+W)?(\d+D)?(T(?=\d)(\d+H)?(\d+M)?(\d+S)?)?$"
 
 
-def parse_period(text: str) -> relativedelta:
+def parse_period(text: str, *, allow_zero: bool = False) -> relativedelta:
     """Parse a positive ISO 8601 duration (P6M, P90D, P3Y, P1Y6M, PT12H) into a calendar delta.
 
-    Raises ValueError with a message fit for a policy author.
+    `allow_zero` admits P0D (a grace period: delete at the event). Raises ValueError with a
+    message fit for a policy author.
     """
     match = _DURATION.match(text) if isinstance(text, str) else None
     if match is None:
@@ -33,7 +34,7 @@ def parse_period(text: str) -> relativedelta:
             f"{text!r} is not an ISO 8601 duration with whole numbers (examples: P6M, P90D, P3Y)"
         )
     parts = {unit: int(value) for unit, value in match.groupdict().items() if value is not None}
-    if not any(parts.values()):
+    if not allow_zero and not any(parts.values()):
         raise ValueError(f"{text!r} is not a positive duration: a retention period must be > 0")
     return relativedelta(**parts)
 
@@ -48,7 +49,9 @@ def period_floor_ok(period: str, floor: str) -> bool:
     return reference - parse_period(period) <= reference - parse_period(floor)
 
 
-def compute_cutoff(logical_date: datetime, period: str, timezone: str) -> datetime:
+def compute_cutoff(
+    logical_date: datetime, period: str, timezone: str, *, allow_zero: bool = False
+) -> datetime:
     """The instant before which records are expired, as an aware UTC datetime.
 
     The logical date is read as wall-clock time in `timezone`; the period is subtracted on the
@@ -61,5 +64,5 @@ def compute_cutoff(logical_date: datetime, period: str, timezone: str) -> dateti
         raise ValueError("logical_date must be timezone-aware")
     zone = ZoneInfo(timezone)
     wall_clock = logical_date.astimezone(zone).replace(tzinfo=None)
-    shifted = wall_clock - parse_period(period)
+    shifted = wall_clock - parse_period(period, allow_zero=allow_zero)
     return shifted.replace(tzinfo=zone, fold=0).astimezone(UTC)

@@ -10,7 +10,16 @@ import re
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from lifecycle.periods import DURATION_PATTERN, parse_period
 
@@ -100,10 +109,74 @@ class Statement(_Strict):
     retention: str = Field(min_length=1, description="Bewaartermijn: the promise, verbatim.")
 
 
-class Retention(_Strict):
-    """How long records are kept."""
+class EventSource(_Strict):
+    """The period runs from an event instead of the record's own timestamp: "until end of
+    service" is `period: P0D` from the contract's end. The event is a column of the record's own
+    row (`timestamp` only), or of another table joined in the database: the record's `subject`
+    column equals the event table's `key` column. A subject with no event yet (no event row, or
+    a NULL event timestamp on any of its rows: a contract still running) is never expired; with
+    several event rows the latest event counts."""
 
-    period: Period = Field(description="Keep for this calendar period, e.g. P6M.")
+    timestamp: Identifier = Field(description="Event column; NULL means it has not happened.")
+    table: QualifiedTable | None = Field(
+        default=None, description="Event table; omitted: the event is in the record's own row."
+    )
+    subject: Identifier | None = Field(
+        default=None, description="Record column linking to the event table (e.g. customer_id)."
+    )
+    key: Identifier | None = Field(
+        default=None, description="Event table column matched by `subject` (e.g. customer_id)."
+    )
+
+    @model_validator(mode="after")
+    def _joined_or_own_row(self) -> EventSource:
+        joined = (self.table, self.subject, self.key)
+        if any(joined) and not all(joined):
+            raise ValueError("table, subject and key go together: give all three or none")
+        return self
+
+
+class TenantPeriods(_Strict):
+    """Periods set per client organisation, read from a settings table at every run. Its
+    columns are `tenant`, `policy` and `period` (ISO 8601); tenants with no row for this policy
+    keep `retention.period`, the default."""
+
+    column: Identifier = Field(description="Record column holding the tenant (client) id.")
+    table: QualifiedTable = Field(
+        default="client_retention_settings", description="The settings table."
+    )
+    conn_id: ConnId | None = Field(
+        default=None, description="Connection of the settings table; default: the store's."
+    )
+
+
+class Retention(_Strict):
+    """How long records are kept, and from when."""
+
+    # Before `period`: its validator needs to know whether the period runs from an event.
+    from_event: EventSource | None = Field(
+        default=None, description="Run the period from an event (end of contract) instead."
+    )
+    per_tenant: TenantPeriods | None = Field(
+        default=None, description="Let each client organisation set its own period."
+    )
+    period: Annotated[
+        str,
+        WithJsonSchema(
+            {
+                "type": "string",
+                "pattern": DURATION_PATTERN,
+                "description": "ISO 8601 duration on the calendar: P6M, P90D, P3Y. Positive; "
+                "P0D is allowed only with `from_event` (delete at the event).",
+            }
+        ),
+    ] = Field(description="Keep for this calendar period (the default with `per_tenant`).")
+
+    @field_validator("period")
+    @classmethod
+    def _period(cls, value: str, info: ValidationInfo) -> str:
+        parse_period(value, allow_zero=info.data.get("from_event") is not None)
+        return value
 
 
 class Guards(_Strict):
@@ -130,8 +203,10 @@ class SqlStore(_Strict):
     conn_id: ConnId = Field(description="Airflow connection to the database.")
     table: QualifiedTable = Field(description="Table, optionally schema-qualified.")
     key: Identifier = Field(description="Primary key column (integer, uuid or text).")
-    timestamp: Identifier = Field(
-        description="Column the period runs from: timestamptz, or a naive timestamp in UTC."
+    timestamp: Identifier | None = Field(
+        default=None,
+        description="Column the period runs from: timestamptz, or a naive timestamp in UTC. "
+        "Required unless `retention.from_event` is set.",
     )
     null_timestamp: Literal["anomaly", "active"] = Field(
         default="anomaly",
@@ -142,6 +217,11 @@ class SqlStore(_Strict):
     )
     batch_size: int = Field(
         default=20_000, gt=0, le=1_000_000, description="Rows deleted per transaction."
+    )
+    subjects: dict[Annotated[str, Field(pattern=NAME_PATTERN)], Identifier] = Field(
+        default_factory=dict,
+        description="Hold subjects and the column each matches, e.g. `{customer: customer_id, "
+        "phone: caller}`: a hold on subject `phone` with value V protects rows whose `caller` is V.",
     )
 
 
@@ -182,6 +262,17 @@ class Policy(_Strict):
     retries: int = Field(
         default=3, ge=0, le=10, description="Task retries (exponential backoff) on store errors."
     )
+
+    @model_validator(mode="after")
+    def _timestamp_source(self) -> Policy:
+        if self.store.timestamp is None and self.retention.from_event is None:
+            raise ValueError("store.timestamp: required unless retention.from_event is set")
+        if self.store.timestamp is not None and self.retention.from_event is not None:
+            raise ValueError(
+                "store.timestamp: not used with retention.from_event (the event column is the "
+                "timestamp): remove one of them"
+            )
+        return self
 
     @property
     def dag_id(self) -> str:

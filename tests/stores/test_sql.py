@@ -11,12 +11,13 @@ import sqlalchemy as sa
 from airflow.sdk import Connection
 from sqlalchemy.dialects import mysql
 
-from lifecycle.policy import SqlStore
-from lifecycle.stores import PurgeLimitExceeded, StoreConfigError
+from lifecycle.policy import Policy
+from lifecycle.stores import PurgeLimitExceeded, RetentionWindow, StoreConfigError
 from lifecycle.stores.sql import SqlTableStore, create_engine, url_from_connection
 
 CUTOFF = datetime(2026, 5, 28, 22, 0, tzinfo=UTC)
 ONE_US = timedelta(microseconds=1)
+WINDOW = RetentionWindow(CUTOFF)
 
 KEY_TYPES = {
     "integer": (sa.BigInteger().with_variant(sa.Integer, "sqlite"), lambda i: i),
@@ -64,9 +65,20 @@ def make_table(
     return table
 
 
-def config(table: str = "events", **overrides) -> SqlStore:
+def config(table: str = "events", retention: dict | None = None, **store) -> Policy:
+    """A policy on `table` (P6M from seen_at unless `retention` says otherwise)."""
     fields = {"kind": "sql", "conn_id": "test", "table": table, "key": "id", "timestamp": "seen_at"}
-    return SqlStore(**(fields | overrides))
+    return Policy.model_validate(
+        {
+            "name": "events",
+            "title": "Events",
+            "statement": {"service": "Test", "data": "Test", "retention": "Zes maanden"},
+            "controller": "provider",
+            "legal_basis": "contract",
+            "retention": retention or {"period": "P6M"},
+            "store": fields | store,
+        }
+    )
 
 
 def survivors(engine: sa.Engine, table: sa.Table) -> list[datetime | None]:
@@ -100,28 +112,28 @@ def test_purge_deletes_exactly_the_expired_rows(engine, key_type):
     table = make_table(engine, "events", timestamps, key_type=key_type)
     store = SqlTableStore(config(batch_size=4), engine)
 
-    plan = store.plan(CUTOFF)
+    plan = store.plan(WINDOW)
     assert (plan.total, plan.expired, plan.anomalies, plan.active) == (44, 21, 2, 0)
     assert plan.oldest_expired == (CUTOFF - timedelta(days=400)).isoformat()
     assert plan.newest_expired == (CUTOFF - ONE_US).isoformat()
-    assert not store.verify(CUTOFF).success
+    assert not store.verify(WINDOW).success
 
-    result = store.purge(CUTOFF, approved=plan.expired)
+    result = store.purge(WINDOW, approved=plan.expired)
 
     assert result.deleted == 21
     assert result.batches >= 21 // 4
     expected = [*sorted([ts for ts in AROUND_CUTOFF[3:] for _ in range(7)]), None, None]
     assert survivors(engine, table) == expected
-    verification = store.verify(CUTOFF)
+    verification = store.verify(WINDOW)
     assert (verification.success, verification.remaining) == (True, 0)
 
 
 def test_rerun_is_idempotent(engine):
     table = make_table(engine, "events", AROUND_CUTOFF * 3)
     store = SqlTableStore(config(batch_size=2), engine)
-    assert store.purge(CUTOFF, approved=9).deleted == 9
+    assert store.purge(WINDOW, approved=9).deleted == 9
     before = survivors(engine, table)
-    again = store.purge(CUTOFF, approved=0)
+    again = store.purge(WINDOW, approved=0)
     assert (again.deleted, again.batches) == (0, 0)
     assert survivors(engine, table) == before
 
@@ -129,18 +141,18 @@ def test_rerun_is_idempotent(engine):
 def test_naive_timestamp_column_is_read_as_utc(engine):
     table = make_table(engine, "events", AROUND_CUTOFF, timezone=False)
     store = SqlTableStore(config(), engine)
-    assert store.plan(CUTOFF).expired == 3
-    store.purge(CUTOFF, approved=3)
+    assert store.plan(WINDOW).expired == 3
+    store.purge(WINDOW, approved=3)
     assert survivors(engine, table) == AROUND_CUTOFF[3:]
-    assert store.verify(CUTOFF).success
+    assert store.verify(WINDOW).success
 
 
 def test_null_timestamps_active_are_kept_and_counted(engine):
     table = make_table(engine, "events", [CUTOFF - ONE_US, None, None, CUTOFF])
     store = SqlTableStore(config(null_timestamp="active"), engine)
-    plan = store.plan(CUTOFF)
+    plan = store.plan(WINDOW)
     assert (plan.expired, plan.active, plan.anomalies) == (1, 2, 0)
-    store.purge(CUTOFF, approved=1)
+    store.purge(WINDOW, approved=1)
     assert survivors(engine, table) == [CUTOFF, None, None]
 
 
@@ -159,13 +171,13 @@ def test_a_crash_midway_resumes_without_touching_unexpired_rows(engine):
 
     sa.event.listen(engine, "before_cursor_execute", crash_on_third_delete)
     with pytest.raises(ConnectionError):
-        store.purge(CUTOFF, approved=40)
+        store.purge(WINDOW, approved=40)
     sa.event.remove(engine, "before_cursor_execute", crash_on_third_delete)
 
     # Two committed batches are gone; the third rolled back; nothing unexpired touched.
     assert len(survivors(engine, table)) == 45 - 10
-    assert store.plan(CUTOFF).expired == 30
-    resumed = store.purge(CUTOFF, approved=30)
+    assert store.plan(WINDOW).expired == 30
+    resumed = store.purge(WINDOW, approved=30)
     assert resumed.deleted == 30
     assert survivors(engine, table) == [CUTOFF + ONE_US] * 5
 
@@ -174,7 +186,7 @@ def test_purge_never_deletes_more_than_approved(engine):
     table = make_table(engine, "events", [CUTOFF - timedelta(hours=i) for i in range(1, 11)])
     store = SqlTableStore(config(batch_size=4), engine)
     with pytest.raises(PurgeLimitExceeded, match="more than the 6 approved"):
-        store.purge(CUTOFF, approved=6)
+        store.purge(WINDOW, approved=6)
     # The first batch (4) committed; the second would have reached 8 > 6 and was rolled back.
     assert len(survivors(engine, table)) == 6
 
@@ -188,14 +200,14 @@ def test_schema_qualified_table(engine, sql_url):
             conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {schema}"))
     table = make_table(engine, "usage_records", AROUND_CUTOFF, schema=schema)
     store = SqlTableStore(config(table=f"{schema}.usage_records"), engine)
-    assert store.purge(CUTOFF, approved=3).deleted == 3
+    assert store.purge(WINDOW, approved=3).deleted == 3
     assert survivors(engine, table) == AROUND_CUTOFF[3:]
-    assert store.verify(CUTOFF).success
+    assert store.verify(WINDOW).success
 
 
 def test_verification_reports_a_count_never_rows(engine):
     make_table(engine, "events", AROUND_CUTOFF)
-    verification = SqlTableStore(config(), engine).verify(CUTOFF)
+    verification = SqlTableStore(config(), engine).verify(WINDOW)
     assert (verification.success, verification.remaining) == (False, 3)
     text = json.dumps(verification.summary, default=str)
     assert "row 1" not in text  # the payload column never leaves the database

@@ -3,13 +3,14 @@
 A store answers three questions for a cutoff: what is expired (`plan`), delete it (`purge`), and
 prove nothing expired remains (`verify`). It returns counts and bounds only, never records, so
 nothing it reports can carry personal data. A new store kind is a new module here exposing
-`open_store(config, connection)`, plus its entry in `_MODULES` and its model in `policy.py`.
+`open_store(policy, connection)`, plus its entry in `_MODULES` and its model in `policy.py`.
 """
 
 from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -18,16 +19,42 @@ _MODULES = {"sql": "lifecycle.stores.sql"}
 
 
 @dataclass(frozen=True)
+class Hold:
+    """A hold protecting the records of one subject value (a customer id, a phone number, an
+    object key prefix) from deletion. Its value is personal data: it stays in the task's memory
+    and never reaches XCom, logs or the audit trail (only `id` does)."""
+
+    id: int
+    subject: str
+    value: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class RetentionWindow:
+    """Everything that decides whether a record is expired in this run."""
+
+    cutoff: datetime  # the policy's (default) cutoff
+    tenant_cutoffs: Mapping[str, datetime] = field(default_factory=dict)  # per client organisation
+    holds: tuple[Hold, ...] = ()
+
+    def cutoff_for(self, tenant: str | None) -> datetime:
+        return self.tenant_cutoffs.get(tenant, self.cutoff) if tenant is not None else self.cutoff
+
+
+@dataclass(frozen=True)
 class Plan:
     """What a run would delete: counts and timestamp bounds, nothing else."""
 
     total: int
-    expired: int
-    held: int = 0
-    active: int = 0  # no timestamp yet, and the policy says that means "still running"
-    anomalies: int = 0  # no timestamp, and the policy says that is wrong: reported, never deleted
+    expired: int  # past the window and not held: what the purge deletes
+    held: int = 0  # past the window but under a hold
+    active: int = 0  # the period has not started (an open ticket, a running contract)
+    anomalies: int = 0  # no timestamp or no subject: reported, never deleted
     oldest_expired: str | None = None
     newest_expired: str | None = None
+    held_by_hold: dict[str, int] = field(default_factory=dict)  # hold id -> records it protects
+    by_tenant: dict[str, dict[str, int]] = field(default_factory=dict)  # tenant -> total, expired
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,14 +91,15 @@ class StoreConfigError(ValueError):
 
 class RetentionStore(ABC):
     @abstractmethod
-    def plan(self, cutoff: datetime) -> Plan: ...
+    def plan(self, window: RetentionWindow) -> Plan: ...
 
     @abstractmethod
-    def purge(self, cutoff: datetime, *, approved: int) -> PurgeResult:
-        """Delete what is expired in bounded batches; never more than `approved` records."""
+    def purge(self, window: RetentionWindow, *, approved: int) -> PurgeResult:
+        """Delete what is expired and not held, in bounded batches; never more than `approved`."""
 
     @abstractmethod
-    def verify(self, cutoff: datetime) -> Verification: ...
+    def verify(self, window: RetentionWindow) -> Verification:
+        """Prove that no record past the window remains, held records excepted."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
@@ -83,7 +111,7 @@ class RetentionStore(ABC):
         self.close()
 
 
-def open_store(config: Any, connection: Any) -> RetentionStore:
-    """The store for a policy's `store` section, reached through an Airflow connection."""
-    module = importlib.import_module(_MODULES[config.kind])
-    return module.open_store(config, connection)
+def open_store(policy: Any, connection: Any) -> RetentionStore:
+    """The store of a policy, reached through an Airflow connection."""
+    module = importlib.import_module(_MODULES[policy.store.kind])
+    return module.open_store(policy, connection)

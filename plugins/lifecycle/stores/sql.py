@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,10 +19,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
 
 from lifecycle.stores import (
+    Hold,
     Plan,
     PurgeLimitExceeded,
     PurgeResult,
     RetentionStore,
+    RetentionWindow,
     StoreConfigError,
     Verification,
 )
@@ -100,23 +103,57 @@ def _iso(value: Any) -> str | None:
 
 
 class SqlTableStore(RetentionStore):
-    def __init__(self, config: Any, engine: Engine, *, label: str | None = None):
-        self.config = config
+    """One policy's table. Every question (plan, purge, verify) is one predicate, `_purgeable`,
+    evaluated in the database: past the window (own timestamp, or an event joined with EXISTS),
+    with per-tenant cutoffs where clients set their own period, and not under a hold."""
+
+    def __init__(self, policy: Any, engine: Engine):
+        self.policy = policy
+        self.config = config = policy.store
         self.engine = engine
-        self.label = label or config.table
-        schema, _, name = config.table.rpartition(".")
+        self.label = policy.name
+        self.table = self._reflect(config.table, "store.table")
+        self.key = self._column(self.table, config.key, "store.key")
+        event = policy.retention.from_event
+        self.event_table = None
+        if event is None:
+            self.ts = self._column(self.table, config.timestamp, "store.timestamp")
+            self.null_means_active = config.null_timestamp == "active"
+        elif event.table is None:  # the event is a column of the record's own row
+            self.ts = self._column(self.table, event.timestamp, "retention.from_event.timestamp")
+            self.null_means_active = True
+        else:
+            self.event_table = self._reflect(event.table, "retention.from_event.table").alias(
+                "event"
+            )
+            self.ts = self._column(
+                self.event_table, event.timestamp, "retention.from_event.timestamp"
+            )
+            self.event_key = self._column(self.event_table, event.key, "retention.from_event.key")
+            self.subject = self._column(self.table, event.subject, "retention.from_event.subject")
+        tenants = policy.retention.per_tenant
+        self.tenant = (
+            None
+            if tenants is None
+            else self._column(self.table, tenants.column, "retention.per_tenant.column")
+        )
+        self.subjects = {
+            subject: self._column(self.table, column, f"store.subjects.{subject}")
+            for subject, column in config.subjects.items()
+        }
+
+    def _reflect(self, qualified: str, field: str) -> sa.Table:
+        schema, _, name = qualified.rpartition(".")
         try:
-            self.table = sa.Table(name, sa.MetaData(), schema=schema or None, autoload_with=engine)
+            return sa.Table(name, sa.MetaData(), schema=schema or None, autoload_with=self.engine)
         except sa.exc.NoSuchTableError:
-            raise StoreConfigError(f"store.table: table {config.table!r} does not exist") from None
-        for field in ("key", "timestamp"):
-            column = getattr(config, field)
-            if column not in self.table.c:
-                raise StoreConfigError(
-                    f"store.{field}: column {column!r} not found in table {config.table!r}"
-                )
-        self.key = self.table.c[config.key]
-        self.ts = self.table.c[config.timestamp]
+            raise StoreConfigError(f"{field}: table {qualified!r} does not exist") from None
+
+    @staticmethod
+    def _column(table, name: str, field: str) -> sa.Column:
+        if name not in table.c:
+            raise StoreConfigError(f"{field}: column {name!r} not found in table {table.name!r}")
+        return table.c[name]
 
     @property
     def dialect(self) -> str:
@@ -125,67 +162,151 @@ class SqlTableStore(RetentionStore):
     def close(self) -> None:
         self.engine.dispose()
 
-    # -- the cutoff as the database compares it -------------------------------------------
+    # -- the window as SQL --------------------------------------------------------------------
 
-    def _cutoff_literal(self, cutoff: datetime) -> str:
-        """The cutoff as a SQL literal of the timestamp column's kind (a computed instant, never
-        user input). The bind parameter and the literal must compare identically."""
-        if self.dialect == "sqlite":
-            return sqlite_timestamp_text(cutoff)
-        utc = cutoff.astimezone(UTC)
-        if getattr(self.ts.type, "timezone", False):
-            return utc.isoformat(sep=" ")
-        return utc.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
-
-    def _expired(self, cutoff: datetime):
+    def _before(self, column, cutoff: datetime):
+        """`column < cutoff`, bound so that the database compares like with like."""
         if self.dialect == "sqlite":
             # SQLite keeps timestamps as text: compare text with text, not through DATETIME.
-            value = sa.bindparam("cutoff", sqlite_timestamp_text(cutoff), type_=sa.String)
-        elif getattr(self.ts.type, "timezone", False):
-            value = sa.bindparam("cutoff", cutoff.astimezone(UTC), type_=self.ts.type)
+            value = sa.bindparam(None, sqlite_timestamp_text(cutoff), type_=sa.String)
+        elif getattr(column.type, "timezone", False):
+            value = sa.bindparam(None, cutoff.astimezone(UTC), type_=column.type)
         else:  # naive column: UTC by contract; the session time zone is UTC too
             value = sa.bindparam(
-                "cutoff", cutoff.astimezone(UTC).replace(tzinfo=None), type_=self.ts.type
+                None, cutoff.astimezone(UTC).replace(tzinfo=None), type_=column.type
             )
-        return self.ts < value
+        return column < value
+
+    def _past(self, cutoff: datetime):
+        """Past the window for one cutoff, by the record's timestamp or its subject's event."""
+        if self.event_table is None:
+            return self._before(self.ts, cutoff)
+        linked = self.event_key == self.subject
+        ended = sa.exists().where(linked, self._before(self.ts, cutoff))
+        # A contract still running (NULL end) or ended within the window keeps the subject.
+        keeps = sa.exists().where(
+            linked, sa.or_(self.ts.is_(None), sa.not_(self._before(self.ts, cutoff)))
+        )
+        return sa.and_(ended, sa.not_(keeps))
+
+    def _expired(self, window: RetentionWindow):
+        """Past the window, held or not."""
+        if self.tenant is None or not window.tenant_cutoffs:
+            return self._past(window.cutoff)
+        tenants = sorted(window.tenant_cutoffs)
+        own = [sa.and_(self.tenant == t, self._past(window.tenant_cutoffs[t])) for t in tenants]
+        on_default = sa.or_(self.tenant.is_(None), self.tenant.not_in(tenants))
+        return sa.or_(*own, sa.and_(on_default, self._past(window.cutoff)))
+
+    def _hold_values(self, window: RetentionWindow) -> dict[str, list[tuple[Hold, Any]]]:
+        """Hold values per subject this table maps, converted to the column's Python type."""
+        by_subject: dict[str, list[tuple[Hold, Any]]] = {}
+        for hold in window.holds:
+            column = self.subjects.get(hold.subject)
+            if column is None:
+                continue
+            try:
+                value = _coerce(hold.value, column)
+            except (ValueError, TypeError):
+                continue  # a value of another type cannot match any row of this column
+            by_subject.setdefault(hold.subject, []).append((hold, value))
+        return by_subject
+
+    def _purgeable(self, window: RetentionWindow):
+        """Past the window and not held. A NULL subject value matches no hold (NOT IN would
+        make it NULL, and so never deletable)."""
+        not_held = [
+            sa.or_(
+                self.subjects[subject].is_(None),
+                self.subjects[subject].not_in([v for _, v in held]),
+            )
+            for subject, held in self._hold_values(window).items()
+        ]
+        return sa.and_(self._expired(window), *not_held)
 
     # -- plan ---------------------------------------------------------------------------------
 
-    def plan(self, cutoff: datetime) -> Plan:
-        expired = self._expired(cutoff)
-        query = sa.select(
+    def _counted(self, condition):
+        return sa.func.count(sa.case((condition, 1)))
+
+    def plan(self, window: RetentionWindow) -> Plan:
+        expired = self._expired(window)
+        purgeable = self._purgeable(window)
+        if self.event_table is None:
+            moment = self.ts
+            not_started = self.ts.is_(None)
+            active = not_started if self.null_means_active else sa.false()
+            anomaly = sa.false() if self.null_means_active else not_started
+        else:
+            linked = self.event_key == self.subject
+            moment = sa.select(sa.func.max(self.ts)).where(linked).scalar_subquery()
+            anomaly = self.subject.is_(None)  # cannot be linked to any event: never expires
+            active = sa.and_(
+                self.subject.is_not(None),
+                sa.or_(
+                    sa.not_(sa.exists().where(linked)),
+                    sa.exists().where(linked, self.ts.is_(None)),
+                ),
+            )
+        columns = [
             sa.func.count(),
-            sa.func.count(sa.case((expired, 1))),
-            sa.func.count(sa.case((self.ts.is_(None), 1))),
-            sa.func.min(sa.case((expired, self.ts))),
-            sa.func.max(sa.case((expired, self.ts))),
-        ).select_from(self.table)
+            self._counted(purgeable),
+            self._counted(expired),
+            self._counted(active),
+            self._counted(anomaly),
+            sa.func.min(sa.case((purgeable, moment))),
+            sa.func.max(sa.case((purgeable, moment))),
+        ]
+        holds = [
+            (hold, self._counted(sa.and_(expired, self.subjects[subject] == value)))
+            for subject, held in self._hold_values(window).items()
+            for hold, value in held
+        ]
+        query = sa.select(*columns, *(count for _, count in holds)).select_from(self.table)
         with self.engine.connect() as conn:
-            total, n_expired, nulls, oldest, newest = conn.execute(query).one()
-        active = nulls if self.config.null_timestamp == "active" else 0
+            total, n_purgeable, n_expired, n_active, n_anomalies, oldest, newest, *per_hold = (
+                conn.execute(query).one()
+            )
+            by_tenant = {}
+            if self.tenant is not None:
+                rows = conn.execute(
+                    sa.select(self.tenant, sa.func.count(), self._counted(purgeable))
+                    .select_from(self.table)
+                    .group_by(self.tenant)
+                )
+                by_tenant = {
+                    str(tenant): {"total": count, "expired": n}
+                    for tenant, count, n in rows
+                    if tenant is not None
+                }
+        held_by_hold: dict[str, int] = {}
+        for (hold, _), count in zip(holds, per_hold, strict=True):
+            held_by_hold[str(hold.id)] = held_by_hold.get(str(hold.id), 0) + count
         return Plan(
             total=total,
-            expired=n_expired,
-            active=active,
-            anomalies=nulls - active,
+            expired=n_purgeable,
+            held=n_expired - n_purgeable,
+            active=n_active,
+            anomalies=n_anomalies,
             oldest_expired=_iso(oldest),
             newest_expired=_iso(newest),
+            held_by_hold=held_by_hold,
+            by_tenant=by_tenant,
         )
 
     # -- purge --------------------------------------------------------------------------------
 
-    def purge(self, cutoff: datetime, *, approved: int) -> PurgeResult:
-        expired = self._expired(cutoff)
+    def purge(self, window: RetentionWindow, *, approved: int) -> PurgeResult:
+        purgeable = self._purgeable(window)
         batch_size = self.config.batch_size
         started = time.perf_counter()
-        # The key range holding expired rows (ORDER BY/LIMIT: min() has no uuid overload).
-        first_key = sa.select(self.key).where(expired).limit(1)
+        # The key range holding purgeable rows (ORDER BY/LIMIT: min() has no uuid overload).
+        first_key = sa.select(self.key).where(purgeable).limit(1)
         with self.engine.connect() as conn:
             lowest = conn.execute(first_key.order_by(self.key.asc())).scalar()
             highest = conn.execute(first_key.order_by(self.key.desc())).scalar()
         deleted = batches = 0
         last_report = started
-        lower = lowest
         lower_bound = self.key >= lowest if lowest is not None else None
         while lower_bound is not None:
             with self.engine.begin() as conn:
@@ -199,7 +320,7 @@ class SqlTableStore(RetentionStore):
                 if upper is None:
                     upper = highest
                 count = conn.execute(
-                    sa.delete(self.table).where(lower_bound, self.key <= upper, expired)
+                    sa.delete(self.table).where(lower_bound, self.key <= upper, purgeable)
                 ).rowcount
                 if deleted + count > approved:
                     # Raising inside begin() rolls this batch back.
@@ -215,8 +336,7 @@ class SqlTableStore(RetentionStore):
                 self._log_progress(batches, deleted, now - started)
             if upper == highest:
                 break
-            lower = upper
-            lower_bound = self.key > lower
+            lower_bound = self.key > upper
         seconds = time.perf_counter() - started
         self._log_progress(batches, deleted, seconds, final=True)
         self._refresh_statistics()
@@ -248,21 +368,34 @@ class SqlTableStore(RetentionStore):
 
     # -- verify -------------------------------------------------------------------------------
 
-    def verify(self, cutoff: datetime) -> Verification:
+    def verify(self, window: RetentionWindow) -> Verification:
         from lifecycle.verification import verify_sql
 
-        preparer = self.engine.dialect.identifier_preparer
-        query = (
-            f"SELECT 1 AS expired FROM {preparer.format_table(self.table)} "
-            f"WHERE {preparer.quote(self.ts.name)} < '{self._cutoff_literal(cutoff)}'"
-        )
+        # Rendered with literal values (hold values escaped by SQLAlchemy), for GX to run as is.
+        query = sa.select(sa.literal(1).label("expired")).select_from(self.table)
+        query = query.where(self._purgeable(window))
+        sql = str(query.compile(self.engine, compile_kwargs={"literal_binds": True}))
         return verify_sql(
             url=self.engine.url.render_as_string(hide_password=False),
             engine_kwargs=_session_utc_kwargs(self.engine.url),
-            expired_query=query,
+            expired_query=sql,
             label=self.label,
+            held=len(window.holds),
         )
 
 
-def open_store(config: Any, connection: Any, *, label: str | None = None) -> SqlTableStore:
-    return SqlTableStore(config, create_engine(url_from_connection(connection)), label=label)
+def _coerce(value: str, column: sa.Column) -> Any:
+    """A hold value as the column's Python type (holds are stored as text)."""
+    try:
+        python_type = column.type.python_type
+    except NotImplementedError:
+        return value
+    if python_type is str:
+        return value
+    if python_type is uuid.UUID:
+        return uuid.UUID(value)
+    return python_type(value)
+
+
+def open_store(policy: Any, connection: Any) -> SqlTableStore:
+    return SqlTableStore(policy, create_engine(url_from_connection(connection)))

@@ -1,0 +1,136 @@
+"""Holds: records that must not be deleted although their period has passed.
+
+A legal hold, a restriction of processing while a correction or erasure request is pending
+(the statement's "Beperken van verwerking"), or a dispute. A hold lives in the control database
+(the audit connection), names a scope (one policy, or `*` for all), a subject (`customer`,
+`phone`, ... as mapped by each policy's `store.subjects`, or `prefix` for object keys) and a
+value. Every run excludes held records from the purge and from the verification's failure
+condition, and counts them per hold id. The value is personal data: it never leaves this table
+and the task's memory.
+
+A hold is active while it is not released and its expiry, if any, is after the run's logical
+date: a released or expired hold makes its records eligible at the next run.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from lifecycle.audit import Timestamp, ensure_schema, metadata
+from lifecycle.stores import Hold
+
+REASONS = ("legal_hold", "restriction", "dispute")
+ALL_POLICIES = "*"
+
+holds = sa.Table(
+    "retention_holds",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("scope", sa.String(100), nullable=False),  # a policy name, or * for all
+    sa.Column("subject", sa.String(63), nullable=False),
+    sa.Column("value", sa.String(500), nullable=False),
+    sa.Column("reason", sa.String(20), nullable=False),
+    sa.Column("note", sa.String(500)),  # a case reference; not the subject's data
+    sa.Column("placed_at", Timestamp, nullable=False),
+    sa.Column("placed_by", sa.String(200), nullable=False),
+    sa.Column("expires_at", Timestamp),
+    sa.Column("released_at", Timestamp),
+    sa.Column("released_by", sa.String(200)),
+    sa.Index("ix_retention_holds_scope", "scope"),
+)
+
+
+class HoldError(ValueError):
+    pass
+
+
+def _stored(engine: sa.Engine, instant: datetime | None) -> datetime | None:
+    if instant is None:
+        return None
+    utc = instant.astimezone(UTC)
+    return utc.replace(tzinfo=None) if engine.dialect.name in ("mysql", "mariadb") else utc
+
+
+def _read(instant: datetime | None) -> datetime | None:
+    if instant is None or instant.tzinfo is not None:
+        return instant
+    return instant.replace(tzinfo=UTC)  # SQLite and MariaDB hand back naive UTC
+
+
+def place_hold(
+    engine: sa.Engine,
+    *,
+    scope: str,
+    subject: str,
+    value: str,
+    reason: str,
+    placed_by: str,
+    expires_at: datetime | None = None,
+    note: str | None = None,
+    now: datetime | None = None,
+) -> int:
+    if reason not in REASONS:
+        raise HoldError(f"reason: {reason!r} is not one of {', '.join(REASONS)}")
+    if not value.strip():
+        raise HoldError("value: a hold needs the subject value it protects")
+    if not placed_by.strip():
+        raise HoldError("placed_by: say who places the hold")
+    now = now or datetime.now(UTC)
+    if expires_at is not None and expires_at <= now:
+        raise HoldError(f"expires_at: {expires_at.isoformat()} is not in the future")
+    ensure_schema(engine)
+    with engine.begin() as conn:
+        return conn.execute(
+            holds.insert().values(
+                scope=scope,
+                subject=subject,
+                value=value.strip(),
+                reason=reason,
+                note=note,
+                placed_at=_stored(engine, now),
+                placed_by=placed_by,
+                expires_at=_stored(engine, expires_at),
+            )
+        ).inserted_primary_key[0]
+
+
+def release_hold(
+    engine: sa.Engine, hold_id: int, *, released_by: str, now: datetime | None = None
+) -> None:
+    ensure_schema(engine)
+    with engine.begin() as conn:
+        released = conn.execute(
+            holds.update()
+            .where(holds.c.id == hold_id, holds.c.released_at.is_(None))
+            .values(released_at=_stored(engine, now or datetime.now(UTC)), released_by=released_by)
+        ).rowcount
+    if not released:
+        raise HoldError(f"hold {hold_id}: no such hold, or already released")
+
+
+def list_holds(engine: sa.Engine, *, include_released: bool = False) -> list[dict[str, Any]]:
+    ensure_schema(engine)
+    query = sa.select(holds).order_by(holds.c.id)
+    if not include_released:
+        query = query.where(holds.c.released_at.is_(None))
+    with engine.connect() as conn:
+        rows = [dict(row._mapping) for row in conn.execute(query)]
+    for row in rows:
+        for name in ("placed_at", "expires_at", "released_at"):
+            row[name] = _read(row[name])
+    return rows
+
+
+def active_holds(engine: sa.Engine, policy: str, as_of: datetime) -> tuple[Hold, ...]:
+    """The holds protecting `policy`'s records in the run of logical date `as_of`."""
+    ensure_schema(engine)
+    query = sa.select(holds.c.id, holds.c.subject, holds.c.value, holds.c.reason).where(
+        holds.c.scope.in_([policy, ALL_POLICIES]),
+        holds.c.released_at.is_(None),
+        sa.or_(holds.c.expires_at.is_(None), holds.c.expires_at > _stored(engine, as_of)),
+    )
+    with engine.connect() as conn:
+        return tuple(Hold(*row) for row in conn.execute(query.order_by(holds.c.id)))

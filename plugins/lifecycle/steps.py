@@ -1,0 +1,190 @@
+"""What each task of a retention run does, as plain functions of a policy and a run.
+
+The factory wires these into TaskFlow tasks and handles what is Airflow's (XCom, skip and fail).
+Everything a step returns goes to XCom, so it holds counts, bounds, settings, tenant ids and hold
+ids only: hold values and records stay in the store and in the step's memory.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from lifecycle.policy import Policy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Run:
+    """The facts of a DAG run a step needs."""
+
+    dag_id: str
+    run_id: str
+    attempt: int  # the run's clear number: a cleared and rerun run is a new attempt
+    logical_date: datetime  # or, for a manual run without one, its run_after
+    started_at: datetime | None
+    dry_run: bool = False
+    max_delete_fraction: float | None = None
+
+
+def sql_engine(conn_id: str):
+    """A SQLAlchemy engine for an Airflow connection (resolved inside the task, never at parse)."""
+    from airflow.sdk import BaseHook
+
+    from lifecycle.stores.sql import create_engine, url_from_connection
+
+    return create_engine(url_from_connection(BaseHook.get_connection(conn_id)))
+
+
+def open_policy_store(policy: Policy):
+    from airflow.sdk import BaseHook
+
+    from lifecycle.stores import open_store
+
+    return open_store(policy, BaseHook.get_connection(policy.store.conn_id))
+
+
+def _holds(policy: Policy, run: Run):
+    from lifecycle.audit import AUDIT_CONN_ID
+    from lifecycle.holds import active_holds
+
+    engine = sql_engine(AUDIT_CONN_ID)
+    try:
+        return active_holds(engine, policy.name, run.logical_date)
+    finally:
+        engine.dispose()
+
+
+def _tenant_periods(policy: Policy) -> dict[str, str]:
+    from lifecycle.tenants import read_tenant_periods
+
+    settings = policy.retention.per_tenant
+    if settings is None:
+        return {}
+    engine = sql_engine(settings.conn_id or policy.store.conn_id)
+    try:
+        return read_tenant_periods(engine, settings.table, policy.name)
+    finally:
+        engine.dispose()
+
+
+def window(policy: Policy, run: Run, extracted: dict[str, Any] | None = None):
+    """The run's retention window. Cutoffs are computed once, by extract, and reused by the
+    later steps (a settings change mid-run cannot move them); holds are read again by each step,
+    so a hold placed mid-run protects at once."""
+    from lifecycle.periods import compute_cutoff
+    from lifecycle.stores import RetentionWindow
+    from lifecycle.tenants import tenant_cutoffs
+
+    if extracted is None:
+        cutoff = compute_cutoff(
+            run.logical_date,
+            policy.retention.period,
+            policy.timezone,
+            allow_zero=policy.retention.from_event is not None,
+        )
+        tenants = tenant_cutoffs(_tenant_periods(policy), run.logical_date, policy.timezone)
+    else:
+        cutoff = datetime.fromisoformat(extracted["cutoff"])
+        tenants = {t: datetime.fromisoformat(c) for t, c in extracted["tenant_cutoffs"].items()}
+    return RetentionWindow(cutoff=cutoff, tenant_cutoffs=tenants, holds=_holds(policy, run))
+
+
+def extract(policy: Policy, run: Run) -> dict[str, Any]:
+    current = window(policy, run)
+    with open_policy_store(policy) as store:
+        plan = store.plan(current)
+    periods = _tenant_periods(policy) if policy.retention.per_tenant else {}
+    tenants = {
+        tenant: {
+            "period": periods.get(tenant, policy.retention.period),
+            "default": tenant not in periods,
+            **plan.by_tenant.get(tenant, {"total": 0, "expired": 0}),
+        }
+        for tenant in sorted(set(plan.by_tenant) | set(periods))
+    }
+    mapped = set(policy.store.subjects)
+    unmapped = [hold.id for hold in current.holds if hold.subject not in mapped]
+    warnings = [
+        f"hold {hold_id} names a subject this policy does not map in store.subjects: it protects "
+        "nothing here"
+        for hold_id in unmapped
+    ]
+    log.info(
+        "%s: cutoff %s; %d of %d records expired, %d held by %d holds, %d active, %d without "
+        "timestamp or subject",
+        policy.name,
+        current.cutoff.isoformat(),
+        plan.expired,
+        plan.total,
+        plan.held,
+        len(current.holds),
+        plan.active,
+        plan.anomalies,
+    )
+    on_default = sorted(t for t, info in tenants.items() if info["default"])
+    if tenants:
+        log.info("%s: %d tenants, on the default period: %s", policy.name, len(tenants), on_default)
+    return {
+        "cutoff": current.cutoff.isoformat(),
+        "tenant_cutoffs": {t: c.isoformat() for t, c in current.tenant_cutoffs.items()},
+        "tenants": tenants,
+        "plan": plan.to_dict(),
+        "warnings": warnings,
+    }
+
+
+def check(policy: Policy, run: Run, extracted: dict[str, Any]) -> dict[str, Any]:
+    from lifecycle import guards
+    from lifecycle.stores import Plan
+
+    decision = guards.check(
+        policy,
+        Plan(**extracted["plan"]),
+        datetime.fromisoformat(extracted["cutoff"]),
+        wall_clock=datetime.now(UTC),
+        dry_run=run.dry_run,
+        max_delete_fraction=run.max_delete_fraction,
+    )
+    result = decision.to_dict()
+    result["warnings"] = [*result["warnings"], *extracted.get("warnings", [])]
+    for warning in result["warnings"]:
+        log.warning("%s: %s", policy.name, warning)
+    return result
+
+
+def delete(policy: Policy, run: Run, extracted: dict[str, Any], decision: dict[str, Any]):
+    current = window(policy, run, extracted)
+    with open_policy_store(policy) as store:
+        return store.purge(current, approved=decision["approved_records"]).to_dict()
+
+
+def verify(policy: Policy, run: Run, extracted: dict[str, Any]) -> dict[str, Any]:
+    current = window(policy, run, extracted)
+    with open_policy_store(policy) as store:
+        return store.verify(current).to_dict()
+
+
+def record(policy: Policy, run: Run, **results: dict[str, Any] | None) -> dict[str, Any]:
+    """Write the audit row of the run from what its steps left (None where a step failed)."""
+    from lifecycle.audit import AUDIT_CONN_ID, audit_row, record_run
+
+    row = audit_row(
+        policy,
+        dag_id=run.dag_id,
+        run_id=run.run_id,
+        attempt=run.attempt,
+        logical_date=run.logical_date,
+        dry_run=run.dry_run,
+        started_at=run.started_at,
+        **results,
+    )
+    engine = sql_engine(AUDIT_CONN_ID)
+    try:
+        record_run(engine, row)
+    finally:
+        engine.dispose()
+    return row
