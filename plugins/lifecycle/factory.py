@@ -12,6 +12,8 @@ fails the run if anything went wrong, so refused and failed runs are audited and
 from __future__ import annotations
 
 import logging
+import re
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -127,6 +129,21 @@ def _run() -> Any:
     )
 
 
+@contextmanager
+def _no_retry_for_what_retries_cannot_fix(path: Path):
+    """A policy that does not match its store, a bad client setting, or a purge that found more
+    than was approved will not heal by retrying: fail at once, naming the policy file."""
+    from lifecycle.stores import PurgeLimitExceeded, StoreConfigError
+    from lifecycle.tenants import TenantSettingsError
+
+    try:
+        yield
+    except (StoreConfigError, TenantSettingsError) as exc:
+        raise AirflowFailException(f"{path}: {exc}") from None
+    except PurgeLimitExceeded as exc:
+        raise AirflowFailException(str(exc)) from None
+
+
 def _check(policy: Policy, extracted: dict[str, Any]) -> dict[str, Any]:
     from lifecycle import steps
 
@@ -212,7 +229,8 @@ def build_dag(policy: Policy, path: Path) -> DAG:
         def extract() -> dict[str, Any]:
             from lifecycle import steps
 
-            return steps.extract(policy, _run())
+            with _no_retry_for_what_retries_cannot_fix(path):
+                return steps.extract(policy, _run())
 
         @task(task_id="check")
         def check(extracted: dict[str, Any]) -> dict[str, Any]:
@@ -222,11 +240,13 @@ def build_dag(policy: Policy, path: Path) -> DAG:
         def delete(extracted: dict[str, Any], decision: dict[str, Any]) -> dict[str, Any]:
             from lifecycle import steps
 
-            return steps.delete(policy, _run(), extracted, decision)
+            with _no_retry_for_what_retries_cannot_fix(path):
+                return steps.delete(policy, _run(), extracted, decision)
 
         @task(task_id="verify")
         def verify(extracted: dict[str, Any], purged: dict[str, Any]) -> dict[str, Any]:
-            return _verify(policy, extracted)
+            with _no_retry_for_what_retries_cannot_fix(path):
+                return _verify(policy, extracted)
 
         @task(task_id="record", trigger_rule=TriggerRule.ALL_DONE, outlets=[asset])
         def record() -> None:
@@ -240,12 +260,12 @@ def build_dag(policy: Policy, path: Path) -> DAG:
     return dag
 
 
-def build_invalid_policy_dag(error: PolicyError) -> DAG:
+def build_invalid_policy_dag(error: PolicyError, dag_id: str) -> DAG:
     """A broken policy file becomes a DAG that fails with the validation message: it never
     disappears silently, and it never takes the valid policies' DAGs down with it."""
     message = error.message
     with DAG(
-        dag_id=f"retention_invalid_{error.path.stem.replace('-', '_').replace('.', '_')}",
+        dag_id=dag_id,
         description=f"INVALID policy file {error.path.name}: {error.problems[0]}"[:1000],
         doc_md=f"# Invalid policy file `{error.path.name}`\n\n```\n{message}\n```\n\n"
         "Nothing is deleted for this file until it is fixed. Check with "
@@ -264,13 +284,30 @@ def build_invalid_policy_dag(error: PolicyError) -> DAG:
     return dag
 
 
+def invalid_dag_id(path: Path, taken: set[str]) -> str:
+    """`retention-invalid-<file>`: the dash keeps it apart from every valid `retention_<name>`
+    (policy names have none), and a counter from another broken file of a similar name."""
+    stem = re.sub(r"[^A-Za-z0-9_]+", "_", path.stem).strip("_") or "policy"
+    dag_id = f"retention-invalid-{stem}"[:240]
+    candidate, number = dag_id, 2
+    while candidate in taken:
+        candidate, number = f"{dag_id}-{number}", number + 1
+    return candidate
+
+
 def build_dags(directory: Path | None = None) -> dict[str, DAG]:
+    """Every policy's DAG; a broken policy becomes a failing DAG, never an import error that
+    would take the other DAGs down with it."""
     result = load_policies(directory)
-    dags = {
-        loaded.policy.dag_id: build_dag(loaded.policy, loaded.path) for loaded in result.policies
-    }
-    for error in result.errors:
+    dags: dict[str, DAG] = {}
+    errors = list(result.errors)
+    for loaded in result.policies:
+        try:
+            dags[loaded.policy.dag_id] = build_dag(loaded.policy, loaded.path)
+        except Exception as exc:  # whatever Airflow refuses, reported per file
+            errors.append(PolicyError(loaded.path, (f"(file): Airflow refused the DAG: {exc}",)))
+    for error in errors:
         log.error("invalid retention policy: %s", error.message)
-        dag = build_invalid_policy_dag(error)
+        dag = build_invalid_policy_dag(error, invalid_dag_id(error.path, set(dags)))
         dags[dag.dag_id] = dag
     return dags

@@ -59,7 +59,9 @@ def check(
             f"the cutoff {cutoff.isoformat()} is later than the wall clock "
             f"{wall_clock.isoformat()}: records still inside their window would be deleted"
         )
-    if not period_floor_ok(policy.retention.period, guards.min_period):
+    if policy.retention.from_event is None and not period_floor_ok(
+        policy.retention.period, guards.min_period
+    ):
         reasons.append(
             f"the retention period {policy.retention.period} is shorter than the floor "
             f"guards.min_period {guards.min_period}"

@@ -22,6 +22,9 @@ _DURATION = re.compile(
 DURATION_PATTERN = r"^P(?!$)(\d+Y)?(\d+M)?(\d+W)?(\d+D)?(T(?=\d)(\d+H)?(\d+M)?(\d+S)?)?$"
 
 
+MAX_YEARS = 100
+
+
 def parse_period(text: str, *, allow_zero: bool = False) -> relativedelta:
     """Parse a positive ISO 8601 duration (P6M, P90D, P3Y, P1Y6M, PT12H) into a calendar delta.
 
@@ -36,6 +39,10 @@ def parse_period(text: str, *, allow_zero: bool = False) -> relativedelta:
     parts = {unit: int(value) for unit, value in match.groupdict().items() if value is not None}
     if not allow_zero and not any(parts.values()):
         raise ValueError(f"{text!r} is not a positive duration: a retention period must be > 0")
+    days = parts.get("years", 0) * 366 + parts.get("months", 0) * 31 + parts.get("weeks", 0) * 7
+    days += parts.get("days", 0) + (parts.get("hours", 0) + parts.get("minutes", 0) / 60) / 24
+    if days + parts.get("seconds", 0) / 86400 > MAX_YEARS * 366:
+        raise ValueError(f"{text!r} is longer than {MAX_YEARS} years: not a retention period")
     return relativedelta(**parts)
 
 

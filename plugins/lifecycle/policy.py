@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from lifecycle.periods import DURATION_PATTERN, parse_period
+from lifecycle.periods import DURATION_PATTERN, parse_period, period_floor_ok
 
 _IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]{0,62}"
 IDENTIFIER_PATTERN = rf"^{_IDENTIFIER}$"
@@ -221,7 +221,7 @@ class SqlStore(_Strict):
     subjects: dict[Annotated[str, Field(pattern=NAME_PATTERN)], Identifier] = Field(
         default_factory=dict,
         description="Hold subjects and the column each matches, e.g. `{customer: customer_id, "
-        "phone: caller}`: a hold on subject `phone` with value V protects rows whose `caller` is V.",
+        "phone: caller}`: a hold on subject `phone` with value V keeps rows whose `caller` is V.",
     )
 
 
@@ -258,10 +258,34 @@ class Policy(_Strict):
         default="0 0 * * *",
         description="Cron expression of the daily run, in the policy's timezone.",
     )
-    tags: list[str] = Field(default_factory=list, description="Extra DAG tags.")
+    tags: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
+        default_factory=list, description="Extra DAG tags (at most 100 characters each)."
+    )
     retries: int = Field(
         default=3, ge=0, le=10, description="Task retries (exponential backoff) on store errors."
     )
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from croniter import croniter
+
+        if not croniter.is_valid(value):
+            raise ValueError(f"{value!r} is not a cron expression (example: '0 0 * * *')")
+        return value
+
+    @model_validator(mode="after")
+    def _period_floor(self) -> Policy:
+        # A grace period after an event may be P0D; a period from the record's own time may not
+        # be shorter than the floor (a typo such as PT6M for P6M would empty the table).
+        if self.retention.from_event is None and not period_floor_ok(
+            self.retention.period, self.guards.min_period
+        ):
+            raise ValueError(
+                f"retention.period: {self.retention.period} is shorter than guards.min_period "
+                f"{self.guards.min_period}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _timestamp_source(self) -> Policy:

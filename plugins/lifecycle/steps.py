@@ -134,6 +134,7 @@ def extract(policy: Policy, run: Run) -> dict[str, Any]:
         "tenants": tenants,
         "plan": plan.to_dict(),
         "warnings": warnings,
+        "attempt": run.attempt,
     }
 
 
@@ -153,25 +154,35 @@ def check(policy: Policy, run: Run, extracted: dict[str, Any]) -> dict[str, Any]
     result["warnings"] = [*result["warnings"], *extracted.get("warnings", [])]
     for warning in result["warnings"]:
         log.warning("%s: %s", policy.name, warning)
-    return result
+    return result | {"attempt": run.attempt}
 
 
 def delete(policy: Policy, run: Run, extracted: dict[str, Any], decision: dict[str, Any]):
     current = window(policy, run, extracted)
     with open_policy_store(policy) as store:
-        return store.purge(current, approved=decision["approved_records"]).to_dict()
+        result = store.purge(current, approved=decision["approved_records"])
+    return result.to_dict() | {"attempt": run.attempt}
 
 
 def verify(policy: Policy, run: Run, extracted: dict[str, Any]) -> dict[str, Any]:
     current = window(policy, run, extracted)
     with open_policy_store(policy) as store:
-        return store.verify(current).to_dict()
+        result = store.verify(current)
+    return result.to_dict() | {"attempt": run.attempt}
 
 
 def record(policy: Policy, run: Run, **results: dict[str, Any] | None) -> dict[str, Any]:
-    """Write the audit row of the run from what its steps left (None where a step failed)."""
+    """Write the audit row of the run from what its steps left (None where a step failed).
+
+    A cleared run keeps the XComs of the steps that have not run again yet: a result of another
+    attempt is ignored, or the row would claim deletions and verifications it did not do.
+    """
     from lifecycle.audit import AUDIT_CONN_ID, audit_row, record_run
 
+    results = {
+        name: result if result and result.get("attempt") == run.attempt else None
+        for name, result in results.items()
+    }
     row = audit_row(
         policy,
         dag_id=run.dag_id,

@@ -76,7 +76,14 @@ def verify_sql(
     finally:
         # Keep the context small: GX re-serialises its whole config on every change.
         source.delete_asset(asset_name)
-    remaining = int(result.results[0].result["observed_value"])
+    outcome = result.results[0]
+    if (outcome.exception_info or {}).get("raised_exception"):
+        # GX caught a database error; its message may quote held values: not repeated here.
+        raise RuntimeError(
+            f"{label}: the verification query failed in Great Expectations (message withheld: "
+            "it can quote record values; run the check again or see the database's logs)"
+        )
+    remaining = int(outcome.result["observed_value"])
     summary = result.describe_dict()
     # Never the query itself: it carries the held subjects' values.
     summary["checked"] = f"records past the window, {held} holds excepted"

@@ -61,15 +61,36 @@ def test_broken_policies_become_failing_dags_beside_the_valid_ones(tmp_path, mon
     assert bag.import_errors == {}
     assert set(bag.dag_ids) == {
         "retention_cdrs",
-        "retention_invalid_broken",
-        "retention_invalid_copy",
+        "retention-invalid-broken",
+        "retention-invalid-copy",
     }
-    broken = bag.dags["retention_invalid_broken"]
+    broken = bag.dags["retention-invalid-broken"]
     assert (
         "broken.yaml: retention.period: 'six months' is not an ISO 8601 duration" in broken.doc_md
     )
     assert "invalid-policy" in broken.tags
-    assert "is already used by cdrs.yaml" in bag.dags["retention_invalid_copy"].description
+    assert "is already used by cdrs.yaml" in bag.dags["retention-invalid-copy"].description
+
+
+def test_odd_file_names_get_distinct_valid_dag_ids(tmp_path, monkeypatch):
+    for name in ("my policy (copy).yaml", "my_policy_copy.yaml", "my-policy-copy.yml"):
+        (tmp_path / name).write_text("name: [", encoding="utf-8")
+    (tmp_path / "invalid_y.yaml").write_text(
+        VALID.replace("name: cdrs", "name: invalid_y"), encoding="utf-8"
+    )
+    (tmp_path / "y.yaml").write_text("name: [", encoding="utf-8")
+    monkeypatch.setenv("LIFECYCLE_POLICY_DIR", str(tmp_path))
+
+    bag = dagbag()
+
+    assert bag.import_errors == {}
+    assert set(bag.dag_ids) == {
+        "retention_invalid_y",  # a valid policy is never replaced by a broken file's DAG
+        "retention-invalid-y",
+        "retention-invalid-my_policy_copy",
+        "retention-invalid-my_policy_copy-2",
+        "retention-invalid-my_policy_copy-3",
+    }
 
 
 def test_parsing_imports_no_store_driver_or_great_expectations():

@@ -34,11 +34,18 @@ class Deployment:
             encoding="utf-8",
         )
 
-    def run(self, dag_id: str, logical_date: datetime, conf: dict | None = None):
+    def run(
+        self,
+        dag_id: str,
+        logical_date: datetime,
+        conf: dict | None = None,
+        run_after: datetime | None = None,
+    ):
+        """One dag.test() run; the same `run_after` again clears and reruns the same run."""
         from lifecycle.factory import build_dags
 
         dag = build_dags(self.policy_dir)[dag_id]
-        return dag.test(logical_date=logical_date, run_conf=conf or {})
+        return dag.test(logical_date=logical_date, run_conf=conf or {}, run_after=run_after)
 
     def audit(self, policy: str | None = None) -> list[dict]:
         engine = sa.create_engine(self.audit_url)

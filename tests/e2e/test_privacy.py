@@ -112,7 +112,7 @@ def test_an_invalid_policy_dag_fails_with_the_message(deployment):
     (deployment.policy_dir / "broken.yaml").write_text("name: broken\nretention: {period: P0D}\n")
     from lifecycle.factory import build_dags
 
-    dag = build_dags(deployment.policy_dir)["retention_invalid_broken"]
+    dag = build_dags(deployment.policy_dir)["retention-invalid-broken"]
     run = dag.test(logical_date=datetime(2026, 11, 29, tzinfo=AMS))
     assert str(run.state) == "failed"
     assert "retention.period: 'P0D' is not a positive duration" in dag.doc_md

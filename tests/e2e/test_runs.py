@@ -207,3 +207,40 @@ def test_manual_run_without_logical_date_uses_run_after(deployment):
     assert survivors(engine, table) == KEPT
     (row,) = deployment.audit("events")
     assert row["cutoff"] == CUTOFF
+
+
+def test_a_cleared_run_never_reuses_the_evidence_of_an_earlier_attempt(deployment):
+    # Airflow clears a task's XCom only when that task runs again: after a clear (the run's
+    # clear number goes up) whose extract fails, the XComs of attempt 0's later steps remain.
+    from lifecycle import steps
+    from lifecycle.loader import load_policies
+
+    seeded(deployment)
+    first = deployment.run("retention_events", LOGICAL_DATE)
+    (policy,) = [loaded.policy for loaded in load_policies(deployment.policy_dir).policies]
+    ti = first.get_task_instances()
+    stale = {t.task_id: t.xcom_pull(task_ids=t.task_id) for t in ti}
+    assert stale["delete"]["deleted"] == 3 and stale["delete"]["attempt"] == 0
+
+    cleared = steps.Run(
+        dag_id=first.dag_id,
+        run_id=first.run_id,
+        attempt=1,
+        logical_date=LOGICAL_DATE,
+        started_at=None,
+    )
+    row = steps.record(
+        policy,
+        cleared,
+        extracted=None,  # extract failed in attempt 1
+        decision=stale["check"],
+        purged=stale["delete"],
+        verification={**stale["verify"]},
+    )
+
+    assert (row["status"], row["deleted"], row["verified"]) == ("failed", None, None)
+    rows = deployment.audit("events")
+    assert [(r["attempt"], r["status"], r["deleted"], r["verified"]) for r in rows] == [
+        (0, "purged", 3, True),
+        (1, "failed", None, None),
+    ]

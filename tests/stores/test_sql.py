@@ -13,7 +13,7 @@ from sqlalchemy.dialects import mysql
 
 from lifecycle.policy import Policy
 from lifecycle.stores import PurgeLimitExceeded, RetentionWindow, StoreConfigError
-from lifecycle.stores.sql import SqlTableStore, create_engine, url_from_connection
+from lifecycle.stores.sql import SqlTableStore, StoreError, create_engine, url_from_connection
 
 CUTOFF = datetime(2026, 5, 28, 22, 0, tzinfo=UTC)
 ONE_US = timedelta(microseconds=1)
@@ -242,3 +242,68 @@ def test_url_from_airflow_connection(uri, expected):
 def test_unsupported_connection_type_is_named():
     with pytest.raises(StoreConfigError, match="type 'http' is not a supported SQL database"):
         url_from_connection(Connection(conn_id="web", conn_type="http", host="x"))
+
+
+def test_a_timestamp_column_that_is_not_a_timestamp_is_refused(engine):
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE IF EXISTS epochs"))
+        conn.execute(sa.text("CREATE TABLE epochs (id INTEGER PRIMARY KEY, seen_at BIGINT)"))
+    with pytest.raises(StoreConfigError, match=r"store\.timestamp: column 'seen_at' is BIGINT"):
+        SqlTableStore(config(table="epochs"), engine)
+
+
+def test_a_nullable_key_is_refused(engine):
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE IF EXISTS loose"))
+        conn.execute(sa.text("CREATE TABLE loose (ref INTEGER NULL, seen_at TIMESTAMP NULL)"))
+    with pytest.raises(StoreConfigError, match=r"store\.key: column 'ref' is nullable"):
+        SqlTableStore(config(table="loose", key="ref"), engine)
+
+
+def test_sqlite_text_that_is_not_utc_timestamp_text_is_never_deleted(tmp_path):
+    engine = create_engine(f"sqlite:///{tmp_path / 'text.db'}")
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE events (id INTEGER PRIMARY KEY, seen_at DATETIME)"))
+        conn.execute(
+            sa.text("INSERT INTO events VALUES (:id, :ts)"),
+            [
+                {"id": 1, "ts": "2026-05-28 21:59:59.999999"},  # expired, SQLAlchemy's format
+                {"id": 2, "ts": "2026-05-28 21:59:59"},  # expired, SQLite's datetime() format
+                {"id": 3, "ts": "2026-05-28 22:00:00"},  # the cutoff: kept
+                {"id": 4, "ts": "2026-05-28 23:30:00-02:00"},  # an offset: 01:30Z, not expired
+                {"id": 5, "ts": "2026-05-28T21:00:00"},  # a T: text order is not time order
+                {"id": 6, "ts": 1_700_000_000},  # a number
+            ],
+        )
+    store = SqlTableStore(config(), engine)
+    plan = store.plan(WINDOW)
+    assert (plan.expired, plan.anomalies) == (2, 3)
+    store.purge(WINDOW, approved=2)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT id FROM events ORDER BY id")).scalars().all() == [
+            3,
+            4,
+            5,
+            6,
+        ]
+    assert store.verify(WINDOW).success
+
+
+def test_database_errors_do_not_quote_record_values(postgres_url):
+    engine = create_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE IF EXISTS calls_ref, people"))
+        conn.execute(sa.text("CREATE TABLE people (id text PRIMARY KEY, seen_at timestamptz)"))
+        conn.execute(sa.text("CREATE TABLE calls_ref (person text REFERENCES people (id))"))
+        conn.execute(
+            sa.text("INSERT INTO people VALUES ('jan.jansen@example.nl', '2020-01-01')"),
+        )
+        conn.execute(sa.text("INSERT INTO calls_ref VALUES ('jan.jansen@example.nl')"))
+    store = SqlTableStore(config(table="people"), engine)
+    with pytest.raises(StoreError) as raised:
+        store.purge(WINDOW, approved=1)
+    assert "ForeignKeyViolation" in str(raised.value)
+    assert "jan.jansen" not in str(raised.value)
+    assert raised.value.__suppress_context__  # the original message is not chained into logs
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE calls_ref, people"))

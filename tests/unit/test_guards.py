@@ -4,6 +4,7 @@ from datetime import UTC, datetime
 
 from lifecycle.guards import check
 from lifecycle.loader import parse_policy
+from lifecycle.policy import Guards
 from lifecycle.stores import Plan
 from tests.unit.test_policy import VALID
 
@@ -51,9 +52,10 @@ def test_cutoff_in_the_future_is_refused():
 
 
 def test_period_below_the_floor_is_refused():
-    short = policy().model_copy(
-        update={"retention": parse_policy(VALID.replace("P6M", "PT1H")).retention}
-    )
+    # Validation refuses this too; the check refuses it again at run time, in case a policy
+    # reached the run some other way.
+    lowered = parse_policy(VALID.replace("P6M", "PT1H") + "guards: {min_period: PT1H}\n")
+    short = lowered.model_copy(update={"guards": Guards()})
     decision = check(short, Plan(total=10, expired=1), CUTOFF, wall_clock=NOW)
     assert "shorter than the floor guards.min_period P1D" in decision.reasons[0]
 

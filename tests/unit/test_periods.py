@@ -19,7 +19,8 @@ def test_positive_iso_durations_parse(text):
 
 
 @pytest.mark.parametrize(
-    "text", ["P0D", "PT0S", "P0Y0M", "-P1M", "six months", "P", "PT", "P1.5M", "6M", "p6m", ""]
+    "text",
+    ["P0D", "PT0S", "P0Y0M", "-P1M", "six months", "P", "PT", "P1.5M", "6M", "p6m", "", "P10000Y"],
 )
 def test_non_positive_or_malformed_durations_are_rejected(text):
     with pytest.raises(ValueError, match=repr(text).replace("(", r"\(")):
@@ -68,6 +69,12 @@ def test_timezone_matters():
     assert amsterdam == utc  # 01:00 CET minus a day is 01:00 CET = 00:00 UTC
     summer = datetime(2026, 7, 1, tzinfo=UTC)
     assert compute_cutoff(summer, "P1M", "Europe/Amsterdam") == datetime(2026, 6, 1, tzinfo=UTC)
+
+
+def test_zero_is_allowed_only_as_a_grace_period():
+    assert parse_period("P0D", allow_zero=True).days == 0
+    cutoff = compute_cutoff(datetime(2026, 1, 1, tzinfo=UTC), "P0D", "UTC", allow_zero=True)
+    assert cutoff == datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def test_naive_logical_date_is_refused():

@@ -78,6 +78,9 @@ def test_bad_policy_names_field_and_problem(change, field, problem):
         ("timezone: Mars/Olympus\n", "timezone", "not an IANA timezone"),
         ("bogus: 1\n", "bogus", "unknown field"),
         ("name: again\n", "name", "given twice"),
+        ("schedule: every day\n", "schedule", "not a cron expression"),
+        (f"tags: [{'x' * 101}]\n", "tags.0", "at most 100 characters"),
+        ("guards: {min_period: P1Y}\n", "retention.period", "shorter than guards.min_period P1Y"),
     ],
 )
 def test_bad_extra_fields(extra, field, problem):

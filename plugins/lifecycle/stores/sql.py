@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -67,19 +68,56 @@ def url_from_connection(connection: Any) -> URL:
     )
 
 
-def _session_utc_kwargs(url: URL) -> dict[str, Any]:
-    """Engine options that make the session time zone UTC, so naive timestamps compare as UTC."""
-    backend = url.get_backend_name()
-    if backend == "postgresql":
-        return {"connect_args": {"options": "-c TimeZone=UTC"}}
-    if backend in ("mysql", "mariadb"):
-        return {"connect_args": {"init_command": "SET time_zone = '+00:00'"}}
+_UTC_SESSION = {
+    "postgresql": "SET TIME ZONE 'UTC'",
+    "mysql": "SET time_zone = '+00:00'",
+    "mariadb": "SET time_zone = '+00:00'",
+}
+
+
+def gx_engine_kwargs(url: URL) -> dict[str, Any]:
+    """Engine options for the engine Great Expectations creates itself. Our verification query
+    carries explicit offsets for timestamptz columns; MySQL TIMESTAMP columns still compare in
+    the session time zone, so that one is set to UTC (unless the connection sets it)."""
+    if url.get_backend_name() in ("mysql", "mariadb") and "init_command" not in url.query:
+        return {"connect_args": {"init_command": _UTC_SESSION["mysql"]}}
     return {}
 
 
 def create_engine(url: URL | str) -> Engine:
+    """An engine whose sessions run in UTC (naive timestamps are UTC by contract) and whose
+    errors never echo bound values: a failed batch would otherwise log the keys it touched."""
     url = sa.make_url(url)
-    return sa.create_engine(url, pool_pre_ping=True, **_session_utc_kwargs(url))
+    engine = sa.create_engine(url, pool_pre_ping=True, hide_parameters=True)
+    statement = _UTC_SESSION.get(url.get_backend_name())
+    if statement is not None:
+
+        @sa.event.listens_for(engine, "connect")
+        def _utc_session(dbapi_connection, _record):
+            cursor = dbapi_connection.cursor()
+            cursor.execute(statement)
+            cursor.close()
+            dbapi_connection.commit()  # psycopg opens a transaction even for a SET
+
+    return engine
+
+
+class StoreError(RuntimeError):
+    """A database error, told without its message: PostgreSQL's DETAIL and MariaDB's text quote
+    the key or value that failed, which is personal data."""
+
+
+@contextmanager
+def _sanitized(label: str, operation: str):
+    try:
+        yield
+    except sa.exc.DBAPIError as exc:
+        orig = exc.orig
+        code = getattr(orig, "sqlstate", None) or (orig.args[0] if orig.args else None)
+        raise StoreError(
+            f"{label}: {operation} failed: {type(orig).__name__} (code {code}); the database's "
+            "own message is withheld from the logs because it can quote record values"
+        ) from None
 
 
 def sqlite_timestamp_text(instant: datetime) -> str:
@@ -114,6 +152,12 @@ class SqlTableStore(RetentionStore):
         self.label = policy.name
         self.table = self._reflect(config.table, "store.table")
         self.key = self._column(self.table, config.key, "store.key")
+        # Batches are key ranges: a NULL key would fall outside all of them.
+        if self.key.nullable and not self.key.primary_key:
+            raise StoreConfigError(
+                f"store.key: column {config.key!r} is nullable; use the primary key (or another "
+                "NOT NULL column)"
+            )
         event = policy.retention.from_event
         self.event_table = None
         if event is None:
@@ -131,6 +175,12 @@ class SqlTableStore(RetentionStore):
             )
             self.event_key = self._column(self.event_table, event.key, "retention.from_event.key")
             self.subject = self._column(self.table, event.subject, "retention.from_event.subject")
+        if not isinstance(self.ts.type, sa.DateTime):
+            field = "store.timestamp" if event is None else "retention.from_event.timestamp"
+            raise StoreConfigError(
+                f"{field}: column {self.ts.name!r} is {self.ts.type}, not a timestamp "
+                "(DATETIME, TIMESTAMP or timestamptz): its values cannot be compared with a cutoff"
+            )
         tenants = policy.retention.per_tenant
         self.tenant = (
             None
@@ -145,7 +195,10 @@ class SqlTableStore(RetentionStore):
     def _reflect(self, qualified: str, field: str) -> sa.Table:
         schema, _, name = qualified.rpartition(".")
         try:
-            return sa.Table(name, sa.MetaData(), schema=schema or None, autoload_with=self.engine)
+            with _sanitized(self.label, "reading the table definition"):
+                return sa.Table(
+                    name, sa.MetaData(), schema=schema or None, autoload_with=self.engine
+                )
         except sa.exc.NoSuchTableError:
             raise StoreConfigError(f"{field}: table {qualified!r} does not exist") from None
 
@@ -167,8 +220,10 @@ class SqlTableStore(RetentionStore):
     def _before(self, column, cutoff: datetime):
         """`column < cutoff`, bound so that the database compares like with like."""
         if self.dialect == "sqlite":
-            # SQLite keeps timestamps as text: compare text with text, not through DATETIME.
+            # SQLite keeps timestamps as text: compare text with text, not through DATETIME, and
+            # only text in the one format where text order is time order (see _well_formed).
             value = sa.bindparam(None, sqlite_timestamp_text(cutoff), type_=sa.String)
+            return sa.and_(_sqlite_well_formed(column), column < value)
         elif getattr(column.type, "timezone", False):
             value = sa.bindparam(None, cutoff.astimezone(UTC), type_=column.type)
         else:  # naive column: UTC by contract; the session time zone is UTC too
@@ -237,6 +292,9 @@ class SqlTableStore(RetentionStore):
             not_started = self.ts.is_(None)
             active = not_started if self.null_means_active else sa.false()
             anomaly = sa.false() if self.null_means_active else not_started
+            if self.dialect == "sqlite":  # text that is no timestamp: never expires, reported
+                malformed = sa.and_(self.ts.is_not(None), sa.not_(_sqlite_well_formed(self.ts)))
+                anomaly = sa.or_(anomaly, malformed)
         else:
             linked = self.event_key == self.subject
             moment = sa.select(sa.func.max(self.ts)).where(linked).scalar_subquery()
@@ -263,7 +321,7 @@ class SqlTableStore(RetentionStore):
             for hold, value in held
         ]
         query = sa.select(*columns, *(count for _, count in holds)).select_from(self.table)
-        with self.engine.connect() as conn:
+        with _sanitized(self.label, "plan"), self.engine.connect() as conn:
             total, n_purgeable, n_expired, n_active, n_anomalies, oldest, newest, *per_hold = (
                 conn.execute(query).one()
             )
@@ -302,14 +360,14 @@ class SqlTableStore(RetentionStore):
         started = time.perf_counter()
         # The key range holding purgeable rows (ORDER BY/LIMIT: min() has no uuid overload).
         first_key = sa.select(self.key).where(purgeable).limit(1)
-        with self.engine.connect() as conn:
+        with _sanitized(self.label, "purge"), self.engine.connect() as conn:
             lowest = conn.execute(first_key.order_by(self.key.asc())).scalar()
             highest = conn.execute(first_key.order_by(self.key.desc())).scalar()
         deleted = batches = 0
         last_report = started
         lower_bound = self.key >= lowest if lowest is not None else None
         while lower_bound is not None:
-            with self.engine.begin() as conn:
+            with _sanitized(self.label, f"purge batch {batches + 1}"), self.engine.begin() as conn:
                 upper = conn.execute(
                     sa.select(self.key)
                     .where(lower_bound, self.key <= highest)
@@ -377,11 +435,24 @@ class SqlTableStore(RetentionStore):
         sql = str(query.compile(self.engine, compile_kwargs={"literal_binds": True}))
         return verify_sql(
             url=self.engine.url.render_as_string(hide_password=False),
-            engine_kwargs=_session_utc_kwargs(self.engine.url),
+            engine_kwargs=gx_engine_kwargs(self.engine.url),
             expired_query=sql,
             label=self.label,
             held=len(window.holds),
         )
+
+
+_SQLITE_SECONDS = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]"
+
+
+def _sqlite_well_formed(column):
+    """UTC text as 'YYYY-MM-DD HH:MM:SS' or with six fraction digits (SQLite's datetime() and
+    SQLAlchemy's formats), the only forms whose text order is time order. An offset, a 'T' or
+    a number would compare wrongly, so such values are never deleted and are reported."""
+    return sa.or_(
+        column.op("GLOB")(_SQLITE_SECONDS),
+        column.op("GLOB")(_SQLITE_SECONDS + "." + "[0-9]" * 6),
+    )
 
 
 def _coerce(value: str, column: sa.Column) -> Any:
