@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/plugins
 
-.PHONY: demo airflow env test validate schema lint bench clean-demo
+.PHONY: demo airflow env holds test validate schema lint bench clean-demo
 
 # The virtualenv is rebuilt whenever the pinned requirements change.
 $(VENV)/.installed: requirements.txt constraints.txt
@@ -21,6 +21,9 @@ airflow: $(VENV)/.installed  ## the Airflow UI on the demo: http://127.0.0.1:808
 
 env: $(VENV)/.installed  ## eval "$$(make -s env)": the demo's environment in your shell
 	@$(PY) -m lifecycle.demo env
+
+holds: $(VENV)/.installed  ## holds on the demo: make holds [ARGS='place --scope cdrs ...']
+	eval "$$($(PY) -m lifecycle.demo env)" && $(PY) -m lifecycle holds $(or $(ARGS),list)
 
 test: $(VENV)/.installed  ## the whole test suite (needs PostgreSQL and MariaDB on 127.0.0.1)
 	$(PY) -m pytest $(PYTEST_ARGS)

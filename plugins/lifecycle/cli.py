@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from lifecycle.loader import DEFAULT_POLICY_DIR, load_policies, policy_dir
 from lifecycle.policy import json_schema
@@ -58,6 +60,81 @@ def schema(check: bool) -> int:
     return 0
 
 
+def _control_engine(conn_id: str):
+    from lifecycle.steps import sql_engine
+
+    return sql_engine(conn_id)
+
+
+def _check_hold_target(scope: str, subject: str) -> str | None:
+    """Why a hold on (scope, subject) would protect nothing, or None when it protects."""
+    from lifecycle.holds import ALL_POLICIES
+
+    policies = [loaded.policy for loaded in load_policies().policies]
+    if scope != ALL_POLICIES:
+        policies = [p for p in policies if p.name == scope]
+        if not policies:
+            return f"--scope: no policy named {scope!r} in {policy_dir()}"
+    if subject == "prefix" or any(subject in p.store.subjects for p in policies):
+        return None
+    known = sorted({s for p in policies for s in p.store.subjects})
+    return f"--subject: {subject!r} is mapped by no policy in scope (known: {', '.join(known)})"
+
+
+def holds(args: argparse.Namespace) -> int:
+    from lifecycle.holds import HoldError, list_holds, place_hold, release_hold
+
+    engine = _control_engine(args.conn_id)
+    try:
+        if args.action == "list":
+            rows = list_holds(engine, include_released=args.all)
+            for row in rows:
+                until = row["expires_at"].isoformat() if row["expires_at"] else "no expiry"
+                state = (
+                    f"released {row['released_at']:%Y-%m-%d} by {row['released_by']}"
+                    if (row["released_at"])
+                    else "active"
+                )
+                print(
+                    f"{row['id']:>5}  {row['scope']:<26} {row['subject']}={row['value']!r}  "
+                    f"{row['reason']:<11} placed {row['placed_at']:%Y-%m-%d} by "
+                    f"{row['placed_by']}, {until}, {state}"
+                    + (f"  ({row['note']})" if row["note"] else "")
+                )
+            print(f"{len(rows)} holds")
+            return 0
+        if args.action == "place":
+            problem = _check_hold_target(args.scope, args.subject)
+            if problem:
+                print(f"hold not placed: {problem}", file=sys.stderr)
+                return 1
+            hold_id = place_hold(
+                engine,
+                scope=args.scope,
+                subject=args.subject,
+                value=args.value,
+                reason=args.reason,
+                placed_by=args.by,
+                expires_at=args.expires,
+                note=args.note,
+            )
+            print(f"placed hold {hold_id}")
+            return 0
+        release_hold(engine, args.id, released_by=args.by)
+        print(f"released hold {args.id}: its records are eligible from the next run")
+        return 0
+    except HoldError as exc:
+        print(f"hold: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+
+
+def _instant(text: str) -> datetime:
+    value = datetime.fromisoformat(text)
+    return value if value.tzinfo else value.replace(tzinfo=ZoneInfo("Europe/Amsterdam"))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lifecycle", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -65,9 +142,29 @@ def main(argv: list[str] | None = None) -> int:
     validate_cmd.add_argument("directory", nargs="?", type=Path, default=None)
     schema_cmd = commands.add_parser("schema", help="generate the JSON Schema and reference")
     schema_cmd.add_argument("--check", action="store_true", help="fail if they are stale")
+    holds_cmd = commands.add_parser("holds", help="list, place or release holds")
+    holds_cmd.add_argument("--conn-id", default="lifecycle_audit", help="control database")
+    actions = holds_cmd.add_subparsers(dest="action", required=True)
+    list_cmd = actions.add_parser("list", help="active holds (--all: released ones too)")
+    list_cmd.add_argument("--all", action="store_true")
+    place_cmd = actions.add_parser("place", help="protect a subject's records from deletion")
+    place_cmd.add_argument("--scope", required=True, help="a policy name, or '*' for all")
+    place_cmd.add_argument("--subject", required=True, help="customer, phone, ... or prefix")
+    place_cmd.add_argument("--value", required=True, help="the subject's value")
+    place_cmd.add_argument(
+        "--reason", required=True, choices=["legal_hold", "restriction", "dispute"]
+    )
+    place_cmd.add_argument("--by", required=True, help="who places it")
+    place_cmd.add_argument("--expires", type=_instant, help="ISO 8601; Amsterdam time if no offset")
+    place_cmd.add_argument("--note", help="a case reference (no personal data)")
+    release_cmd = actions.add_parser("release", help="end a hold")
+    release_cmd.add_argument("id", type=int)
+    release_cmd.add_argument("--by", required=True, help="who releases it")
     args = parser.parse_args(argv)
     if args.command == "validate":
         return validate(args.directory or policy_dir())
+    if args.command == "holds":
+        return holds(args)
     return schema(args.check)
 
 

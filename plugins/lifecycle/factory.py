@@ -76,7 +76,9 @@ def _retention_text(policy: Policy) -> str:
 def render_doc(policy: Policy, path: Path) -> str:
     store = policy.store
     guards = policy.guards
-    subjects = ", ".join(f"{s} → `{c}`" for s, c in store.subjects.items()) or "none"
+    subjects = (
+        ", ".join(f"{s} → `{', '.join(c)}`" for s, c in store.subject_columns().items()) or "none"
+    )
     rows = [
         ("Statement: service", policy.statement.service),
         ("Statement: data", policy.statement.data),

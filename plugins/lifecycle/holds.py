@@ -127,7 +127,8 @@ def list_holds(engine: sa.Engine, *, include_released: bool = False) -> list[dic
 def active_holds(engine: sa.Engine, policy: str, as_of: datetime) -> tuple[Hold, ...]:
     """The holds protecting `policy`'s records in the run of logical date `as_of`."""
     ensure_schema(engine)
-    query = sa.select(holds.c.id, holds.c.subject, holds.c.value, holds.c.reason).where(
+    columns = (holds.c.id, holds.c.scope, holds.c.subject, holds.c.value, holds.c.reason)
+    query = sa.select(*columns).where(
         holds.c.scope.in_([policy, ALL_POLICIES]),
         holds.c.released_at.is_(None),
         sa.or_(holds.c.expires_at.is_(None), holds.c.expires_at > _stored(engine, as_of)),

@@ -218,11 +218,20 @@ class SqlStore(_Strict):
     batch_size: int = Field(
         default=20_000, gt=0, le=1_000_000, description="Rows deleted per transaction."
     )
-    subjects: dict[Annotated[str, Field(pattern=NAME_PATTERN)], Identifier] = Field(
-        default_factory=dict,
-        description="Hold subjects and the column each matches, e.g. `{customer: customer_id, "
-        "phone: caller}`: a hold on subject `phone` with value V keeps rows whose `caller` is V.",
+    subjects: dict[Annotated[str, Field(pattern=NAME_PATTERN)], Identifier | list[Identifier]] = (
+        Field(
+            default_factory=dict,
+            description="Hold subjects and the column(s) each matches, e.g. `{customer: "
+            "customer_id, phone: [caller, callee]}`: a hold on subject `phone` with value V keeps "
+            "every row whose caller or callee is V.",
+        )
     )
+
+    def subject_columns(self) -> dict[str, list[str]]:
+        return {
+            subject: [columns] if isinstance(columns, str) else list(columns)
+            for subject, columns in self.subjects.items()
+        }
 
 
 # One member per store kind; a new store kind adds its model here and a module in stores/.

@@ -106,8 +106,12 @@ def extract(policy: Policy, run: Run) -> dict[str, Any]:
         }
         for tenant in sorted(set(plan.by_tenant) | set(periods))
     }
+    # A hold scoped to this very policy on a subject it does not map is a mistake worth saying;
+    # a hold on all policies naturally skips the policies without that subject.
     mapped = set(policy.store.subjects)
-    unmapped = [hold.id for hold in current.holds if hold.subject not in mapped]
+    unmapped = [
+        hold.id for hold in current.holds if hold.subject not in mapped and hold.scope != "*"
+    ]
     warnings = [
         f"hold {hold_id} names a subject this policy does not map in store.subjects: it protects "
         "nothing here"

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from airflow.sdk.exceptions import ParamValidationError
 
 from lifecycle.demo.seed import seed_telecom
+from lifecycle.holds import place_hold
 from lifecycle.loader import DEFAULT_POLICY_DIR
 from lifecycle.stores.sql import create_engine
 
@@ -26,6 +27,11 @@ PERSONAL_COLUMNS = {
     "voip_ip_log": ["ip_address"],
     "support_tickets": ["contact_name", "contact_email"],
     "contact_forms": ["name", "email", "phone"],
+    "org_contacts": ["name", "phone", "email"],
+    "service_addresses": ["street", "postcode"],
+    "internet_lines": ["public_ip"],
+    "voip_accounts": ["name", "phone", "email"],
+    "mobile_subscriptions": ["msisdn", "sim_iccid", "imei"],
 }
 
 
@@ -56,6 +62,15 @@ def test_demo_run_leaks_no_personal_data(deployment, airflow_home, monkeypatch, 
     seed_telecom(engine, now, scale=0.25)
     secrets = personal_values(engine)
     assert len(secrets) > 1000  # names, phone numbers, e-mail addresses and IPs
+    # Holds carry personal data too (a phone number under restriction): they must not leak.
+    audit = sa.create_engine(deployment.audit_url)
+    with engine.connect() as conn:
+        caller = conn.execute(sa.text("SELECT caller FROM cdrs ORDER BY started_at")).first()[0]
+        email = conn.execute(sa.text("SELECT email FROM org_contacts LIMIT 1")).scalar()
+    for scope, subject, value in (("cdrs", "phone", caller), ("*", "email", email)):
+        place_hold(
+            audit, scope=scope, subject=subject, value=value, reason="restriction", placed_by="po"
+        )
 
     from lifecycle.factory import build_dags
 
@@ -71,6 +86,7 @@ def test_demo_run_leaks_no_personal_data(deployment, airflow_home, monkeypatch, 
     logging.getLogger().removeHandler(collector)
 
     rows = deployment.audit()
+    assert sum(row["held"] for row in rows) > 0  # the holds kept records, and said so
     assert {row["policy"] for row in rows} == {dag_id.removeprefix("retention_") for dag_id in dags}
     assert sum(row["deleted"] for row in rows) > 1000
     audit_text = json.dumps(rows, default=str)

@@ -60,8 +60,9 @@ def make_table(
         }
         for i, ts in enumerate(timestamps, start=1)
     ]
-    with engine.begin() as conn:
-        conn.execute(table.insert(), rows)
+    if rows:
+        with engine.begin() as conn:
+            conn.execute(table.insert(), rows)
     return table
 
 

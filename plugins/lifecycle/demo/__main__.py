@@ -81,13 +81,13 @@ def run(day: date) -> int:
 
     DEMO_DIR.mkdir(exist_ok=True)
     telecom = DEMO_DIR / "telecom.db"
-    if not telecom.exists():
-        counts = seed_telecom(
-            sa.create_engine(f"sqlite:///{telecom}"), datetime.now(ZoneInfo(TIMEZONE))
-        )
-        print("seeded the demo telecom database:", ", ".join(f"{n} {t}" for t, n in counts.items()))
-    migrate_metadata_db(DEMO_DIR / "airflow")
     audit = sa.create_engine(f"sqlite:///{DEMO_DIR / 'audit.db'}")
+    if not telecom.exists():
+        store = sa.create_engine(f"sqlite:///{telecom}")
+        counts = seed_telecom(store, datetime.now(ZoneInfo(TIMEZONE)))
+        print("seeded the demo telecom database:", ", ".join(f"{n} {t}" for t, n in counts.items()))
+        place_demo_holds(store, audit)
+    migrate_metadata_db(DEMO_DIR / "airflow")
     logical_date = local_midnight(day)
     dags = build_dags()
     for dag_id, dag in sorted(dags.items()):
@@ -102,6 +102,42 @@ def run(day: date) -> int:
         dag.test(logical_date=logical_date, run_conf=conf)
     print_report(read_runs(audit), logical_date)
     return 0
+
+
+def place_demo_holds(store, audit) -> None:
+    """A privacy officer's holds: a legal hold on a former client (all policies), and a
+    restriction of processing on one caller's number while a correction request is pending."""
+    import sqlalchemy as sa
+
+    from lifecycle.demo.seed import HELD_CUSTOMER
+    from lifecycle.holds import ALL_POLICIES, place_hold
+
+    with store.connect() as conn:
+        caller = conn.execute(
+            sa.text("SELECT caller FROM cdrs ORDER BY started_at LIMIT 1")
+        ).scalar()
+    place_hold(
+        audit,
+        scope=ALL_POLICIES,
+        subject="customer",
+        value=str(HELD_CUSTOMER),
+        reason="legal_hold",
+        placed_by="demo: privacy officer",
+        note="case LH-2026-001",
+    )
+    place_hold(
+        audit,
+        scope="cdrs",
+        subject="phone",
+        value=caller,
+        reason="restriction",
+        placed_by="demo: privacy officer",
+        note="correction request CR-2026-042",
+    )
+    print(
+        f"placed two holds: customer {HELD_CUSTOMER} (legal hold, all policies) and one caller's "
+        "number (restriction, cdrs): `make holds` lists them"
+    )
 
 
 def print_report(rows: list[dict], logical_date: datetime) -> None:

@@ -96,6 +96,78 @@ contact_forms = sa.Table(
     sa.Column("submitted_at", Timestamp, nullable=True, index=True),
 )
 
+# "Until end of service": data kept while the client's contract (or VoIP account) lives.
+contracts = sa.Table(
+    "contracts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("customer_id", sa.Integer, nullable=False, index=True),
+    sa.Column("service", sa.String(20), nullable=False),  # internet, voip, mobiel
+    sa.Column("started_at", Timestamp, nullable=False),
+    sa.Column("ended_at", Timestamp, nullable=True),  # NULL: running
+)
+org_contacts = sa.Table(
+    "org_contacts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("customer_id", sa.Integer, nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("phone", sa.String(40), nullable=False),
+    sa.Column("email", sa.String(200), nullable=False),
+)
+service_addresses = sa.Table(
+    "service_addresses",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("contract_id", sa.Integer, nullable=False),
+    sa.Column("customer_id", sa.Integer, nullable=False),
+    sa.Column("street", sa.String(200), nullable=False),
+    sa.Column("postcode", sa.String(10), nullable=False),
+    sa.Column("city", sa.String(100), nullable=False),
+)
+billing_names = sa.Table(
+    "billing_names",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("customer_id", sa.Integer, nullable=False),
+    sa.Column("company_name", sa.String(200), nullable=False),
+)
+internet_lines = sa.Table(
+    "internet_lines",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("contract_id", sa.Integer, nullable=False),
+    sa.Column("customer_id", sa.Integer, nullable=False),
+    sa.Column("service_id", sa.String(20), nullable=False),
+    sa.Column("line_id", sa.String(20), nullable=False),
+    sa.Column("public_ip", sa.String(45), nullable=False),
+)
+voip_accounts = sa.Table(
+    "voip_accounts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("customer_id", sa.Integer, nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("phone", sa.String(40), nullable=False),
+    sa.Column("email", sa.String(200), nullable=False),
+    sa.Column("decommissioned_at", Timestamp, nullable=True),  # NULL: in use
+)
+mobile_subscriptions = sa.Table(
+    "mobile_subscriptions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("contract_id", sa.Integer, nullable=False),
+    sa.Column("customer_id", sa.Integer, nullable=False),
+    sa.Column("msisdn", sa.String(40), nullable=False),
+    sa.Column("sim_iccid", sa.String(22), nullable=False),
+    sa.Column("imei", sa.String(15), nullable=False),
+    sa.Column("last_roaming_notice_at", Timestamp, nullable=True),
+)
+
+# The customer whose contracts all ended two years ago and who is under a legal hold in the
+# demo: its contact persons, addresses and lines survive their window.
+HELD_CUSTOMER = 1
+
 # Rows per table at scale 1.0.
 VOLUMES = {
     "customers": 60,
@@ -231,6 +303,7 @@ def seed_telecom(
         }
         for i in range(1, size["contact_forms"] + 1)
     ]
+    service_tables = _services(rng, fake, now, span, size["customers"], stamp)
     tables = [
         (customers, customer_rows),
         (subscribers, subscriber_rows),
@@ -239,8 +312,109 @@ def seed_telecom(
         (voip_ip_log, ip_rows),
         (support_tickets, ticket_rows),
         (contact_forms, form_rows),
+        *service_tables,
     ]
     with engine.begin() as conn:
         for table, rows in tables:
             _insert(conn, table, rows)
     return {table.name: len(rows) for table, rows in tables}
+
+
+def _services(rng, fake, now, span, n_customers, stamp) -> list[tuple[sa.Table, list[dict]]]:
+    """Contracts (about a third ended, some within the last days) and the data that lives as
+    long as they do."""
+    contract_rows, contact_rows, address_rows, billing_rows = [], [], [], []
+    line_rows, voip_rows, mobile_rows = [], [], []
+    for customer in range(1, n_customers + 1):
+        billing_rows.append(
+            {"id": customer, "customer_id": customer, "company_name": fake.company()}
+        )
+        for _ in range(rng.randint(1, 2)):
+            contact_rows.append(
+                {
+                    "id": len(contact_rows) + 1,
+                    "customer_id": customer,
+                    "name": fake.name(),
+                    "phone": fake.phone_number(),
+                    "email": fake.company_email(),
+                }
+            )
+        all_ended = customer == HELD_CUSTOMER or rng.random() < 0.3
+        for _ in range(rng.randint(1, 3)):
+            started = _moment(rng, now, span)
+            if customer == HELD_CUSTOMER:
+                ended = now - timedelta(days=730 + rng.randrange(30))
+            elif all_ended:
+                ended = started + (now - started) * rng.random()
+            else:
+                ended = None
+            contract = {
+                "id": len(contract_rows) + 1,
+                "customer_id": customer,
+                "service": rng.choice(("internet", "voip", "mobiel")),
+                "started_at": stamp(started),
+                "ended_at": None if ended is None else stamp(ended),
+            }
+            contract_rows.append(contract)
+            address_rows.append(
+                {
+                    "id": len(address_rows) + 1,
+                    "contract_id": contract["id"],
+                    "customer_id": customer,
+                    "street": fake.street_address(),
+                    "postcode": fake.postcode(),
+                    "city": fake.city(),
+                }
+            )
+            if contract["service"] == "internet":
+                line_rows.append(
+                    {
+                        "id": len(line_rows) + 1,
+                        "contract_id": contract["id"],
+                        "customer_id": customer,
+                        "service_id": f"SVC-{rng.randrange(10**6, 10**7)}",
+                        "line_id": f"LN-{rng.randrange(10**8, 10**9)}",
+                        "public_ip": fake.ipv4_public(),
+                    }
+                )
+            elif contract["service"] == "voip":
+                for _ in range(rng.randint(1, 4)):
+                    # Accounts go with their contract, and some are retired while it runs.
+                    if ended is not None:
+                        retired = contract["ended_at"]
+                    elif rng.random() < 0.15:
+                        retired = stamp(_moment(rng, now, span / 4))
+                    else:
+                        retired = None
+                    voip_rows.append(
+                        {
+                            "id": len(voip_rows) + 1,
+                            "customer_id": customer,
+                            "name": fake.name(),
+                            "phone": fake.phone_number(),
+                            "email": fake.email(),
+                            "decommissioned_at": retired,
+                        }
+                    )
+            else:
+                for _ in range(rng.randint(1, 5)):
+                    mobile_rows.append(
+                        {
+                            "id": len(mobile_rows) + 1,
+                            "contract_id": contract["id"],
+                            "customer_id": customer,
+                            "msisdn": f"+316{rng.randrange(10**7, 10**8)}",
+                            "sim_iccid": f"8931{rng.randrange(10**15, 10**16)}",
+                            "imei": f"35{rng.randrange(10**12, 10**13)}",
+                            "last_roaming_notice_at": stamp(_moment(rng, now, span / 8)),
+                        }
+                    )
+    return [
+        (contracts, contract_rows),
+        (org_contacts, contact_rows),
+        (service_addresses, address_rows),
+        (billing_names, billing_rows),
+        (internet_lines, line_rows),
+        (voip_accounts, voip_rows),
+        (mobile_subscriptions, mobile_rows),
+    ]

@@ -25,6 +25,7 @@ class Hold:
     and never reaches XCom, logs or the audit trail (only `id` does)."""
 
     id: int
+    scope: str  # a policy name, or * for all
     subject: str
     value: str
     reason: str

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any
 
@@ -188,8 +188,8 @@ class SqlTableStore(RetentionStore):
             else self._column(self.table, tenants.column, "retention.per_tenant.column")
         )
         self.subjects = {
-            subject: self._column(self.table, column, f"store.subjects.{subject}")
-            for subject, column in config.subjects.items()
+            subject: [self._column(self.table, c, f"store.subjects.{subject}") for c in columns]
+            for subject, columns in config.subject_columns().items()
         }
 
     def _reflect(self, qualified: str, field: str) -> sa.Table:
@@ -253,30 +253,24 @@ class SqlTableStore(RetentionStore):
         on_default = sa.or_(self.tenant.is_(None), self.tenant.not_in(tenants))
         return sa.or_(*own, sa.and_(on_default, self._past(window.cutoff)))
 
-    def _hold_values(self, window: RetentionWindow) -> dict[str, list[tuple[Hold, Any]]]:
-        """Hold values per subject this table maps, converted to the column's Python type."""
-        by_subject: dict[str, list[tuple[Hold, Any]]] = {}
+    def _hold_matches(self, window: RetentionWindow) -> list[tuple[Hold, sa.Column, Any]]:
+        """(hold, column, value) for every column a hold's subject maps to in this table, the
+        value converted to the column's Python type (holds are stored as text)."""
+        matches = []
         for hold in window.holds:
-            column = self.subjects.get(hold.subject)
-            if column is None:
-                continue
-            try:
-                value = _coerce(hold.value, column)
-            except (ValueError, TypeError):
-                continue  # a value of another type cannot match any row of this column
-            by_subject.setdefault(hold.subject, []).append((hold, value))
-        return by_subject
+            for column in self.subjects.get(hold.subject, ()):
+                # A value of another type (text for an integer column) cannot match any row.
+                with suppress(ValueError, TypeError):
+                    matches.append((hold, column, _coerce(hold.value, column)))
+        return matches
 
     def _purgeable(self, window: RetentionWindow):
         """Past the window and not held. A NULL subject value matches no hold (NOT IN would
         make it NULL, and so never deletable)."""
-        not_held = [
-            sa.or_(
-                self.subjects[subject].is_(None),
-                self.subjects[subject].not_in([v for _, v in held]),
-            )
-            for subject, held in self._hold_values(window).items()
-        ]
+        values: dict[sa.Column, list[Any]] = {}
+        for _, column, value in self._hold_matches(window):
+            values.setdefault(column, []).append(value)
+        not_held = [sa.or_(column.is_(None), column.not_in(vs)) for column, vs in values.items()]
         return sa.and_(self._expired(window), *not_held)
 
     # -- plan ---------------------------------------------------------------------------------
@@ -315,10 +309,12 @@ class SqlTableStore(RetentionStore):
             sa.func.min(sa.case((purgeable, moment))),
             sa.func.max(sa.case((purgeable, moment))),
         ]
+        by_hold: dict[Hold, list] = {}
+        for hold, column, value in self._hold_matches(window):
+            by_hold.setdefault(hold, []).append(column == value)
         holds = [
-            (hold, self._counted(sa.and_(expired, self.subjects[subject] == value)))
-            for subject, held in self._hold_values(window).items()
-            for hold, value in held
+            (hold, self._counted(sa.and_(expired, sa.or_(*matches))))
+            for hold, matches in by_hold.items()
         ]
         query = sa.select(*columns, *(count for _, count in holds)).select_from(self.table)
         with _sanitized(self.label, "plan"), self.engine.connect() as conn:
@@ -337,9 +333,9 @@ class SqlTableStore(RetentionStore):
                     for tenant, count, n in rows
                     if tenant is not None
                 }
-        held_by_hold: dict[str, int] = {}
-        for (hold, _), count in zip(holds, per_hold, strict=True):
-            held_by_hold[str(hold.id)] = held_by_hold.get(str(hold.id), 0) + count
+        held_by_hold = {
+            str(hold.id): count for (hold, _), count in zip(holds, per_hold, strict=True)
+        }
         return Plan(
             total=total,
             expired=n_purgeable,
