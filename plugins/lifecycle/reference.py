@@ -7,13 +7,22 @@ Only the part between the markers is generated; the prose around it is written b
 from __future__ import annotations
 
 import re
+import types
 import typing
 
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from lifecycle.loader import DEFAULT_POLICY_DIR
-from lifecycle.policy import Guards, Policy, Retention, SqlStore, Statement
+from lifecycle.policy import (
+    EventSource,
+    Guards,
+    Policy,
+    Retention,
+    SqlStore,
+    Statement,
+    TenantPeriods,
+)
 
 REFERENCE_PATH = DEFAULT_POLICY_DIR / "README.md"
 BEGIN = "<!-- BEGIN GENERATED FIELD REFERENCE (python -m lifecycle schema) -->"
@@ -22,6 +31,8 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("Policy (top level)", Policy),
     ("`statement`", Statement),
     ("`retention`", Retention),
+    ("`retention.from_event`", EventSource),
+    ("`retention.per_tenant`", TenantPeriods),
     ("`store` with `kind: sql`", SqlStore),
     ("`guards`", Guards),
 ]
@@ -33,7 +44,7 @@ def _type_name(annotation) -> str:
         return " \\| ".join(f"`{value}`" for value in typing.get_args(annotation))
     if origin is typing.Annotated:
         return _type_name(typing.get_args(annotation)[0])
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         return " or ".join(_type_name(arg) for arg in typing.get_args(annotation))
     if origin is list:
         return f"list of {_type_name(typing.get_args(annotation)[0])}"
