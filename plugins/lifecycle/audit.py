@@ -178,6 +178,8 @@ def audit_row(
         reasons = [f"{verification['remaining']} unheld records before the cutoff remain"]
     else:
         status = "purged"
+    if purged and purged.get("failed"):
+        reasons += [f"{n} not deleted: {code}" for code, n in sorted(purged["failed"].items())]
     if decision:
         reasons += list(decision.get("warnings", ()))
     elif extracted:
@@ -196,7 +198,7 @@ def audit_row(
         "title": policy.title,
         "controller": policy.controller,
         "legal_basis": policy.legal_basis,
-        "store": f"{store.kind}:{store.conn_id}:{store.table}",
+        "store": f"{store.kind}:{store.conn_id}:{store.location}",
         "period": policy.retention.period,
         "logical_date": logical_date,
         "cutoff": (extracted or {}).get("cutoff"),

@@ -47,7 +47,7 @@ def policy_asset(policy: Policy) -> Asset:
     store = policy.store
     return Asset(
         name=policy.dag_id,
-        uri=f"retention://{store.conn_id}/{store.table}",
+        uri=f"retention://{store.conn_id}/{store.location.removeprefix('s3://')}",
         group="retention",
     )
 
@@ -55,7 +55,9 @@ def policy_asset(policy: Policy) -> Asset:
 def _retention_text(policy: Policy) -> str:
     retention = policy.retention
     event = retention.from_event
-    if event is None:
+    if policy.store.kind == "s3":
+        start = "from the object's time (see below)"
+    elif event is None:
         start = f"from `{policy.store.timestamp}`"
     elif event.table is None:
         start = f"from the event `{event.timestamp}` (NULL: not yet, kept)"
@@ -67,18 +69,35 @@ def _retention_text(policy: Policy) -> str:
     text = f"`{retention.period}` {start}, in {policy.timezone}"
     if retention.per_tenant is not None:
         text += (
-            f"; per client organisation (`{retention.per_tenant.column}`) from "
+            f"; per client organisation (`{retention.per_tenant.column or '<prefix><tenant>/'}`), "
+            "from "
             f"`{retention.per_tenant.table}`, `{retention.period}` by default"
         )
     return text
 
 
+def _store_rows(store) -> list[tuple[str, str]]:
+    if store.kind == "s3":
+        return [
+            ("Object time", str(store.timestamp) if isinstance(store.timestamp, str) else
+             f"`{store.timestamp.model_dump()}`"),
+            ("Deletion", f"DeleteObjects, {store.batch_size} versions a call, "
+             f"{store.max_in_flight} in flight; every version and delete marker of an expired key; "
+             "Object Lock respected"),
+        ]  # fmt: skip
+    return [
+        ("Key", f"`{store.key}`, {store.batch_size} rows per batch"),
+        ("NULL timestamp", store.null_timestamp),
+    ]
+
+
 def render_doc(policy: Policy, path: Path) -> str:
     store = policy.store
     guards = policy.guards
-    subjects = (
-        ", ".join(f"{s} → `{', '.join(c)}`" for s, c in store.subject_columns().items()) or "none"
-    )
+    subjects = ", ".join(f"{s} → `{', '.join(c)}`" for s, c in store.subject_columns().items())
+    if store.kind == "s3":
+        subjects = "prefix → the object key"
+    subjects = subjects or "none"
     rows = [
         ("Statement: service", policy.statement.service),
         ("Statement: data", policy.statement.data),
@@ -86,9 +105,8 @@ def render_doc(policy: Policy, path: Path) -> str:
         ("Period", _retention_text(policy)),
         ("Controller", policy.controller),
         ("Legal ground", policy.legal_basis.replace("_", " ")),
-        ("Store", f"{store.kind} `{store.table}` via connection `{store.conn_id}`"),
-        ("Key", f"`{store.key}`, {store.batch_size} rows per batch"),
-        ("NULL timestamp", store.null_timestamp),
+        ("Store", f"{store.kind} `{store.location}` via connection `{store.conn_id}`"),
+        *_store_rows(store),
         ("Hold subjects", subjects),
         (
             "Guards",

@@ -69,6 +69,8 @@ def _describe(error: dict) -> str:
     loc = list(error["loc"])
     if len(loc) > 1 and loc[0] == "store" and loc[1] in STORE_KINDS:
         del loc[1]  # pydantic puts the union tag in the path: store.sql.table -> store.table
+    if len(loc) > 3 and loc[:2] == ["store", "timestamp"]:
+        del loc[2]  # and the timestamp source's: store.timestamp.metadata.metadata
     location = ".".join(str(part) for part in loc) or "(file)"
     kind = error["type"]
     if kind == "extra_forbidden":

@@ -14,7 +14,9 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationInfo,
     WithJsonSchema,
     field_validator,
@@ -141,7 +143,11 @@ class TenantPeriods(_Strict):
     columns are `tenant`, `policy` and `period` (ISO 8601); tenants with no row for this policy
     keep `retention.period`, the default."""
 
-    column: Identifier = Field(description="Record column holding the tenant (client) id.")
+    column: Identifier | None = Field(
+        default=None,
+        description="SQL: the record column holding the tenant (client) id. Object stores: "
+        "omitted, the tenant is the key segment after the prefix.",
+    )
     table: QualifiedTable = Field(
         default="client_retention_settings", description="The settings table."
     )
@@ -233,10 +239,128 @@ class SqlStore(_Strict):
             for subject, columns in self.subjects.items()
         }
 
+    @property
+    def location(self) -> str:
+        return self.table
+
+
+def _bucket(value: str) -> str:
+    # https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", value) or ".." in value:
+        raise ValueError(
+            f"{value!r} is not an S3 bucket name (3-63 lower case letters, digits, dots and "
+            "hyphens, starting and ending with a letter or digit)"
+        )
+    if re.fullmatch(r"\d+\.\d+\.\d+\.\d+", value):
+        raise ValueError(f"{value!r} is not an S3 bucket name (it looks like an IP address)")
+    return value
+
+
+def _key_pattern(value: str) -> str:
+    try:
+        compiled = re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"{value!r} is not a regular expression: {exc}") from None
+    missing = {"year", "month", "day"} - set(compiled.groupindex)
+    if missing:
+        raise ValueError(
+            f"{value!r} lacks the named groups {', '.join(sorted(missing))} "
+            "(example: 'date=(?P<year>\\d{4})-(?P<month>\\d{2})-(?P<day>\\d{2})/')"
+        )
+    unknown = set(compiled.groupindex) - {"year", "month", "day", "hour", "minute", "second"}
+    if unknown:
+        raise ValueError(f"{value!r} has named groups other than date parts: {sorted(unknown)}")
+    return value
+
+
+class MetadataTimestamp(_Strict):
+    """An ISO 8601 timestamp in the object's user metadata (x-amz-meta-<name>)."""
+
+    metadata: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,127}$")] = Field(
+        description="The user metadata key, lower case, e.g. `recorded-at`."
+    )
+
+
+class KeyPatternTimestamp(_Strict):
+    """A date in the object key, read in the policy's timezone. The object counts from the end of
+    the period the key names: `date=2026-05-28/` is expired once the whole day is before the
+    cutoff, so a date partition that straddles the cutoff waits for the next run."""
+
+    key_pattern: Annotated[str, AfterValidator(_key_pattern)] = Field(
+        description="A regular expression with named groups year, month, day (and optionally "
+        "hour, minute, second), searched in the key."
+    )
+
+
+def _timestamp_source(value) -> str | None:
+    if isinstance(value, str):
+        return "last_modified" if value == "last_modified" else None
+    if isinstance(value, dict) and len(value) == 1:
+        return next(iter(value)) if next(iter(value)) in ("metadata", "key_pattern") else None
+    if isinstance(value, MetadataTimestamp | KeyPatternTimestamp):
+        return "metadata" if isinstance(value, MetadataTimestamp) else "key_pattern"
+    return None
+
+
+ObjectTimestamp = Annotated[
+    Annotated[Literal["last_modified"], Tag("last_modified")]
+    | Annotated[MetadataTimestamp, Tag("metadata")]
+    | Annotated[KeyPatternTimestamp, Tag("key_pattern")],
+    Discriminator(
+        _timestamp_source,
+        custom_error_type="timestamp_source",
+        custom_error_message="unknown timestamp source (expected last_modified, "
+        "{metadata: <key>} or {key_pattern: <regex>})",
+    ),
+]
+
+
+class S3Store(_Strict):
+    """Objects under a prefix of an S3-compatible bucket, reached through an Airflow AWS
+    connection (`endpoint_url` in its extra for MinIO or another S3 server)."""
+
+    kind: Literal["s3"] = Field(description="An S3-compatible object store.")
+    conn_id: ConnId = Field(description="Airflow AWS connection (login/password = key pair).")
+    bucket: Annotated[str, AfterValidator(_bucket)] = Field(description="The bucket.")
+    prefix: Annotated[
+        str,
+        AfterValidator(_matching(r"^([^/].*/)?$", "a key prefix (no leading /, ending in /)")),
+        WithJsonSchema({"type": "string", "pattern": r"^([^/].*/)?$"}),
+    ] = Field(
+        default="", description="Key prefix ending in `/` (`support/`); empty: the whole bucket."
+    )
+    timestamp: ObjectTimestamp = Field(
+        default="last_modified",
+        description="Where an object's time comes from: `last_modified`, `{metadata: <key>}` or "
+        "`{key_pattern: <regex>}`. An object whose time cannot be read is reported, not deleted.",
+    )
+    batch_size: int = Field(
+        default=1000, gt=0, le=1000, description="Keys per DeleteObjects call (S3 allows 1000)."
+    )
+    max_in_flight: int = Field(
+        default=4, gt=0, le=32, description="DeleteObjects calls in flight at once."
+    )
+    subjects: dict[str, str] = Field(
+        default_factory=dict,
+        description="Not used by object stores: holds match key prefixes (subject `prefix`).",
+        json_schema_extra={"maxProperties": 0},
+    )
+
+    @property
+    def location(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    @property
+    def key(self) -> str:
+        return "key and version"
+
+    def subject_columns(self) -> dict[str, list[str]]:
+        return {}
+
 
 # One member per store kind; a new store kind adds its model here and a module in stores/.
-Store = Annotated[SqlStore, Field(discriminator="kind")]
-STORE_KINDS = ("sql",)
+Store = Annotated[SqlStore | S3Store, Field(discriminator="kind")]
+STORE_KINDS = ("sql", "s3")
 
 
 class Policy(_Strict):
@@ -297,7 +421,27 @@ class Policy(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _store_fits_retention(self) -> Policy:
+        tenants = self.retention.per_tenant
+        if self.store.kind == "s3":
+            if self.retention.from_event is not None:
+                raise ValueError("retention.from_event: not available for s3 stores")
+            if tenants is not None and (tenants.column is not None or tenants.conn_id is None):
+                raise ValueError(
+                    "retention.per_tenant: for s3 stores the tenant is the key segment after "
+                    "store.prefix (prefix/<tenant>/...): give conn_id (the settings table's "
+                    "database) and no column"
+                )
+            if self.store.subjects:
+                raise ValueError("store.subjects: s3 holds match key prefixes (subject prefix)")
+        elif tenants is not None and tenants.column is None:
+            raise ValueError("retention.per_tenant.column: required for sql stores")
+        return self
+
+    @model_validator(mode="after")
     def _timestamp_source(self) -> Policy:
+        if self.store.kind != "sql":
+            return self
         if self.store.timestamp is None and self.retention.from_event is None:
             raise ValueError("store.timestamp: required unless retention.from_event is set")
         if self.store.timestamp is not None and self.retention.from_event is not None:

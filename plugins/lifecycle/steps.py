@@ -108,7 +108,7 @@ def extract(policy: Policy, run: Run) -> dict[str, Any]:
     }
     # A hold scoped to this very policy on a subject it does not map is a mistake worth saying;
     # a hold on all policies naturally skips the policies without that subject.
-    mapped = set(policy.store.subjects)
+    mapped = set(policy.store.subjects) | ({"prefix"} if policy.store.kind == "s3" else set())
     unmapped = [
         hold.id for hold in current.holds if hold.subject not in mapped and hold.scope != "*"
     ]

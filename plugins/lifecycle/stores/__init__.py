@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-_MODULES = {"sql": "lifecycle.stores.sql"}
+_MODULES = {"sql": "lifecycle.stores.sql", "s3": "lifecycle.stores.s3"}
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,7 @@ class PurgeResult:
     deleted: int
     batches: int
     seconds: float
+    failed: dict[str, int] = field(default_factory=dict)  # error code -> records not deleted
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,0 +1,385 @@
+"""Objects under a prefix of an S3-compatible bucket, through boto3.
+
+The listing is `ListObjectVersions`, paginated and streamed: versions are grouped per key as
+they arrive, so memory holds one key's versions and one delete batch at a time, whatever the
+bucket's size. A key is the unit of retention: an expired key is purged whole, every version
+and delete marker, so no version of expired data remains. Versions under an Object Lock legal
+hold or an unexpired retention are left alone and counted as held (governance retention is never
+bypassed). Deletion is `DeleteObjects`, up to 1000 versions a call and a bounded number of calls
+in flight; the per-key `Errors` of a 200 response are retried when transient and otherwise
+reported, never counted as deleted.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import re
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from lifecycle.stores import (
+    Plan,
+    PurgeLimitExceeded,
+    PurgeResult,
+    RetentionStore,
+    RetentionWindow,
+    StoreConfigError,
+    Verification,
+)
+
+log = logging.getLogger(__name__)
+
+TRANSIENT_ERRORS = {"InternalError", "SlowDown", "ServiceUnavailable", "RequestTimeout"}
+RETRIES = 4
+INVENTORY_CHUNK = 5_000
+PROGRESS_EVERY_SECONDS = 5.0
+_UNITS = (  # the precision a key pattern names -> how long that period lasts
+    ("second", timedelta(seconds=1)),
+    ("minute", timedelta(minutes=1)),
+    ("hour", timedelta(hours=1)),
+)
+
+
+def client_from_connection(connection: Any):
+    """A boto3 S3 client from an Airflow AWS connection: login/password are the key pair, the
+    extra may give `endpoint_url` (MinIO, a local server) and `region_name`."""
+    import boto3
+    from botocore.config import Config
+
+    extra = connection.extra_dejson or {}
+    return boto3.client(
+        "s3",
+        aws_access_key_id=connection.login or extra.get("aws_access_key_id"),
+        aws_secret_access_key=connection.password or extra.get("aws_secret_access_key"),
+        endpoint_url=extra.get("endpoint_url"),
+        region_name=extra.get("region_name", "us-east-1"),
+        config=Config(retries={"mode": "adaptive", "max_attempts": 8}, max_pool_connections=32),
+    )
+
+
+@dataclass(frozen=True)
+class Version:
+    key: str
+    version_id: str
+    last_modified: datetime
+    is_marker: bool
+    is_latest: bool
+
+
+@dataclass
+class KeyVerdict:
+    """One key's versions and what the window says of them."""
+
+    key: str
+    versions: list[Version]
+    moment: datetime | None  # when the key's period starts; None: unreadable
+    cutoff: datetime
+    tenant: str | None
+    held_by: int | None = None  # the id of a prefix hold covering it
+    locked: frozenset[str] = frozenset()  # version ids under Object Lock
+
+    @property
+    def expired(self) -> bool:
+        return self.moment is not None and self.moment < self.cutoff
+
+    def deletable(self) -> list[Version]:
+        if not self.expired or self.held_by is not None:
+            return []
+        return [v for v in self.versions if v.version_id not in self.locked]
+
+    def held(self) -> int:
+        if not self.expired:
+            return 0
+        return len(self.versions) if self.held_by is not None else len(self.locked)
+
+
+class S3PrefixStore(RetentionStore):
+    def __init__(self, policy: Any, client: Any):
+        self.policy = policy
+        self.config = config = policy.store
+        self.client = client
+        self.label = policy.name
+        self.zone = ZoneInfo(policy.timezone)
+        self.pattern = None
+        if not isinstance(config.timestamp, str) and hasattr(config.timestamp, "key_pattern"):
+            self.pattern = re.compile(config.timestamp.key_pattern)
+        self.metadata_key = getattr(config.timestamp, "metadata", None)
+        self.per_tenant = policy.retention.per_tenant is not None
+        try:
+            lock = client.get_object_lock_configuration(Bucket=config.bucket)
+            self.object_lock = lock["ObjectLockConfiguration"].get("ObjectLockEnabled") == "Enabled"
+        except client.exceptions.NoSuchBucket:
+            raise StoreConfigError(
+                f"store.bucket: bucket {config.bucket!r} does not exist"
+            ) from None
+        except client.exceptions.ClientError as exc:
+            if exc.response["Error"]["Code"] == "NoSuchBucket":
+                raise StoreConfigError(
+                    f"store.bucket: bucket {config.bucket!r} does not exist"
+                ) from None
+            if "ObjectLockConfiguration" not in exc.response["Error"]["Code"]:
+                raise
+            self.object_lock = False
+
+    # -- listing ------------------------------------------------------------------------------
+
+    def _versions(self) -> Iterator[Version]:
+        """Every version and delete marker under the prefix, in key order, newest first."""
+        paginator = self.client.get_paginator("list_object_versions")
+        for page in paginator.paginate(Bucket=self.config.bucket, Prefix=self.config.prefix):
+            entries = [
+                Version(v["Key"], v["VersionId"], v["LastModified"], False, v["IsLatest"])
+                for v in page.get("Versions", ())
+            ]
+            markers = [
+                Version(m["Key"], m["VersionId"], m["LastModified"], True, m["IsLatest"])
+                for m in page.get("DeleteMarkers", ())
+            ]
+            yield from heapq.merge(entries, markers, key=lambda v: v.key)
+
+    def _keys(self, window: RetentionWindow) -> Iterator[KeyVerdict]:
+        for key, group in itertools.groupby(self._versions(), key=lambda v: v.key):
+            versions = list(group)
+            tenant = self._tenant(key) if self.per_tenant else None
+            verdict = KeyVerdict(
+                key=key,
+                versions=versions,
+                moment=self._moment(key, versions),
+                cutoff=window.cutoff_for(tenant),
+                tenant=tenant,
+            )
+            for hold in window.holds:
+                if hold.subject == "prefix" and key.startswith(hold.value):
+                    verdict.held_by = hold.id
+                    break
+            if verdict.expired and verdict.held_by is None and self.object_lock:
+                verdict.locked = frozenset(self._locked(versions))
+            yield verdict
+
+    def _tenant(self, key: str) -> str | None:
+        rest = key[len(self.config.prefix) :]
+        return rest.split("/", 1)[0] if "/" in rest else None
+
+    def _moment(self, key: str, versions: list[Version]) -> datetime | None:
+        """When the key's period starts, or None if it cannot be read (never deleted)."""
+        if self.pattern is not None:
+            return self._moment_from_key(key)
+        if self.metadata_key is not None:
+            current = next((v for v in versions if not v.is_marker), None)
+            if current is None:
+                return max(v.last_modified for v in versions)  # only markers left: data gone
+            head = self.client.head_object(
+                Bucket=self.config.bucket, Key=key, VersionId=current.version_id
+            )
+            value = head.get("Metadata", {}).get(self.metadata_key)
+            try:
+                moment = datetime.fromisoformat(value)
+            except (TypeError, ValueError):
+                return None
+            return moment if moment.tzinfo else moment.replace(tzinfo=self.zone)
+        return max(v.last_modified for v in versions)
+
+    def _moment_from_key(self, key: str) -> datetime | None:
+        """The end of the period the key names (its last microsecond), so that a key is expired
+        only when the whole day (or hour...) it names is before the cutoff."""
+        match = self.pattern.search(key)
+        if match is None:
+            return None
+        parts = {name: int(value) for name, value in match.groupdict().items() if value}
+        try:
+            start = datetime(
+                parts["year"],
+                parts["month"],
+                parts["day"],
+                parts.get("hour", 0),
+                parts.get("minute", 0),
+                parts.get("second", 0),
+            )
+        except (KeyError, ValueError):
+            return None
+        length = next((span for unit, span in _UNITS if unit in parts), timedelta(days=1))
+        end = (start + length).replace(tzinfo=self.zone).astimezone(UTC)
+        return end - timedelta(microseconds=1)
+
+    def _locked(self, versions: list[Version]) -> Iterator[str]:
+        now = datetime.now(UTC)
+        for version in versions:
+            if version.is_marker:
+                continue
+            head = self.client.head_object(
+                Bucket=self.config.bucket, Key=version.key, VersionId=version.version_id
+            )
+            until = head.get("ObjectLockRetainUntilDate")
+            if head.get("ObjectLockLegalHoldStatus") == "ON" or (until is not None and until > now):
+                yield version.version_id
+
+    # -- plan ---------------------------------------------------------------------------------
+
+    def plan(self, window: RetentionWindow) -> Plan:
+        total = expired = held = anomalies = 0
+        oldest = newest = None
+        held_by_hold: Counter[str] = Counter()
+        by_tenant: dict[str, dict[str, int]] = {}
+        for verdict in self._keys(window):
+            total += len(verdict.versions)
+            deletable = len(verdict.deletable())
+            expired += deletable
+            held += verdict.held()
+            if verdict.held_by is not None and verdict.expired:
+                held_by_hold[str(verdict.held_by)] += len(verdict.versions)
+            if verdict.moment is None:
+                anomalies += len(verdict.versions)
+            elif deletable:
+                oldest = min(oldest or verdict.moment, verdict.moment)
+                newest = max(newest or verdict.moment, verdict.moment)
+            if verdict.tenant is not None:
+                counts = by_tenant.setdefault(verdict.tenant, {"total": 0, "expired": 0})
+                counts["total"] += len(verdict.versions)
+                counts["expired"] += deletable
+        return Plan(
+            total=total,
+            expired=expired,
+            held=held,
+            anomalies=anomalies,
+            oldest_expired=oldest.astimezone(UTC).isoformat() if oldest else None,
+            newest_expired=newest.astimezone(UTC).isoformat() if newest else None,
+            held_by_hold=dict(held_by_hold),
+            by_tenant=by_tenant,
+        )
+
+    # -- purge --------------------------------------------------------------------------------
+
+    def _batches(self, window: RetentionWindow) -> Iterator[list[Version]]:
+        batch: list[Version] = []
+        for verdict in self._keys(window):
+            for version in verdict.deletable():
+                batch.append(version)
+                if len(batch) == self.config.batch_size:
+                    yield batch
+                    batch = []
+        if batch:
+            yield batch
+
+    def _delete(self, batch: list[Version]) -> tuple[int, Counter[str]]:
+        """One DeleteObjects call, and retries of its transient per-key errors: how many
+        versions are gone, and the error codes of those that are not. A 200 response can carry
+        per-key errors (a locked version, a throttled key): they are never counted as deleted."""
+        pending, deleted, errors = batch, 0, Counter()
+        for attempt in range(RETRIES + 1):
+            objects = [
+                {"Key": v.key}
+                if v.version_id == "null"
+                else {"Key": v.key, "VersionId": v.version_id}
+                for v in pending
+            ]
+            response = self.client.delete_objects(
+                Bucket=self.config.bucket, Delete={"Objects": objects, "Quiet": True}
+            )
+            failed = {
+                (error["Key"], error.get("VersionId", "null")): error["Code"]
+                for error in response.get("Errors", ())
+            }
+            deleted += len(pending) - len(failed)
+            retry = [v for v in pending if failed.get((v.key, v.version_id)) in TRANSIENT_ERRORS]
+            errors += Counter(code for code in failed.values() if code not in TRANSIENT_ERRORS)
+            if not retry:
+                break
+            if attempt == RETRIES:
+                errors += Counter(failed[(v.key, v.version_id)] for v in retry)
+                break
+            time.sleep(0.2 * 2**attempt)
+            pending = retry
+        return deleted, errors
+
+    def purge(self, window: RetentionWindow, *, approved: int) -> PurgeResult:
+        started = last_report = time.perf_counter()
+        deleted = submitted = batches = 0
+        errors: Counter[str] = Counter()
+        in_flight: set[Future] = set()
+
+        def collect(done: set[Future]) -> None:
+            nonlocal deleted, errors
+            for future in done:
+                gone, failed = future.result()
+                deleted += gone
+                errors += failed
+
+        with ThreadPoolExecutor(max_workers=self.config.max_in_flight) as pool:
+            for batch in self._batches(window):
+                if submitted + len(batch) > approved:
+                    collect(wait(in_flight).done)
+                    raise PurgeLimitExceeded(
+                        f"{self.label}: the purge found {submitted + len(batch)} versions to "
+                        f"delete, more than the {approved} approved by the check; stopped before "
+                        "sending them, run again"
+                    )
+                while len(in_flight) >= self.config.max_in_flight:
+                    done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                    collect(done)
+                in_flight.add(pool.submit(self._delete, batch))
+                submitted += len(batch)
+                batches += 1
+                now = time.perf_counter()
+                if now - last_report >= PROGRESS_EVERY_SECONDS:
+                    last_report = now
+                    self._log_progress(batches, submitted, now - started)
+            collect(wait(in_flight).done)
+        seconds = time.perf_counter() - started
+        self._log_progress(batches, deleted, seconds, final=True)
+        if errors:
+            log.warning(
+                "%s: %d versions not deleted: %s",
+                self.label,
+                sum(errors.values()),
+                ", ".join(f"{code} x{n}" for code, n in errors.most_common()),
+            )
+        return PurgeResult(
+            deleted=deleted, batches=batches, seconds=round(seconds, 3), failed=dict(errors)
+        )
+
+    def _log_progress(self, batches: int, versions: int, seconds: float, final: bool = False):
+        log.info(
+            "%s %s: %d DeleteObjects calls, %d versions, %.0f versions/s",
+            self.label,
+            "purge done" if final else "purging",
+            batches,
+            versions,
+            versions / seconds if seconds > 0 else 0.0,
+        )
+
+    # -- verify -------------------------------------------------------------------------------
+
+    def verify(self, window: RetentionWindow) -> Verification:
+        """Great Expectations on an inventory of what remains under the prefix, chunk by chunk:
+        per version, the seconds from the cutoff to its key's time (NaN for held versions and
+        unreadable times). A negative value is an unheld expired version left behind."""
+        from lifecycle.verification import verify_inventory
+
+        def chunks() -> Iterator[list[float | None]]:
+            chunk: list[float | None] = []
+            for verdict in self._keys(window):
+                for version in verdict.versions:
+                    held = verdict.held_by is not None or version.version_id in verdict.locked
+                    if held or verdict.moment is None:
+                        chunk.append(None)
+                    else:
+                        chunk.append((verdict.moment - verdict.cutoff).total_seconds())
+                    if len(chunk) == INVENTORY_CHUNK:
+                        yield chunk
+                        chunk = []
+            if chunk:
+                yield chunk
+
+        return verify_inventory(chunks(), label=self.label, held=len(window.holds))
+
+
+def open_store(policy: Any, connection: Any) -> S3PrefixStore:
+    return S3PrefixStore(policy, client_from_connection(connection))
