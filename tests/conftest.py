@@ -6,6 +6,7 @@ LIFECYCLE_TEST_MARIADB_URL). A test that needs one fails when it is missing; it 
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -79,4 +80,32 @@ def sql_url(request, tmp_path) -> str:
         return f"sqlite:///{tmp_path / 'store.db'}"
     return request.getfixturevalue(
         "postgres_url" if request.param == "postgresql" else "mariadb_url"
+    )
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """moto's S3 server on loopback, for the whole session: a real HTTP endpoint, real boto3."""
+    from moto.server import ThreadedMotoServer
+
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_connection(s3_endpoint):
+    """The Airflow AWS connection to that server (what a policy's conn_id resolves to)."""
+    from airflow.sdk import Connection
+
+    return Connection(
+        conn_id="recordings",
+        conn_type="aws",
+        login="testing",
+        password="testing",
+        extra=json.dumps({"endpoint_url": s3_endpoint, "region_name": "us-east-1"}),
     )

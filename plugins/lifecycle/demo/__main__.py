@@ -10,11 +10,14 @@ the runs. Running it again is safe: the second run finds nothing new to delete.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
-from datetime import date, datetime
+from contextlib import contextmanager
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -22,6 +25,7 @@ PROJECT = Path(__file__).resolve().parents[3]
 DEMO_DIR = Path(os.environ.get("LIFECYCLE_DEMO_DIR") or PROJECT / ".demo")
 TIMEZONE = "Europe/Amsterdam"
 FIRST_RUN_FRACTION = 1.0
+DEMO_S3_PORT = int(os.environ.get("LIFECYCLE_DEMO_S3_PORT") or 9100)
 
 
 def airflow_environment(home: Path, telecom_url: str, audit_url: str) -> dict[str, str]:
@@ -42,16 +46,53 @@ def airflow_environment(home: Path, telecom_url: str, audit_url: str) -> dict[st
     }
 
 
+def s3_connection_uri(endpoint: str) -> str:
+    """An Airflow AWS connection (JSON form) to an S3 endpoint such as moto's or MinIO's."""
+    extra = {"endpoint_url": endpoint, "region_name": "us-east-1"}
+    return json.dumps({"conn_type": "aws", "login": "demo", "password": "demo", "extra": extra})
+
+
 def demo_environment() -> dict[str, str]:
+    s3 = s3_connection_uri(f"http://127.0.0.1:{DEMO_S3_PORT}")
     return airflow_environment(
         DEMO_DIR / "airflow",
         f"sqlite:///{DEMO_DIR / 'telecom.db'}",
         f"sqlite:///{DEMO_DIR / 'audit.db'}",
     ) | {
+        "AIRFLOW_CONN_RECORDINGS": s3,
+        "AIRFLOW_CONN_ANALYTICS": s3,
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": "8080",
         "AIRFLOW__API__BASE_URL": "http://127.0.0.1:8080",
     }
+
+
+@contextmanager
+def object_store(telecom):
+    """moto's S3 server for the demo, its state restored from (and saved to) .demo/."""
+    import boto3
+
+    from lifecycle.demo import objects
+
+    server = objects.start_server(DEMO_S3_PORT)
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{DEMO_S3_PORT}",
+        aws_access_key_id="demo",
+        aws_secret_access_key="demo",  # noqa: S106 - moto on loopback accepts any key
+        region_name="us-east-1",
+    )
+    state = DEMO_DIR / "s3-state.json"
+    try:
+        if state.exists():
+            objects.restore(s3, state)
+        else:
+            counts = objects.seed(s3, telecom, datetime.now(ZoneInfo(TIMEZONE)))
+            print("seeded the demo object store:", ", ".join(f"{n} {k}" for k, n in counts.items()))
+        yield s3
+        objects.dump(s3, state)
+    finally:
+        server.stop()
 
 
 def migrate_metadata_db(home: Path) -> None:
@@ -82,14 +123,22 @@ def run(day: date) -> int:
     DEMO_DIR.mkdir(exist_ok=True)
     telecom = DEMO_DIR / "telecom.db"
     audit = sa.create_engine(f"sqlite:///{DEMO_DIR / 'audit.db'}")
+    store = sa.create_engine(f"sqlite:///{telecom}")
     if not telecom.exists():
-        store = sa.create_engine(f"sqlite:///{telecom}")
         counts = seed_telecom(store, datetime.now(ZoneInfo(TIMEZONE)))
         print("seeded the demo telecom database:", ", ".join(f"{n} {t}" for t, n in counts.items()))
         place_demo_holds(store, audit)
     migrate_metadata_db(DEMO_DIR / "airflow")
     logical_date = local_midnight(day)
-    dags = build_dags()
+    with object_store(store):
+        run_all(build_dags(), audit, logical_date)
+    print_report(read_runs(audit), logical_date)
+    return 0
+
+
+def run_all(dags, audit, logical_date: datetime) -> None:
+    from lifecycle.audit import read_runs
+
     for dag_id, dag in sorted(dags.items()):
         policy = dag_id.removeprefix("retention_")
         # A table that was never purged is mostly expired; the guard would rightly refuse, so
@@ -100,8 +149,6 @@ def run(day: date) -> int:
             f"running {dag_id} for {logical_date.isoformat()}" + (" (first purge)" if first else "")
         )
         dag.test(logical_date=logical_date, run_conf=conf)
-    print_report(read_runs(audit), logical_date)
-    return 0
 
 
 def place_demo_holds(store, audit) -> None:
@@ -125,6 +172,16 @@ def place_demo_holds(store, audit) -> None:
         placed_by="demo: privacy officer",
         note="case LH-2026-001",
     )
+    month = f"support/{datetime.now(ZoneInfo(TIMEZONE)) - timedelta(days=200):%Y/%m}/"
+    place_hold(
+        audit,
+        scope="support_call_recordings",
+        subject="prefix",
+        value=month,
+        reason="dispute",
+        placed_by="demo: privacy officer",
+        note="complaint about the support line, case D-2026-007",
+    )
     place_hold(
         audit,
         scope="cdrs",
@@ -135,8 +192,9 @@ def place_demo_holds(store, audit) -> None:
         note="correction request CR-2026-042",
     )
     print(
-        f"placed two holds: customer {HELD_CUSTOMER} (legal hold, all policies) and one caller's "
-        "number (restriction, cdrs): `make holds` lists them"
+        f"placed three holds: customer {HELD_CUSTOMER} (legal hold, all policies), one caller's "
+        "number (restriction, cdrs) and a month of support recordings (dispute): `make holds` "
+        "lists them"
     )
 
 
@@ -187,10 +245,18 @@ def serve() -> int:
     if not (DEMO_DIR / "telecom.db").exists():
         print("no demo database yet: run `make demo` first", file=sys.stderr)
         return 1
+    import sqlalchemy as sa
+
     print("Airflow UI: http://127.0.0.1:8080 (no login needed locally); Ctrl-C stops it")
     airflow = Path(sys.executable).with_name("airflow")
-    os.execve(airflow, [str(airflow), "standalone"], env)  # noqa: S606 - replaces this process
-    return 0  # not reached
+    with object_store(sa.create_engine(f"sqlite:///{DEMO_DIR / 'telecom.db'}")):
+        process = subprocess.Popen([str(airflow), "standalone"], env=env)  # noqa: S603
+        try:
+            process.wait()
+        except KeyboardInterrupt:
+            process.send_signal(signal.SIGTERM)
+            process.wait()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,288 @@
+"""The S3 store against a real S3 HTTP endpoint (moto's server): exact surviving versions."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from lifecycle.policy import Policy
+from lifecycle.stores import Hold, PurgeLimitExceeded, RetentionWindow, StoreConfigError
+from lifecycle.stores.s3 import S3PrefixStore, client_from_connection
+
+CUTOFF = datetime(2026, 8, 31, 22, 0, tzinfo=UTC)  # 1 September 00:00 in Amsterdam
+SECOND = timedelta(seconds=1)
+_names = itertools.count()
+
+
+def s3_policy(prefix="support/", timestamp="last_modified", **retention) -> Policy:
+    return Policy.model_validate(
+        {
+            "name": "recordings",
+            "title": "Recordings",
+            "statement": {
+                "service": "Algemeen",
+                "data": "Gespreksopnames",
+                "retention": "90 dagen",
+            },
+            "controller": "provider",
+            "legal_basis": "legitimate_interest",
+            "retention": {"period": "P90D", **retention},
+            "store": {
+                "kind": "s3",
+                "conn_id": "recordings",
+                "bucket": "placeholder",
+                "prefix": prefix,
+                "timestamp": timestamp,
+                "batch_size": 2,
+                "max_in_flight": 2,
+            },
+        }
+    )
+
+
+@pytest.fixture
+def s3(s3_connection):
+    return client_from_connection(s3_connection)
+
+
+def new_bucket(s3, *, versioned=True, locked=False) -> str:
+    name = f"recordings-{next(_names)}"
+    if locked:
+        s3.create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
+    else:
+        s3.create_bucket(Bucket=name)
+    if versioned and not locked:
+        s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+    return name
+
+
+def backdate(bucket: str, key: str, *moments: datetime) -> None:
+    """Set LastModified of a key's versions and markers, oldest first (moto stamps 'now')."""
+    from moto.core.models import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+
+    backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
+    versions = backend.get_bucket(bucket).keys.getlist(key)
+    assert len(versions) == len(moments), (key, len(versions))
+    for version, moment in zip(versions, moments, strict=True):
+        version.last_modified = moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def put(s3, bucket, key, *moments, delete_marker_at=None, **extra):
+    for _ in moments:
+        s3.put_object(Bucket=bucket, Key=key, Body=b"audio", **extra)
+    if delete_marker_at is not None:
+        s3.delete_object(Bucket=bucket, Key=key)
+        moments = (*moments, delete_marker_at)
+    backdate(bucket, key, *moments)
+
+
+def inventory(s3, bucket) -> dict[str, int]:
+    """key -> number of versions and delete markers left."""
+    listing = s3.list_object_versions(Bucket=bucket)
+    counts: dict[str, int] = {}
+    for entry in [*listing.get("Versions", ()), *listing.get("DeleteMarkers", ())]:
+        counts[entry["Key"]] = counts.get(entry["Key"], 0) + 1
+    return counts
+
+
+def store_for(s3, bucket, policy) -> S3PrefixStore:
+    store_config = policy.store.model_copy(update={"bucket": bucket})
+    return S3PrefixStore(policy.model_copy(update={"store": store_config}), s3)
+
+
+def test_expired_keys_lose_every_version_and_marker(s3):
+    bucket = new_bucket(s3)
+    old = CUTOFF - timedelta(days=30)
+    put(s3, bucket, "support/a.wav", old - SECOND, old, CUTOFF - SECOND)  # newest expired: gone
+    put(s3, bucket, "support/b.wav", old, CUTOFF + SECOND)  # newest in the window: all kept
+    put(s3, bucket, "support/c.wav", old, delete_marker_at=CUTOFF - SECOND)  # deleted: purged
+    put(s3, bucket, "support/d.wav", CUTOFF)  # exactly the cutoff: kept
+    put(s3, bucket, "tenants/x/e.wav", old)  # another prefix: not this policy's
+    store = store_for(s3, bucket, s3_policy())
+    window = RetentionWindow(CUTOFF)
+
+    plan = store.plan(window)
+    assert (plan.total, plan.expired, plan.held, plan.anomalies) == (8, 5, 0, 0)
+    assert not store.verify(window).success
+
+    result = store.purge(window, approved=plan.expired)
+
+    assert (result.deleted, result.failed) == (5, {})
+    assert inventory(s3, bucket) == {"support/b.wav": 2, "support/d.wav": 1, "tenants/x/e.wav": 1}
+    verification = store.verify(window)
+    assert (verification.success, verification.remaining) == (True, 0)
+    assert verification.summary["versions_checked"] == 3
+    again = store.purge(window, approved=0)  # idempotent
+    assert (again.deleted, again.batches) == (0, 0)
+
+
+def test_unversioned_bucket(s3):
+    bucket = new_bucket(s3, versioned=False)
+    put(s3, bucket, "support/a.wav", CUTOFF - SECOND)
+    put(s3, bucket, "support/b.wav", CUTOFF)
+    store = store_for(s3, bucket, s3_policy())
+    store.purge(RetentionWindow(CUTOFF), approved=1)
+    assert inventory(s3, bucket) == {"support/b.wav": 1}
+
+
+def test_metadata_timestamps_and_unreadable_ones(s3):
+    bucket = new_bucket(s3)
+    for key, value in [
+        ("support/a.wav", "2026-08-31T23:59:59+02:00"),  # 21:59:59Z: expired
+        ("support/b.wav", "2026-09-01T00:00:00+02:00"),  # the cutoff: kept
+        ("support/c.wav", "2026-08-31T23:59:59"),  # no offset: Amsterdam time, expired
+        ("support/d.wav", "gisteren"),  # unreadable: reported, kept
+    ]:
+        s3.put_object(Bucket=bucket, Key=key, Body=b"x", Metadata={"recorded-at": value})
+    s3.put_object(Bucket=bucket, Key="support/e.wav", Body=b"x")  # no metadata: kept
+    store = store_for(s3, bucket, s3_policy(timestamp={"metadata": "recorded-at"}))
+    plan = store.plan(RetentionWindow(CUTOFF))
+    assert (plan.expired, plan.anomalies) == (2, 2)
+    store.purge(RetentionWindow(CUTOFF), approved=2)
+    assert sorted(inventory(s3, bucket)) == ["support/b.wav", "support/d.wav", "support/e.wav"]
+
+
+def test_date_partitions_go_whole_days_at_a_time(s3):
+    bucket = new_bucket(s3, versioned=False)
+    days = ["2026-08-30", "2026-08-31", "2026-09-01"]
+    for day in days:
+        for part in range(3):
+            s3.put_object(Bucket=bucket, Key=f"events/date={day}/part-{part}.json", Body=b"{}")
+    policy = s3_policy(
+        prefix="events/",
+        timestamp={"key_pattern": r"date=(?P<year>\d{4})-(?P<month>\d{2})-(?P<day>\d{2})/"},
+    )
+    store = store_for(s3, bucket, policy)
+    # Cutoff at 06:00 in Amsterdam on 1 September: 31 August is wholly before it, 1 September
+    # straddles it and waits for the next run.
+    window = RetentionWindow(datetime(2026, 9, 1, 4, tzinfo=UTC))
+    plan = store.plan(window)
+    assert plan.expired == 6
+    store.purge(window, approved=6)
+    assert sorted(inventory(s3, bucket)) == [
+        f"events/date=2026-09-01/part-{p}.json" for p in range(3)
+    ]
+    # At local midnight on 1 September, 31 August is exactly whole: expired too (already gone).
+    assert store.plan(RetentionWindow(CUTOFF)).expired == 0
+
+
+def test_object_lock_legal_hold_and_retention_are_respected(s3):
+    bucket = new_bucket(s3, locked=True)
+    old = CUTOFF - timedelta(days=10)
+    put(s3, bucket, "support/held.wav", old, old)
+    held_version = s3.list_object_versions(Bucket=bucket, Prefix="support/held.wav")["Versions"][0]
+    s3.put_object_legal_hold(
+        Bucket=bucket,
+        Key="support/held.wav",
+        VersionId=held_version["VersionId"],
+        LegalHold={"Status": "ON"},
+    )
+    s3.put_object(
+        Bucket=bucket,
+        Key="support/retained.wav",
+        Body=b"x",
+        ObjectLockMode="GOVERNANCE",
+        ObjectLockRetainUntilDate=datetime.now(UTC) + timedelta(days=365),
+    )
+    backdate(bucket, "support/retained.wav", old)
+    put(s3, bucket, "support/free.wav", old)
+    store = store_for(s3, bucket, s3_policy())
+    window = RetentionWindow(CUTOFF)
+
+    plan = store.plan(window)
+    assert (plan.expired, plan.held) == (2, 2)  # free.wav, and held.wav's unlocked version
+    result = store.purge(window, approved=plan.expired)
+
+    assert (result.deleted, result.failed) == (2, {})
+    assert inventory(s3, bucket) == {"support/held.wav": 1, "support/retained.wav": 1}
+    assert store.verify(window).success  # locked versions are held, not a failure
+
+
+def test_per_key_errors_are_reported_and_never_counted_as_deleted(s3):
+    # A store that cannot see the lock (no permission to read the lock configuration) sends
+    # locked versions to DeleteObjects: S3 answers 200 with a per-key error for each.
+    bucket = new_bucket(s3, locked=True)
+    s3.put_object(
+        Bucket=bucket,
+        Key="support/retained.wav",
+        Body=b"x",
+        ObjectLockMode="GOVERNANCE",
+        ObjectLockRetainUntilDate=datetime.now(UTC) + timedelta(days=365),
+    )
+    backdate(bucket, "support/retained.wav", CUTOFF - timedelta(days=1))
+    put(s3, bucket, "support/free.wav", CUTOFF - timedelta(days=1))
+    store = store_for(s3, bucket, s3_policy())
+    store.object_lock = False
+
+    result = store.purge(RetentionWindow(CUTOFF), approved=2)
+
+    assert result.deleted == 1
+    assert sum(result.failed.values()) == 1 and set(result.failed) <= {"AccessDenied"}
+    assert inventory(s3, bucket) == {"support/retained.wav": 1}
+    verification = store.verify(RetentionWindow(CUTOFF))
+    assert (verification.success, verification.remaining) == (False, 1)
+
+
+def test_client_periods_and_prefix_holds(s3):
+    bucket = new_bucket(s3, versioned=False)
+    ages = [10, 40, 100, 200]
+    for tenant in ("acme", "globex", "initech"):
+        for age in ages:
+            put(s3, bucket, f"tenants/{tenant}/{age}.wav", CUTOFF - timedelta(days=age))
+    policy = s3_policy(prefix="tenants/", per_tenant={"conn_id": "telecom_db"})
+    window = RetentionWindow(
+        CUTOFF - timedelta(days=90),  # the default, for initech
+        tenant_cutoffs={
+            "acme": CUTOFF - timedelta(days=30),
+            "globex": CUTOFF - timedelta(days=365),
+        },
+        holds=(Hold(5, "*", "prefix", "tenants/acme/40", "legal_hold"),),
+    )
+    store = store_for(s3, bucket, policy)
+
+    plan = store.plan(window)
+
+    assert plan.by_tenant == {
+        "acme": {"total": 4, "expired": 2},
+        "globex": {"total": 4, "expired": 0},
+        "initech": {"total": 4, "expired": 2},
+    }
+    assert (plan.held, plan.held_by_hold) == (1, {"5": 1})
+    store.purge(window, approved=plan.expired)
+    assert sorted(inventory(s3, bucket)) == sorted(
+        [
+            "tenants/acme/10.wav",
+            "tenants/acme/40.wav",
+            *(f"tenants/globex/{age}.wav" for age in ages),
+            "tenants/initech/10.wav",
+            "tenants/initech/40.wav",
+        ]
+    )
+    assert store.verify(window).success
+
+
+def test_purge_stops_before_sending_more_than_approved(s3):
+    bucket = new_bucket(s3, versioned=False)
+    for i in range(5):
+        put(s3, bucket, f"support/{i}.wav", CUTOFF - timedelta(days=1))
+    store = store_for(s3, bucket, s3_policy())
+    with pytest.raises(PurgeLimitExceeded, match="more than the 3 approved"):
+        store.purge(RetentionWindow(CUTOFF), approved=3)
+    assert len(inventory(s3, bucket)) == 3  # one batch of two went; the second would exceed
+
+
+def test_missing_bucket_names_the_field(s3):
+    with pytest.raises(StoreConfigError, match=r"store\.bucket: bucket 'nope-nope' does not exist"):
+        store_for(s3, "nope-nope", s3_policy())
+
+
+def test_the_inventory_verification_holds_no_keys(s3):
+    bucket = new_bucket(s3, versioned=False)
+    put(s3, bucket, "support/+31612345678.wav", CUTOFF - timedelta(days=1))
+    verification = store_for(s3, bucket, s3_policy()).verify(RetentionWindow(CUTOFF))
+    assert verification.remaining == 1
+    assert "+3161" not in json.dumps(verification.summary)
