@@ -7,6 +7,7 @@ LIFECYCLE_TEST_MARIADB_URL). A test that needs one fails when it is missing; it 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -90,6 +91,7 @@ def s3_endpoint():
 
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # a log line per request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

@@ -10,10 +10,13 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import boto3
 import pytest
 import sqlalchemy as sa
 from airflow.sdk.exceptions import ParamValidationError
 
+from lifecycle.demo import objects
+from lifecycle.demo.__main__ import s3_connection_uri
 from lifecycle.demo.seed import seed_telecom
 from lifecycle.holds import place_hold
 from lifecycle.loader import DEFAULT_POLICY_DIR
@@ -55,11 +58,15 @@ class Collector(logging.Handler):
         self.lines.append(record.getMessage())
 
 
-def test_demo_run_leaks_no_personal_data(deployment, airflow_home, monkeypatch, capfd):
+def test_demo_run_leaks_no_personal_data(deployment, airflow_home, monkeypatch, capfd, s3_endpoint):
     monkeypatch.setenv("LIFECYCLE_POLICY_DIR", str(DEFAULT_POLICY_DIR))
     now = datetime(2026, 11, 29, 9, tzinfo=AMS)
     engine = create_engine(deployment.store_url)
     seed_telecom(engine, now, scale=0.25)
+    connection = s3_connection_uri(s3_endpoint)
+    monkeypatch.setenv("AIRFLOW_CONN_RECORDINGS", connection)
+    monkeypatch.setenv("AIRFLOW_CONN_ANALYTICS", connection)
+    objects.seed(boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1"), engine, now)
     secrets = personal_values(engine)
     assert len(secrets) > 1000  # names, phone numbers, e-mail addresses and IPs
     # Holds carry personal data too (a phone number under restriction): they must not leak.

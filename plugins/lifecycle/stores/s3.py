@@ -176,9 +176,7 @@ class S3PrefixStore(RetentionStore):
             current = next((v for v in versions if not v.is_marker), None)
             if current is None:
                 return max(v.last_modified for v in versions)  # only markers left: data gone
-            head = self.client.head_object(
-                Bucket=self.config.bucket, Key=key, VersionId=current.version_id
-            )
+            head = self.client.head_object(Bucket=self.config.bucket, **_address(current))
             value = head.get("Metadata", {}).get(self.metadata_key)
             try:
                 moment = datetime.fromisoformat(value)
@@ -214,9 +212,7 @@ class S3PrefixStore(RetentionStore):
         for version in versions:
             if version.is_marker:
                 continue
-            head = self.client.head_object(
-                Bucket=self.config.bucket, Key=version.key, VersionId=version.version_id
-            )
+            head = self.client.head_object(Bucket=self.config.bucket, **_address(version))
             until = head.get("ObjectLockRetainUntilDate")
             if head.get("ObjectLockLegalHoldStatus") == "ON" or (until is not None and until > now):
                 yield version.version_id
@@ -379,6 +375,13 @@ class S3PrefixStore(RetentionStore):
                 yield chunk
 
         return verify_inventory(chunks(), label=self.label, held=len(window.holds))
+
+
+def _address(version: Version) -> dict[str, str]:
+    """Key and VersionId of a version; an unversioned bucket's "null" version has no id."""
+    if version.version_id == "null":
+        return {"Key": version.key}
+    return {"Key": version.key, "VersionId": version.version_id}
 
 
 def open_store(policy: Any, connection: Any) -> S3PrefixStore:
