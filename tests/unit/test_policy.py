@@ -165,3 +165,59 @@ def test_schema_accepts_the_shipped_policies_and_rejects_unknown_fields():
     bad_period["retention"]["period"] = "six months"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad_period, schema)
+
+
+S3_VALID = """\
+name: support_call_recordings
+title: Support line call recordings
+statement: {service: Algemeen, data: Gespreksopnames, retention: 90 dagen}
+controller: provider
+legal_basis: legitimate_interest
+retention: {period: P90D}
+store: {kind: s3, conn_id: recordings, bucket: call-recordings, prefix: support/}
+"""
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "problem"),
+    [
+        (("call-recordings", "Call_Recordings"), "store.bucket", "not an S3 bucket name"),
+        (("call-recordings", "192.168.1.1"), "store.bucket", "looks like an IP address"),
+        (("call-recordings", "a..b"), "store.bucket", "not an S3 bucket name"),
+        (("prefix: support/", "prefix: /support"), "store.prefix", "not a key prefix"),
+        (
+            ("prefix: support/}", "prefix: support/, timestamp: {key_pattern: '(?P<year>\\d{4}'}}"),
+            "store.timestamp.key_pattern",
+            "is not a regular expression",
+        ),
+        (
+            (
+                "prefix: support/}",
+                "prefix: support/, timestamp: {key_pattern: '(?P<year>\\d{4})/'}}",
+            ),
+            "store.timestamp.key_pattern",
+            "lacks the named groups day, month",
+        ),
+        (
+            ("prefix: support/}", "prefix: support/, timestamp: created_at}"),
+            "store.timestamp",
+            "unknown timestamp source",
+        ),
+        (
+            ("prefix: support/}", "prefix: support/, timestamp: {exif: DateTimeOriginal}}"),
+            "store.timestamp",
+            "unknown timestamp source",
+        ),
+        (
+            ("retention: {period: P90D}", "retention: {period: P90D, per_tenant: {column: t}}"),
+            "retention.per_tenant",
+            "the key segment after store.prefix",
+        ),
+    ],
+)
+def test_bad_object_store_policy_names_field_and_problem(change, field, problem):
+    assert parse_policy(S3_VALID).store.location == "s3://call-recordings/support/"
+    with pytest.raises(ValueError) as raised:
+        parse_policy(S3_VALID.replace(*change))
+    assert f"{field}: " in str(raised.value)
+    assert problem in str(raised.value)

@@ -1,0 +1,166 @@
+"""S3 purge benchmark (DESIGN §7: at least 5x the throughput of one delete per object).
+
+moto's S3 server runs in this process on loopback and is seeded in-process (its HTTP PUT manages
+~130 objects/s); the purges run in child processes that talk to it over HTTP, so each child's
+peak memory is the purge's own. Prints ratios; asserts nothing.
+
+    .venv/bin/python benchmarks/s3_purge.py [--objects 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT / "plugins"))
+CUTOFF = datetime(2026, 8, 31, 22, tzinfo=UTC)
+
+
+def client(endpoint: str):
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="bench",
+        aws_secret_access_key="bench",
+    )
+
+
+def seed(bucket: str, count: int) -> None:
+    """`count` expired objects, written straight into moto's backend."""
+    from moto.core.models import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+
+    backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
+    backend.create_bucket(bucket, "us-east-1")
+    old = (CUTOFF - timedelta(days=30)).replace(tzinfo=None)
+    for i in range(count):
+        key = backend.put_object(bucket, f"support/2026/07/call-{i:06d}.wav", b"RIFF")
+        key.last_modified = old
+
+
+def high_water_mark_kib() -> int:
+    """This process's peak RSS. Not getrusage: on Linux a child's ru_maxrss starts at its
+    parent's (here the S3 server's) size at fork time."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def engine_purge(endpoint: str, bucket: str) -> dict:
+    """In a child process: the engine's purge of the whole bucket, and its peak memory."""
+    from lifecycle.policy import Policy
+    from lifecycle.stores import RetentionWindow
+    from lifecycle.stores.s3 import S3PrefixStore
+
+    policy = Policy.model_validate(
+        {
+            "name": "bench",
+            "title": "Benchmark",
+            "statement": {"service": "Algemeen", "data": "Opnames", "retention": "90 dagen"},
+            "controller": "provider",
+            "legal_basis": "legitimate_interest",
+            "retention": {"period": "P90D"},
+            "store": {"kind": "s3", "conn_id": "bench", "bucket": bucket, "prefix": "support/"},
+        }
+    )
+    store = S3PrefixStore(policy, client(endpoint))
+    before = high_water_mark_kib()
+    started = time.perf_counter()
+    result = store.purge(RetentionWindow(CUTOFF), approved=10**9)
+    seconds = time.perf_counter() - started
+    after = high_water_mark_kib()
+    return {
+        "deleted": result.deleted,
+        "seconds": seconds,
+        "peak_kib": after,
+        "growth_kib": after - before,
+    }
+
+
+def one_by_one(endpoint: str, bucket: str) -> dict:
+    """In a child process: one DeleteObject call per key, the naive way."""
+    s3 = client(endpoint)
+    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+            for o in page.get("Contents", ())]  # fmt: skip
+    started = time.perf_counter()  # the listing above is not timed: it favours the baseline
+    for key in keys:
+        s3.delete_object(Bucket=bucket, Key=key)
+    return {"deleted": len(keys), "seconds": time.perf_counter() - started}
+
+
+def child(mode: str, endpoint: str, bucket: str) -> dict:
+    output = subprocess.run(
+        [sys.executable, __file__, "--child", mode, endpoint, bucket],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=os.environ | {"PYTHONPATH": str(PROJECT / "plugins")},
+    ).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--objects", type=int, default=20_000)
+    parser.add_argument("--baseline-objects", type=int, default=2_000)
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        mode, endpoint, bucket = args.child
+        print(json.dumps((engine_purge if mode == "engine" else one_by_one)(endpoint, bucket)))
+        return
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    try:
+        seed("bench-engine", args.objects)
+        seed("bench-small", args.objects // 10)
+        seed("bench-naive", args.baseline_objects)
+        engine = child("engine", endpoint, "bench-engine")
+        small = child("engine", endpoint, "bench-small")
+        naive = child("naive", endpoint, "bench-naive")
+    finally:
+        server.stop()
+    engine_rate = engine["deleted"] / engine["seconds"]
+    naive_rate = naive["deleted"] / naive["seconds"]
+    print(f"S3 purge benchmark against moto's server on loopback ({endpoint})")
+    print(
+        f"engine purge      : {engine['deleted']:,} objects in {engine['seconds']:.1f} s = "
+        f"{engine_rate:,.0f} objects/s (DeleteObjects, 1000 keys a call, 4 in flight)"
+    )
+    print(
+        f"one call per key  : {naive['deleted']:,} objects in {naive['seconds']:.1f} s = "
+        f"{naive_rate:,.0f} objects/s"
+    )
+    print(f"throughput ratio  : {engine_rate / naive_rate:.1f}x (target >= 5x)")
+    for figure in (small, engine):
+        print(
+            f"purge peak memory : {figure['deleted']:>7,} objects, peak RSS "
+            f"{figure['peak_kib'] / 1024:.0f} MiB, growth during the purge "
+            f"{figure['growth_kib'] / 1024:.1f} MiB"
+        )
+    print(
+        f"memory ratio      : peak RSS at 10x the objects = "
+        f"{engine['peak_kib'] / small['peak_kib']:.2f}x (target: flat, ~1.0)"
+    )
+
+
+if __name__ == "__main__":
+    main()
