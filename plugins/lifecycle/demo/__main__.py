@@ -241,7 +241,9 @@ def print_report(rows: list[dict], logical_date: datetime) -> None:
 
 
 def serve() -> int:
-    env = os.environ | demo_environment()
+    # standalone starts its components as `airflow ...`: the virtualenv's bin must be on PATH.
+    venv_bin = str(Path(sys.executable).parent)
+    env = os.environ | demo_environment() | {"PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}"}
     if not (DEMO_DIR / "telecom.db").exists():
         print("no demo database yet: run `make demo` first", file=sys.stderr)
         return 1
@@ -249,6 +251,10 @@ def serve() -> int:
 
     print("Airflow UI: http://127.0.0.1:8080 (no login needed locally); Ctrl-C stops it")
     airflow = Path(sys.executable).with_name("airflow")
+    def stop(_signum, _frame):
+        raise KeyboardInterrupt  # so that the S3 state is saved on SIGTERM too
+
+    signal.signal(signal.SIGTERM, stop)
     with object_store(sa.create_engine(f"sqlite:///{DEMO_DIR / 'telecom.db'}")):
         process = subprocess.Popen([str(airflow), "standalone"], env=env)  # noqa: S603
         try:
