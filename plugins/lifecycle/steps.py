@@ -72,9 +72,9 @@ def _tenant_periods(policy: Policy) -> dict[str, str]:
 
 
 def window(policy: Policy, run: Run, extracted: dict[str, Any] | None = None):
-    """The run's retention window. Cutoffs are computed once, by extract, and reused by the
-    later steps (a settings change mid-run cannot move them); holds are read again by each step,
-    so a hold placed mid-run protects at once."""
+    """The run's retention window, and the client periods it was computed from. Cutoffs are
+    computed once, by extract, and reused by the later steps (a settings change mid-run cannot
+    move them); holds are read again by each step, so a hold placed mid-run protects at once."""
     from lifecycle.periods import compute_cutoff
     from lifecycle.stores import RetentionWindow
     from lifecycle.tenants import tenant_cutoffs
@@ -86,18 +86,40 @@ def window(policy: Policy, run: Run, extracted: dict[str, Any] | None = None):
             policy.timezone,
             allow_zero=policy.retention.from_event is not None,
         )
-        tenants = tenant_cutoffs(_tenant_periods(policy), run.logical_date, policy.timezone)
+        periods = _tenant_periods(policy)
+        tenants = tenant_cutoffs(periods, run.logical_date, policy.timezone)
     else:
         cutoff = datetime.fromisoformat(extracted["cutoff"])
         tenants = {t: datetime.fromisoformat(c) for t, c in extracted["tenant_cutoffs"].items()}
-    return RetentionWindow(cutoff=cutoff, tenant_cutoffs=tenants, holds=_holds(policy, run))
+        periods = {
+            t: info["period"] for t, info in extracted["tenants"].items() if not info["default"]
+        }
+    holds = _holds(policy, run)
+    return RetentionWindow(cutoff=cutoff, tenant_cutoffs=tenants, holds=holds), periods
+
+
+def _hold_warnings(policy: Policy, holds, inert: list[str]) -> list[str]:
+    """Holds that protect nothing in this policy, said once per run (ids only)."""
+    mapped = set(policy.store.subjects) | ({"prefix"} if policy.store.kind == "s3" else set())
+    unmapped = sorted({str(h.id) for h in holds if h.subject not in mapped})
+    warnings = []
+    if unmapped:
+        warnings.append(
+            f"holds {', '.join(unmapped)} name subjects this policy does not map "
+            f"({', '.join(sorted(mapped)) or 'none'}): they protect nothing here"
+        )
+    if inert:
+        warnings.append(
+            f"holds {', '.join(inert)} have values that fit none of their subject's columns "
+            "(an id that is not a number, say): they protect nothing here"
+        )
+    return warnings
 
 
 def extract(policy: Policy, run: Run) -> dict[str, Any]:
-    current = window(policy, run)
+    current, periods = window(policy, run)
     with open_policy_store(policy) as store:
         plan = store.plan(current)
-    periods = _tenant_periods(policy) if policy.retention.per_tenant else {}
     tenants = {
         tenant: {
             "period": periods.get(tenant, policy.retention.period),
@@ -106,17 +128,7 @@ def extract(policy: Policy, run: Run) -> dict[str, Any]:
         }
         for tenant in sorted(set(plan.by_tenant) | set(periods))
     }
-    # A hold scoped to this very policy on a subject it does not map is a mistake worth saying;
-    # a hold on all policies naturally skips the policies without that subject.
-    mapped = set(policy.store.subjects) | ({"prefix"} if policy.store.kind == "s3" else set())
-    unmapped = [
-        hold.id for hold in current.holds if hold.subject not in mapped and hold.scope != "*"
-    ]
-    warnings = [
-        f"hold {hold_id} names a subject this policy does not map in store.subjects: it protects "
-        "nothing here"
-        for hold_id in unmapped
-    ]
+    warnings = _hold_warnings(policy, current.holds, plan.inert_holds)
     log.info(
         "%s: cutoff %s; %d of %d records expired, %d held by %d holds, %d active, %d without "
         "timestamp or subject",
@@ -162,14 +174,14 @@ def check(policy: Policy, run: Run, extracted: dict[str, Any]) -> dict[str, Any]
 
 
 def delete(policy: Policy, run: Run, extracted: dict[str, Any], decision: dict[str, Any]):
-    current = window(policy, run, extracted)
+    current, _ = window(policy, run, extracted)
     with open_policy_store(policy) as store:
         result = store.purge(current, approved=decision["approved_records"])
     return result.to_dict() | {"attempt": run.attempt}
 
 
 def verify(policy: Policy, run: Run, extracted: dict[str, Any]) -> dict[str, Any]:
-    current = window(policy, run, extracted)
+    current, _ = window(policy, run, extracted)
     with open_policy_store(policy) as store:
         result = store.verify(current)
     return result.to_dict() | {"attempt": run.attempt}

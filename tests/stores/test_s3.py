@@ -98,7 +98,7 @@ def test_expired_keys_lose_every_version_and_marker(s3):
     bucket = new_bucket(s3)
     old = CUTOFF - timedelta(days=30)
     put(s3, bucket, "support/a.wav", old - SECOND, old, CUTOFF - SECOND)  # newest expired: gone
-    put(s3, bucket, "support/b.wav", old, CUTOFF + SECOND)  # newest in the window: all kept
+    put(s3, bucket, "support/b.wav", old, CUTOFF + SECOND)  # overwritten: the old version goes
     put(s3, bucket, "support/c.wav", old, delete_marker_at=CUTOFF - SECOND)  # deleted: purged
     put(s3, bucket, "support/d.wav", CUTOFF)  # exactly the cutoff: kept
     put(s3, bucket, "tenants/x/e.wav", old)  # another prefix: not this policy's
@@ -106,18 +106,41 @@ def test_expired_keys_lose_every_version_and_marker(s3):
     window = RetentionWindow(CUTOFF)
 
     plan = store.plan(window)
-    assert (plan.total, plan.expired, plan.held, plan.anomalies) == (8, 5, 0, 0)
+    assert (plan.total, plan.expired, plan.held, plan.anomalies) == (8, 6, 0, 0)
     assert not store.verify(window).success
 
     result = store.purge(window, approved=plan.expired)
 
-    assert (result.deleted, result.failed) == (5, {})
-    assert inventory(s3, bucket) == {"support/b.wav": 2, "support/d.wav": 1, "tenants/x/e.wav": 1}
+    assert (result.deleted, result.failed) == (6, {})
+    assert inventory(s3, bucket) == {"support/b.wav": 1, "support/d.wav": 1, "tenants/x/e.wav": 1}
+    (kept,) = s3.list_object_versions(Bucket=bucket, Prefix="support/b.wav")["Versions"]
+    assert kept["LastModified"] == CUTOFF + SECOND
     verification = store.verify(window)
     assert (verification.success, verification.remaining) == (True, 0)
-    assert verification.summary["versions_checked"] == 3
+    assert verification.summary["versions_checked"] == 2
     again = store.purge(window, approved=0)  # idempotent
     assert (again.deleted, again.batches) == (0, 0)
+
+
+def test_a_recent_delete_marker_does_not_keep_old_data(s3):
+    bucket = new_bucket(s3)
+    put(s3, bucket, "support/a.wav", CUTOFF - timedelta(days=400), delete_marker_at=CUTOFF + SECOND)
+    store = store_for(s3, bucket, s3_policy())
+    assert store.plan(RetentionWindow(CUTOFF)).expired == 2  # the data, then its marker
+    store.purge(RetentionWindow(CUTOFF), approved=2)
+    assert inventory(s3, bucket) == {}
+
+
+def test_a_version_from_before_versioning_is_deleted_not_hidden(s3):
+    bucket = new_bucket(s3, versioned=False)
+    s3.put_object(Bucket=bucket, Key="support/a.wav", Body=b"pre-versioning audio")
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    backdate(bucket, "support/a.wav", CUTOFF - timedelta(days=400))
+    store = store_for(s3, bucket, s3_policy())
+    result = store.purge(RetentionWindow(CUTOFF), approved=1)
+    assert result.deleted == 1
+    assert inventory(s3, bucket) == {}  # no delete marker over a surviving "null" version
+    assert store.verify(RetentionWindow(CUTOFF)).success
 
 
 def test_unversioned_bucket(s3):

@@ -346,3 +346,30 @@ def test_hold_lifecycle_in_the_control_database(engine):
         release_hold(engine, legal, released_by="po")
     with pytest.raises(ValueError, match="reason: 'whim'"):
         place_hold(engine, scope="*", subject="x", value="1", reason="whim", placed_by="po")
+
+
+def test_a_thousand_client_periods_stay_one_flat_expression(tmp_path):
+    # SQLite refuses expressions nested over 1000 deep: a CASE is flat where ORs were not.
+    engine = create_engine(f"sqlite:///{tmp_path / 'tenants.db'}")
+    contacts = contracts_and_contacts(
+        engine, [(c, CUTOFF - timedelta(days=10)) for c in (1, 2)], customers=[1, 2]
+    )
+    policy = contacts_policy(per_tenant={"column": "customer_id"})
+    cutoffs = {str(t): CUTOFF - timedelta(days=20) for t in range(3, 1200)}
+    cutoffs["2"] = CUTOFF  # customer 2 set a period that makes its contact expire
+    window = RetentionWindow(CUTOFF - timedelta(days=20), tenant_cutoffs=cutoffs)
+    store = SqlTableStore(policy, engine)
+    assert store.plan(window).expired == 1
+    store.purge(window, approved=1)
+    assert remaining(engine, contacts) == [1]
+
+
+def test_a_hold_whose_value_fits_no_column_is_reported(engine):
+    contracts_and_contacts(engine, [(1, CUTOFF - timedelta(days=1))], customers=[1])
+    store = SqlTableStore(contacts_policy(), engine)
+    holds = (
+        Hold(3, "*", "customer", "C-0001", "legal_hold"),  # not a number: matches nothing
+        Hold(4, "*", "customer", "1", "legal_hold"),
+    )
+    plan = store.plan(RetentionWindow(CUTOFF, holds=holds))
+    assert (plan.held, plan.inert_holds) == (1, ["3"])

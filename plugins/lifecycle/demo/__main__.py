@@ -251,6 +251,7 @@ def serve() -> int:
 
     print("Airflow UI: http://127.0.0.1:8080 (no login needed locally); Ctrl-C stops it")
     airflow = Path(sys.executable).with_name("airflow")
+
     def stop(_signum, _frame):
         raise KeyboardInterrupt  # so that the S3 state is saved on SIGTERM too
 

@@ -56,6 +56,7 @@ class Plan:
     newest_expired: str | None = None
     held_by_hold: dict[str, int] = field(default_factory=dict)  # hold id -> records it protects
     by_tenant: dict[str, dict[str, int]] = field(default_factory=dict)  # tenant -> total, expired
+    inert_holds: list[str] = field(default_factory=list)  # hold ids whose value fits no column
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

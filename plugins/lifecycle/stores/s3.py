@@ -76,29 +76,49 @@ class Version:
 
 @dataclass
 class KeyVerdict:
-    """One key's versions and what the window says of them."""
+    """One key's versions and what the window says of them.
+
+    With `last_modified` every data version is dated by its own LastModified: an old version
+    expires on its own even when a newer one (an overwrite) is still in its window, and a delete
+    marker does not make old data look new. With a date in the key or in the metadata the whole
+    key shares one time. Delete markers go only when no data version of the key stays: removing
+    the marker over a version that stays would bring it back."""
 
     key: str
     versions: list[Version]
-    moment: datetime | None  # when the key's period starts; None: unreadable
     cutoff: datetime
     tenant: str | None
+    key_moment: datetime | None = None  # the key's time, for key-level sources
+    per_version: bool = False  # last_modified: each version has its own time
     held_by: int | None = None  # the id of a prefix hold covering it
     locked: frozenset[str] = frozenset()  # version ids under Object Lock
 
-    @property
-    def expired(self) -> bool:
-        return self.moment is not None and self.moment < self.cutoff
+    def moment(self, version: Version) -> datetime | None:
+        return version.last_modified if self.per_version else self.key_moment
+
+    def data(self) -> list[Version]:
+        return [v for v in self.versions if not v.is_marker]
+
+    def expired(self) -> list[Version]:
+        """Data versions past the window, held or not."""
+        return [v for v in self.data() if (m := self.moment(v)) is not None and m < self.cutoff]
 
     def deletable(self) -> list[Version]:
-        if not self.expired or self.held_by is not None:
+        if self.held_by is not None:
             return []
-        return [v for v in self.versions if v.version_id not in self.locked]
+        data = self.data()
+        gone = [v for v in self.expired() if v.version_id not in self.locked]
+        if len(gone) == len(data):
+            return gone + [v for v in self.versions if v.is_marker]
+        return gone
 
     def held(self) -> int:
-        if not self.expired:
-            return 0
-        return len(self.versions) if self.held_by is not None else len(self.locked)
+        if self.held_by is not None:
+            return len(self.expired())
+        return sum(1 for v in self.expired() if v.version_id in self.locked)
+
+    def unreadable(self) -> int:
+        return 0 if self.per_version or self.key_moment is not None else len(self.data())
 
 
 class S3PrefixStore(RetentionStore):
@@ -157,44 +177,53 @@ class S3PrefixStore(RetentionStore):
             yield from heapq.merge(entries, markers, key=lambda v: v.key)
 
     def _keys(self, window: RetentionWindow) -> Iterator[KeyVerdict]:
+        per_version = self.pattern is None and self.metadata_key is None
         for key, group in itertools.groupby(self._versions(), key=lambda v: v.key):
             versions = list(group)
             tenant = self._tenant(key) if self.per_tenant else None
             verdict = KeyVerdict(
                 key=key,
                 versions=versions,
-                moment=self._moment(key, versions),
                 cutoff=window.cutoff_for(tenant),
                 tenant=tenant,
+                per_version=per_version,
+                key_moment=None if per_version else self._key_moment(key, versions),
             )
             for hold in window.holds:
                 if hold.subject == "prefix" and key.startswith(hold.value):
                     verdict.held_by = hold.id
                     break
-            if verdict.expired and verdict.held_by is None and self.object_lock:
-                verdict.locked = frozenset(self._locked(versions))
+            if verdict.held_by is None and self.object_lock:
+                verdict.locked = frozenset(self._locked(verdict.expired()))
             yield verdict
+
+    def _address(self, version: Version) -> dict[str, str]:
+        """Key and VersionId. A versioned bucket needs the id even for the "null" version
+        written before versioning was enabled: without it a delete only adds a marker."""
+        if not self.versioned:
+            return {"Key": version.key}
+        return {"Key": version.key, "VersionId": version.version_id}
 
     def _tenant(self, key: str) -> str | None:
         rest = key[len(self.config.prefix) :]
         return rest.split("/", 1)[0] if "/" in rest else None
 
-    def _moment(self, key: str, versions: list[Version]) -> datetime | None:
-        """When the key's period starts, or None if it cannot be read (never deleted)."""
+    def _key_moment(self, key: str, versions: list[Version]) -> datetime | None:
+        """The key's time from its name or its metadata; None if it cannot be read (then its
+        versions are reported and never deleted)."""
         if self.pattern is not None:
             return self._moment_from_key(key)
-        if self.metadata_key is not None:
-            current = next((v for v in versions if not v.is_marker), None)
-            if current is None:
-                return max(v.last_modified for v in versions)  # only markers left: data gone
-            head = self.client.head_object(Bucket=self.config.bucket, **_address(current))
-            value = head.get("Metadata", {}).get(self.metadata_key)
-            try:
-                moment = datetime.fromisoformat(value)
-            except (TypeError, ValueError):
-                return None
-            return moment if moment.tzinfo else moment.replace(tzinfo=self.zone)
-        return max(v.last_modified for v in versions)
+        current = next((v for v in versions if not v.is_marker), None)
+        if current is None:
+            return None  # only delete markers: no data to date (the markers go, see deletable)
+        head = self.client.head_object(Bucket=self.config.bucket, **self._address(current))
+        value = head.get("Metadata", {}).get(self.metadata_key)
+        try:
+            moment = datetime.fromisoformat(value)
+        except (TypeError, ValueError):
+            return None
+        # Without an offset the value is wall-clock time in the policy's timezone.
+        return moment if moment.tzinfo else moment.replace(tzinfo=self.zone)
 
     def _moment_from_key(self, key: str) -> datetime | None:
         """The end of the period the key names (its last microsecond), so that a key is expired
@@ -202,8 +231,8 @@ class S3PrefixStore(RetentionStore):
         match = self.pattern.search(key)
         if match is None:
             return None
-        parts = {name: int(value) for name, value in match.groupdict().items() if value}
         try:
+            parts = {name: int(value) for name, value in match.groupdict().items() if value}
             start = datetime(
                 parts["year"],
                 parts["month"],
@@ -219,11 +248,11 @@ class S3PrefixStore(RetentionStore):
         return end - timedelta(microseconds=1)
 
     def _locked(self, versions: list[Version]) -> Iterator[str]:
+        """The versions under an Object Lock legal hold or unexpired retention (read with
+        HeadObject: S3 says so per version)."""
         now = datetime.now(UTC)
         for version in versions:
-            if version.is_marker:
-                continue
-            head = self.client.head_object(Bucket=self.config.bucket, **_address(version))
+            head = self.client.head_object(Bucket=self.config.bucket, **self._address(version))
             until = head.get("ObjectLockRetainUntilDate")
             if head.get("ObjectLockLegalHoldStatus") == "ON" or (until is not None and until > now):
                 yield version.version_id
@@ -237,20 +266,19 @@ class S3PrefixStore(RetentionStore):
         by_tenant: dict[str, dict[str, int]] = {}
         for verdict in self._keys(window):
             total += len(verdict.versions)
-            deletable = len(verdict.deletable())
-            expired += deletable
+            deletable = verdict.deletable()
+            expired += len(deletable)
             held += verdict.held()
-            if verdict.held_by is not None and verdict.expired:
-                held_by_hold[str(verdict.held_by)] += len(verdict.versions)
-            if verdict.moment is None:
-                anomalies += len(verdict.versions)
-            elif deletable:
-                oldest = min(oldest or verdict.moment, verdict.moment)
-                newest = max(newest or verdict.moment, verdict.moment)
+            anomalies += verdict.unreadable()
+            if verdict.held_by is not None and verdict.held():
+                held_by_hold[str(verdict.held_by)] += verdict.held()
+            for moment in (verdict.moment(v) for v in deletable if not v.is_marker):
+                oldest = min(oldest or moment, moment)
+                newest = max(newest or moment, moment)
             if verdict.tenant is not None:
                 counts = by_tenant.setdefault(verdict.tenant, {"total": 0, "expired": 0})
                 counts["total"] += len(verdict.versions)
-                counts["expired"] += deletable
+                counts["expired"] += len(deletable)
         return Plan(
             total=total,
             expired=expired,
@@ -281,12 +309,7 @@ class S3PrefixStore(RetentionStore):
         per-key errors (a locked version, a throttled key): they are never counted as deleted."""
         pending, deleted, errors = batch, 0, Counter()
         for attempt in range(RETRIES + 1):
-            objects = [
-                {"Key": v.key}
-                if v.version_id == "null"
-                else {"Key": v.key, "VersionId": v.version_id}
-                for v in pending
-            ]
+            objects = [self._address(v) for v in pending]
             response = self.client.delete_objects(
                 Bucket=self.config.bucket, Delete={"Objects": objects, "Quiet": True}
             )
@@ -373,12 +396,13 @@ class S3PrefixStore(RetentionStore):
         def chunks() -> Iterator[list[float | None]]:
             chunk: list[float | None] = []
             for verdict in self._keys(window):
-                for version in verdict.versions:
+                for version in verdict.data():
                     held = verdict.held_by is not None or version.version_id in verdict.locked
-                    if held or verdict.moment is None:
+                    moment = verdict.moment(version)
+                    if held or moment is None:
                         chunk.append(None)
                     else:
-                        chunk.append((verdict.moment - verdict.cutoff).total_seconds())
+                        chunk.append((moment - verdict.cutoff).total_seconds())
                     if len(chunk) == INVENTORY_CHUNK:
                         yield chunk
                         chunk = []
@@ -386,13 +410,6 @@ class S3PrefixStore(RetentionStore):
                 yield chunk
 
         return verify_inventory(chunks(), label=self.label, held=len(window.holds))
-
-
-def _address(version: Version) -> dict[str, str]:
-    """Key and VersionId of a version; an unversioned bucket's "null" version has no id."""
-    if version.version_id == "null":
-        return {"Key": version.key}
-    return {"Key": version.key, "VersionId": version.version_id}
 
 
 def open_store(policy: Any, connection: Any) -> S3PrefixStore:

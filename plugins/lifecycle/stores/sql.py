@@ -217,41 +217,59 @@ class SqlTableStore(RetentionStore):
 
     # -- the window as SQL --------------------------------------------------------------------
 
-    def _before(self, column, cutoff: datetime):
-        """`column < cutoff`, bound so that the database compares like with like."""
+    def _bound(self, column, cutoff: datetime):
+        """A cutoff as a bind parameter the database compares like with like with `column`."""
         if self.dialect == "sqlite":
-            # SQLite keeps timestamps as text: compare text with text, not through DATETIME, and
-            # only text in the one format where text order is time order (see _well_formed).
-            value = sa.bindparam(None, sqlite_timestamp_text(cutoff), type_=sa.String)
-            return sa.and_(_sqlite_well_formed(column), column < value)
-        elif getattr(column.type, "timezone", False):
-            value = sa.bindparam(None, cutoff.astimezone(UTC), type_=column.type)
-        else:  # naive column: UTC by contract; the session time zone is UTC too
-            value = sa.bindparam(
-                None, cutoff.astimezone(UTC).replace(tzinfo=None), type_=column.type
-            )
-        return column < value
+            # SQLite keeps timestamps as text: compare text with text, not through DATETIME.
+            return sa.bindparam(None, sqlite_timestamp_text(cutoff), type_=sa.String)
+        if getattr(column.type, "timezone", False):
+            return sa.bindparam(None, cutoff.astimezone(UTC), type_=column.type)
+        # A naive column is UTC by contract; the session time zone is UTC too.
+        return sa.bindparam(None, cutoff.astimezone(UTC).replace(tzinfo=None), type_=column.type)
 
-    def _past(self, cutoff: datetime):
-        """Past the window for one cutoff, by the record's timestamp or its subject's event."""
-        if self.event_table is None:
-            return self._before(self.ts, cutoff)
-        linked = self.event_key == self.subject
-        ended = sa.exists().where(linked, self._before(self.ts, cutoff))
-        # A contract still running (NULL end) or ended within the window keeps the subject.
-        keeps = sa.exists().where(
-            linked, sa.or_(self.ts.is_(None), sa.not_(self._before(self.ts, cutoff)))
-        )
-        return sa.and_(ended, sa.not_(keeps))
+    def _threshold(self, window: RetentionWindow):
+        """The cutoff of each record: one value, or a CASE on its tenant (flat, so a thousand
+        client organisations do not nest a thousand ORs)."""
+        default = self._bound(self.ts, window.cutoff)
+        if self.tenant is None or not window.tenant_cutoffs:
+            return default
+
+        def value(cutoff: datetime):
+            # Rendered with literal values for the verification, a CASE of quoted strings reads
+            # as text in PostgreSQL: cast them to the column's type there.
+            if self.dialect != "postgresql":
+                return self._bound(self.ts, cutoff)
+            utc = cutoff.astimezone(UTC)
+            if not getattr(self.ts.type, "timezone", False):
+                utc = utc.replace(tzinfo=None)
+            text = sa.bindparam(None, utc.isoformat(sep=" "), type_=sa.String)
+            return sa.cast(text, self.ts.type)
+
+        whens = []
+        for tenant, cutoff in sorted(window.tenant_cutoffs.items()):
+            # Tenant ids come as text; an id that fits not the column's type has no records here.
+            with suppress(ValueError, TypeError):
+                whens.append((self.tenant == _coerce(tenant, self.tenant), value(cutoff)))
+        return sa.case(*whens, else_=value(window.cutoff)) if whens else default
+
+    def _before(self, column, threshold):
+        if self.dialect == "sqlite":
+            # Only text in the one format where text order is time order (_sqlite_well_formed).
+            return sa.and_(_sqlite_well_formed(column), column < threshold)
+        return column < threshold
 
     def _expired(self, window: RetentionWindow):
-        """Past the window, held or not."""
-        if self.tenant is None or not window.tenant_cutoffs:
-            return self._past(window.cutoff)
-        tenants = sorted(window.tenant_cutoffs)
-        own = [sa.and_(self.tenant == t, self._past(window.tenant_cutoffs[t])) for t in tenants]
-        on_default = sa.or_(self.tenant.is_(None), self.tenant.not_in(tenants))
-        return sa.or_(*own, sa.and_(on_default, self._past(window.cutoff)))
+        """Past the window (held or not), by the record's timestamp or its subject's event."""
+        threshold = self._threshold(window)
+        if self.event_table is None:
+            return self._before(self.ts, threshold)
+        linked = self.event_key == self.subject
+        ended = sa.exists().where(linked, self._before(self.ts, threshold))
+        # A contract still running (NULL end) or ended within the window keeps the subject.
+        keeps = sa.exists().where(
+            linked, sa.or_(self.ts.is_(None), sa.not_(self._before(self.ts, threshold)))
+        )
+        return sa.and_(ended, sa.not_(keeps))
 
     def _hold_matches(self, window: RetentionWindow) -> list[tuple[Hold, sa.Column, Any]]:
         """(hold, column, value) for every column a hold's subject maps to in this table, the
@@ -259,10 +277,20 @@ class SqlTableStore(RetentionStore):
         matches = []
         for hold in window.holds:
             for column in self.subjects.get(hold.subject, ()):
-                # A value of another type (text for an integer column) cannot match any row.
+                # A value of another type (text for an integer column) cannot match any row;
+                # the plan reports such a hold (`inert_holds`).
                 with suppress(ValueError, TypeError):
                     matches.append((hold, column, _coerce(hold.value, column)))
         return matches
+
+    def _inert_holds(self, window: RetentionWindow) -> list[str]:
+        """Holds on a subject this table maps whose value fits none of its columns' types."""
+        matched = {hold.id for hold, _, _ in self._hold_matches(window)}
+        return [
+            str(hold.id)
+            for hold in window.holds
+            if hold.subject in self.subjects and hold.id not in matched
+        ]
 
     def _purgeable(self, window: RetentionWindow):
         """Past the window and not held. A NULL subject value matches no hold (NOT IN would
@@ -293,6 +321,13 @@ class SqlTableStore(RetentionStore):
             linked = self.event_key == self.subject
             moment = sa.select(sa.func.max(self.ts)).where(linked).scalar_subquery()
             anomaly = self.subject.is_(None)  # cannot be linked to any event: never expires
+            if self.dialect == "sqlite":  # an event time that is no timestamp keeps it: say so
+                anomaly = sa.or_(
+                    anomaly,
+                    sa.exists().where(
+                        linked, self.ts.is_not(None), sa.not_(_sqlite_well_formed(self.ts))
+                    ),
+                )
             active = sa.and_(
                 self.subject.is_not(None),
                 sa.or_(
@@ -346,6 +381,7 @@ class SqlTableStore(RetentionStore):
             newest_expired=_iso(newest),
             held_by_hold=held_by_hold,
             by_tenant=by_tenant,
+            inert_holds=self._inert_holds(window),
         )
 
     # -- purge --------------------------------------------------------------------------------
