@@ -17,8 +17,11 @@ from lifecycle.loader import DEFAULT_POLICY_DIR
 from lifecycle.policy import (
     EventSource,
     Guards,
+    KeyPatternTimestamp,
+    MetadataTimestamp,
     Policy,
     Retention,
+    S3Store,
     SqlStore,
     Statement,
     TenantPeriods,
@@ -34,6 +37,9 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("`retention.from_event`", EventSource),
     ("`retention.per_tenant`", TenantPeriods),
     ("`store` with `kind: sql`", SqlStore),
+    ("`store` with `kind: s3`", S3Store),
+    ("`store.timestamp` of an s3 store: `{metadata: ...}`", MetadataTimestamp),
+    ("`store.timestamp` of an s3 store: `{key_pattern: ...}`", KeyPatternTimestamp),
     ("`guards`", Guards),
 ]
 
