@@ -350,10 +350,6 @@ class S3Store(_Strict):
     def location(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}"
 
-    @property
-    def key(self) -> str:
-        return "key and version"
-
     def subject_columns(self) -> dict[str, list[str]]:
         return {}
 

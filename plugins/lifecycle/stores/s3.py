@@ -136,18 +136,15 @@ class S3PrefixStore(RetentionStore):
         try:
             lock = client.get_object_lock_configuration(Bucket=config.bucket)
             self.object_lock = lock["ObjectLockConfiguration"].get("ObjectLockEnabled") == "Enabled"
-        except client.exceptions.NoSuchBucket:
-            raise StoreConfigError(
-                f"store.bucket: bucket {config.bucket!r} does not exist"
-            ) from None
         except client.exceptions.ClientError as exc:
-            if exc.response["Error"]["Code"] == "NoSuchBucket":
+            code = exc.response["Error"]["Code"]
+            if code == "NoSuchBucket":
                 raise StoreConfigError(
                     f"store.bucket: bucket {config.bucket!r} does not exist"
                 ) from None
-            if "ObjectLockConfiguration" not in exc.response["Error"]["Code"]:
+            if "ObjectLockConfiguration" not in code:
                 raise
-            self.object_lock = False
+            self.object_lock = False  # the bucket has no Object Lock configuration
         # Enabled or Suspended: versions may exist. Never enabled: no Status at all.
         status = client.get_bucket_versioning(Bucket=config.bucket).get("Status")
         self.versioned = status is not None or self.object_lock
