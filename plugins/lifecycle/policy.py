@@ -222,7 +222,7 @@ class SqlStore(_Strict):
         ),
     )
     batch_size: int = Field(
-        default=20_000, gt=0, le=1_000_000, description="Rows deleted per transaction."
+        default=50_000, gt=0, le=1_000_000, description="Rows deleted per transaction."
     )
     subjects: dict[Annotated[str, Field(pattern=NAME_PATTERN)], Identifier | list[Identifier]] = (
         Field(
