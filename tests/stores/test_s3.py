@@ -80,6 +80,18 @@ def put(s3, bucket, key, *moments, delete_marker_at=None, **extra):
     backdate(bucket, key, *moments)
 
 
+def put_retained(s3, bucket, key, at):
+    """An object under governance retention for a year, written at `at`."""
+    s3.put_object(
+        Bucket=bucket,
+        Key=key,
+        Body=b"x",
+        ObjectLockMode="GOVERNANCE",
+        ObjectLockRetainUntilDate=datetime.now(UTC) + timedelta(days=365),
+    )
+    backdate(bucket, key, at)
+
+
 def inventory(s3, bucket) -> dict[str, int]:
     """key -> number of versions and delete markers left."""
     listing = s3.list_object_versions(Bucket=bucket)
@@ -204,14 +216,7 @@ def test_object_lock_legal_hold_and_retention_are_respected(s3):
         VersionId=held_version["VersionId"],
         LegalHold={"Status": "ON"},
     )
-    s3.put_object(
-        Bucket=bucket,
-        Key="support/retained.wav",
-        Body=b"x",
-        ObjectLockMode="GOVERNANCE",
-        ObjectLockRetainUntilDate=datetime.now(UTC) + timedelta(days=365),
-    )
-    backdate(bucket, "support/retained.wav", old)
+    put_retained(s3, bucket, "support/retained.wav", old)
     put(s3, bucket, "support/free.wav", old)
     store = store_for(s3, bucket, s3_policy())
     window = RetentionWindow(CUTOFF)
@@ -229,14 +234,7 @@ def test_per_key_errors_are_reported_and_never_counted_as_deleted(s3):
     # A store that cannot see the lock (no permission to read the lock configuration) sends
     # locked versions to DeleteObjects: S3 answers 200 with a per-key error for each.
     bucket = new_bucket(s3, locked=True)
-    s3.put_object(
-        Bucket=bucket,
-        Key="support/retained.wav",
-        Body=b"x",
-        ObjectLockMode="GOVERNANCE",
-        ObjectLockRetainUntilDate=datetime.now(UTC) + timedelta(days=365),
-    )
-    backdate(bucket, "support/retained.wav", CUTOFF - timedelta(days=1))
+    put_retained(s3, bucket, "support/retained.wav", CUTOFF - timedelta(days=1))
     put(s3, bucket, "support/free.wav", CUTOFF - timedelta(days=1))
     store = store_for(s3, bucket, s3_policy())
     store.object_lock = False

@@ -71,7 +71,6 @@ class Version:
     version_id: str
     last_modified: datetime
     is_marker: bool
-    is_latest: bool
 
 
 @dataclass
@@ -159,16 +158,16 @@ class S3PrefixStore(RetentionStore):
             paginator = self.client.get_paginator("list_objects_v2")
             for page in paginator.paginate(Bucket=self.config.bucket, Prefix=self.config.prefix):
                 for entry in page.get("Contents", ()):
-                    yield Version(entry["Key"], "null", entry["LastModified"], False, True)
+                    yield Version(entry["Key"], "null", entry["LastModified"], False)
             return
         paginator = self.client.get_paginator("list_object_versions")
         for page in paginator.paginate(Bucket=self.config.bucket, Prefix=self.config.prefix):
             entries = [
-                Version(v["Key"], v["VersionId"], v["LastModified"], False, v["IsLatest"])
+                Version(v["Key"], v["VersionId"], v["LastModified"], False)
                 for v in page.get("Versions", ())
             ]
             markers = [
-                Version(m["Key"], m["VersionId"], m["LastModified"], True, m["IsLatest"])
+                Version(m["Key"], m["VersionId"], m["LastModified"], True)
                 for m in page.get("DeleteMarkers", ())
             ]
             yield from heapq.merge(entries, markers, key=lambda v: v.key)
