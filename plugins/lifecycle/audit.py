@@ -4,9 +4,11 @@ Airflow 3 tasks may not use the metadata database, and evidence must outlive Air
 cleanup, so the trail lives in a database of ours. A row holds counts, bounds, settings and the
 verification summary: never a key, a phone number, an address, an e-mail address or an IP.
 
-A row is keyed on (dag_id, run_id, attempt), where attempt is the run's clear number: a retried
-`record` task rewrites its row, while a run cleared and run again gets a row of its own, so the
-evidence of what the first attempt deleted is never overwritten.
+A row is keyed on (dag_id, run_id, attempt), where attempt is the run's clear number. The trail
+is append-only: a row, once written, is never changed (the jobs' database role may INSERT here,
+nothing else). A retried `record` task finds its attempt's row already written from the same
+inputs and keeps it; a run cleared and run again gets a row of its own, so the evidence of what
+the first attempt deleted is never overwritten.
 """
 
 from __future__ import annotations
@@ -95,8 +97,8 @@ def _as_utc(value: Any, naive: bool) -> datetime | None:
     return instant.replace(tzinfo=None) if naive else instant
 
 
-def record_run(engine: sa.Engine, row: dict[str, Any]) -> None:
-    """Insert or rewrite the row of this run attempt (idempotent: a retry keeps one row)."""
+def record_run(engine: sa.Engine, row: dict[str, Any]) -> bool:
+    """Append the row of this run attempt; False when a retry finds it already written."""
     unknown = set(row) - set(runs.c.keys())
     if unknown:
         raise ValueError(f"unknown audit fields: {sorted(unknown)}")
@@ -107,19 +109,17 @@ def record_run(engine: sa.Engine, row: dict[str, Any]) -> None:
         name: _as_utc(value, naive) if isinstance(runs.c[name].type, sa.DateTime) else value
         for name, value in row.items()
     }
-    key = (
-        (runs.c.dag_id == values["dag_id"])
-        & (runs.c.run_id == values["run_id"])
-        & (runs.c.attempt == values["attempt"])
-    )
     ensure_schema(engine)
-    with engine.begin() as conn:
-        if conn.execute(sa.update(runs).where(key).values(values)).rowcount == 0:
-            try:
-                with conn.begin_nested():
-                    conn.execute(sa.insert(runs).values(values))
-            except sa.exc.IntegrityError:  # a concurrent retry inserted it first
-                conn.execute(sa.update(runs).where(key).values(values))
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.insert(runs).values(values))
+    except sa.exc.IntegrityError as exc:
+        message = str(exc.orig)
+        # PostgreSQL and MariaDB name the constraint; SQLite names its columns.
+        if "uq_retention_audit_run" in message or "retention_audit.dag_id" in message:
+            return False  # an earlier try of this attempt wrote it
+        raise
+    return True
 
 
 def read_runs(engine: sa.Engine, policy: str | None = None) -> list[dict[str, Any]]:

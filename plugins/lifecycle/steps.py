@@ -211,7 +211,12 @@ def record(policy: Policy, run: Run, **results: dict[str, Any] | None) -> dict[s
     )
     engine = sql_engine(AUDIT_CONN_ID)
     try:
-        record_run(engine, row)
+        if not record_run(engine, row):
+            log.info(
+                "%s: the audit row of attempt %d was written by an earlier try",
+                policy.name,
+                run.attempt,
+            )
     finally:
         engine.dispose()
     return row
