@@ -2,6 +2,10 @@
 
 validate [DIR]        check every policy file; same messages as the DAG loader; exit 1 on any
 schema [--check]      write (or check) the JSON Schema and the field reference from the model
+holds ...             list, place and release holds (control database)
+audit-init            create the audit trail and holds tables, as their owner
+grants --role R       the least-privilege GRANT statements of the jobs' role, from the policies;
+                      --apply runs them through each connection (which must log in as the owner)
 """
 
 from __future__ import annotations
@@ -130,6 +134,54 @@ def holds(args: argparse.Namespace) -> int:
         engine.dispose()
 
 
+def audit_init(conn_id: str) -> int:
+    """Create (or complete) the audit schema as its owner: the jobs' role may not run DDL."""
+    from lifecycle import holds as _registers_the_holds_table  # noqa: F401
+    from lifecycle.audit import ensure_schema, metadata
+
+    engine = _control_engine(conn_id)
+    try:
+        ensure_schema(engine)
+    finally:
+        engine.dispose()
+    print(f"audit schema ready in connection {conn_id}: {', '.join(sorted(metadata.tables))}")
+    return 0
+
+
+def grants(role: str, dialect: str, apply: bool, audit_conn_id: str) -> int:
+    from lifecycle.grants import apply_grants, check_role, grant_statements, required_grants
+
+    check_role(role)
+    result = load_policies()
+    for error in result.errors:
+        # An invalid policy gets no grant; its DAG fails with the message anyway.
+        print(f"INVALID (no grants) {error.message}", file=sys.stderr)
+    needed = required_grants((loaded.policy for loaded in result.policies), audit_conn_id)
+    for conn_id, table_grants in needed.items():
+        if not apply:
+            print(f"-- connection {conn_id}: run as the tables' owner, in its database")
+            for statement in grant_statements(dialect, role, table_grants):
+                print(f"{statement};")
+            continue
+        engine = _control_engine(conn_id)
+        try:
+            if engine.dialect.name == "sqlite":
+                print(f"{conn_id}: SQLite has no roles (protect the file instead)")
+                continue
+            missing = apply_grants(engine, role, table_grants)
+        finally:
+            engine.dispose()
+        granted = len(table_grants) - len(missing)
+        print(f"{conn_id}: {role} granted on {granted} tables")
+        for table in missing:
+            print(
+                f"{conn_id}: table {table} does not exist, no grant: create it, then run "
+                "`lifecycle grants --apply` again",
+                file=sys.stderr,
+            )
+    return 0
+
+
 def _instant(text: str) -> datetime:
     value = datetime.fromisoformat(text)
     return value if value.tzinfo else value.replace(tzinfo=ZoneInfo("Europe/Amsterdam"))
@@ -160,7 +212,26 @@ def main(argv: list[str] | None = None) -> int:
     release_cmd = actions.add_parser("release", help="end a hold")
     release_cmd.add_argument("id", type=int)
     release_cmd.add_argument("--by", required=True, help="who releases it")
+    audit_cmd = commands.add_parser("audit-init", help="create the audit and holds tables")
+    audit_cmd.add_argument("--conn-id", default="lifecycle_audit", help="control database")
+    grants_cmd = commands.add_parser("grants", help="least-privilege grants of the jobs' role")
+    grants_cmd.add_argument("--role", required=True, help="the database role the jobs log in as")
+    grants_cmd.add_argument(
+        "--dialect", default="postgresql", choices=["postgresql", "mysql"], help="when printing"
+    )
+    grants_cmd.add_argument(
+        "--apply", action="store_true", help="run them through each connection (as the owner)"
+    )
+    grants_cmd.add_argument("--audit-conn-id", default="lifecycle_audit", help="control database")
     args = parser.parse_args(argv)
+    if args.command == "audit-init":
+        return audit_init(args.conn_id)
+    if args.command == "grants":
+        try:
+            return grants(args.role, args.dialect, args.apply, args.audit_conn_id)
+        except ValueError as exc:
+            print(f"grants: {exc}", file=sys.stderr)
+            return 1
     if args.command == "validate":
         return validate(args.directory or policy_dir())
     if args.command == "holds":

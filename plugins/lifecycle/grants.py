@@ -1,0 +1,150 @@
+"""Least-privilege grants for the retention jobs' database role, derived from the policy files.
+
+The jobs read and delete in each SQL policy's table, only read the tables they consult (the event
+table of `from_event`, the settings table of `per_tenant`, the holds) and only append to the
+audit trail. Nothing else: no UPDATE, no TRUNCATE, no DDL. The statements come from the loaded
+policies, so a new policy file needs no second list kept by hand: rerun `lifecycle grants`.
+
+The schema (audit trail and holds) is created by the owner (`lifecycle audit-init`), never by
+the role. PostgreSQL 15 and later give PUBLIC no CREATE on the public schema; on older servers
+revoke it (`REVOKE CREATE ON SCHEMA public FROM PUBLIC`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, postgresql
+
+from lifecycle.audit import AUDIT_CONN_ID, runs
+from lifecycle.holds import holds
+from lifecycle.policy import IDENTIFIER_PATTERN, Policy
+
+READ, DELETE, APPEND = "SELECT", "DELETE", "INSERT"
+DIALECTS = {"postgresql": postgresql.dialect, "mysql": mysql.dialect, "mariadb": mysql.dialect}
+
+
+@dataclass(frozen=True)
+class TableGrant:
+    """The privileges the role needs on one table (`name` or `schema.name`)."""
+
+    table: str
+    privileges: tuple[str, ...]
+    # Column-level SELECT: SQLAlchemy inserts with `RETURNING id` on PostgreSQL and MariaDB, and
+    # RETURNING needs SELECT on the returned column. The id alone reads nothing of the trail.
+    readable_columns: tuple[str, ...] = ()
+
+    @property
+    def schema(self) -> str | None:
+        schema, _, _ = self.table.rpartition(".")
+        return schema or None
+
+    @property
+    def name(self) -> str:
+        return self.table.rpartition(".")[2]
+
+
+def required_grants(
+    policies: Iterable[Policy], audit_conn_id: str = AUDIT_CONN_ID
+) -> dict[str, list[TableGrant]]:
+    """connection id -> the grants the role needs in that connection's database."""
+    needs: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for policy in policies:
+        store, retention = policy.store, policy.retention
+        if store.kind == "sql":
+            needs[store.conn_id][store.table] |= {READ, DELETE}
+            event = retention.from_event
+            if event is not None and event.table is not None:
+                needs[store.conn_id][event.table].add(READ)
+        if retention.per_tenant is not None:
+            settings = retention.per_tenant
+            needs[settings.conn_id or store.conn_id][settings.table].add(READ)
+    needs[audit_conn_id][holds.name].add(READ)
+    needs[audit_conn_id][runs.name].add(APPEND)
+    returned = tuple(column.name for column in runs.primary_key.columns)
+    return {
+        conn_id: [
+            TableGrant(
+                table,
+                tuple(sorted(privileges)),
+                returned if (conn_id, table) == (audit_conn_id, runs.name) else (),
+            )
+            for table, privileges in sorted(tables.items())
+        ]
+        for conn_id, tables in sorted(needs.items())
+    }
+
+
+def check_role(role: str) -> str:
+    if not re.match(IDENTIFIER_PATTERN, role):
+        raise ValueError(f"role: {role!r} is not a plain identifier (letters, digits and _)")
+    return role
+
+
+def _sequence_of(table: sa.Table) -> str:
+    """PostgreSQL's name for the sequence of a SERIAL key (INSERT takes its nextval)."""
+    (key,) = table.primary_key.columns
+    return f"{table.name}_{key.name}_seq"[:63]
+
+
+def grant_statements(
+    dialect_name: str, role: str, grants: list[TableGrant], database: str | None = None
+) -> list[str]:
+    """The statements that give `role` exactly `grants` (run them as the tables' owner).
+
+    PostgreSQL: everything the role held on tables and sequences of the schemas concerned is
+    revoked first, in the same transaction, so a removed policy leaves no privilege behind.
+    MySQL/MariaDB: grants only (its REVOKE cannot be scoped to one database's tables).
+    """
+    if dialect_name not in DIALECTS:
+        raise ValueError(f"no grants for {dialect_name!r} (supported: {', '.join(DIALECTS)})")
+    role = check_role(role)
+    quote = DIALECTS[dialect_name]().identifier_preparer.quote
+    grantee = quote(role) if dialect_name == "postgresql" else f"'{role}'"
+
+    def table_name(grant: TableGrant) -> str:
+        return ".".join(quote(part) for part in (grant.schema, grant.name) if part)
+
+    statements: list[str] = []
+    if dialect_name == "postgresql":
+        schemas = sorted({grant.schema or "public" for grant in grants})
+        for schema in schemas:
+            statements.append(f"REVOKE ALL ON ALL TABLES IN SCHEMA {quote(schema)} FROM {grantee}")
+            statements.append(
+                f"REVOKE ALL ON ALL SEQUENCES IN SCHEMA {quote(schema)} FROM {grantee}"
+            )
+        if database:
+            statements.append(f"GRANT CONNECT ON DATABASE {quote(database)} TO {grantee}")
+        statements += [
+            f"GRANT USAGE ON SCHEMA {quote(schema)} TO {grantee}"
+            for schema in schemas
+            if schema != "public"
+        ]
+    for grant in grants:
+        statements.append(
+            f"GRANT {', '.join(grant.privileges)} ON {table_name(grant)} TO {grantee}"
+        )
+        if grant.readable_columns:
+            columns = ", ".join(quote(column) for column in grant.readable_columns)
+            statements.append(f"GRANT SELECT ({columns}) ON {table_name(grant)} TO {grantee}")
+        if dialect_name == "postgresql" and APPEND in grant.privileges and grant.name == runs.name:
+            sequence = ".".join(quote(p) for p in (grant.schema, _sequence_of(runs)) if p)
+            statements.append(f"GRANT USAGE ON SEQUENCE {sequence} TO {grantee}")
+    return statements
+
+
+def apply_grants(engine: sa.Engine, role: str, grants: list[TableGrant]) -> list[str]:
+    """Run the statements on `engine` (connected as the owner) in one transaction; returns the
+    tables that do not exist (yet) and so got no grant."""
+    inspector = sa.inspect(engine)
+    present = [g for g in grants if inspector.has_table(g.name, schema=g.schema)]
+    missing = [g.table for g in grants if g not in present]
+    statements = grant_statements(engine.dialect.name, role, present, engine.url.database)
+    with engine.begin() as conn:
+        for statement in statements:
+            conn.exec_driver_sql(statement)
+    return missing

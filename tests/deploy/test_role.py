@@ -1,0 +1,288 @@
+"""The jobs' least-privilege role on the real PostgreSQL at 127.0.0.1 (fails when it is missing).
+
+Two throwaway databases, as docker-compose.yml has them (the telecom store, the audit trail),
+owned by a throwaway owner. The owner creates the policy tables and, with `lifecycle audit-init`,
+the audit schema, then applies `lifecycle grants --apply` to a throwaway role. Whole runs then go
+through Airflow (`dag.test()`) logged in as that role: the purge, the verification and the audit
+row must work, and everything else must be refused. Everything is dropped at the end.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+import sqlalchemy as sa
+
+from lifecycle import cli
+from lifecycle.grants import required_grants
+from lifecycle.holds import place_hold
+from lifecycle.loader import DEFAULT_POLICY_DIR, load_policies
+from tests.e2e.conftest import Deployment, task_states
+from tests.stores.test_sql import make_table, survivors
+
+AMS = ZoneInfo("Europe/Amsterdam")
+LOGICAL_DATE = datetime(2026, 11, 29, tzinfo=AMS)
+CUTOFF = datetime(2026, 5, 29, tzinfo=AMS).astimezone(UTC)  # P6M before, at local midnight
+ONE_US = timedelta(microseconds=1)
+EVENT_TIMES = [CUTOFF - timedelta(days=40), CUTOFF - ONE_US, CUTOFF, CUTOFF + timedelta(days=3)]
+INSUFFICIENT_PRIVILEGE = "42501"
+
+CONTACTS_POLICY = """\
+name: contacts
+title: Test contacts
+statement: {service: Test, data: Test data, retention: Tot einde dienst}
+controller: provider
+legal_basis: contract
+retention:
+  period: P0D
+  from_event: {table: contracts, subject: customer_id, key: customer_id, timestamp: ended_at}
+store: {kind: sql, conn_id: telecom_db, table: contacts, key: id, subjects: {customer: customer_id}}
+guards: {max_delete_fraction: 1}
+retries: 0
+"""
+
+
+@dataclass
+class Cluster:
+    """A server with an owner, the jobs' role and the two databases the stack uses."""
+
+    admin_url: sa.URL
+    suffix: str
+    password: str
+
+    @property
+    def owner(self) -> str:
+        return f"lifecycle_owner_{self.suffix}"
+
+    @property
+    def role(self) -> str:
+        return f"retention_{self.suffix}"
+
+    def database(self, kind: str) -> str:
+        return f"{kind}_{self.suffix}"
+
+    def url(self, user: str, kind: str) -> sa.URL:
+        return self.admin_url.set(
+            username=user, password=self.password, database=self.database(kind)
+        )
+
+    def airflow_uri(self, user: str, kind: str) -> str:
+        url = self.url(user, kind)
+        return f"postgres://{user}:{self.password}@{url.host}:{url.port or 5432}/{url.database}"
+
+
+@pytest.fixture
+def cluster(postgres_url):
+    admin_url = sa.make_url(postgres_url)
+    cluster = Cluster(admin_url, secrets.token_hex(4), secrets.token_hex(16))
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    databases = [cluster.database(kind) for kind in ("telecom", "audit")]
+    try:
+        with admin.connect() as conn:
+            for user in (cluster.owner, cluster.role):
+                conn.exec_driver_sql(f"CREATE ROLE {user} LOGIN PASSWORD '{cluster.password}'")
+            for database in databases:
+                conn.exec_driver_sql(f"CREATE DATABASE {database} OWNER {cluster.owner}")
+                # As in docker-compose: the role connects only where its grants say so.
+                conn.exec_driver_sql(f"REVOKE CONNECT ON DATABASE {database} FROM PUBLIC")
+        yield cluster
+    finally:
+        with admin.connect() as conn:
+            for database in databases:
+                conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+            conn.exec_driver_sql(f"DROP ROLE IF EXISTS {cluster.role}, {cluster.owner}")
+        admin.dispose()
+
+
+def seed_contacts(engine: sa.Engine) -> None:
+    """Contacts of clients whose contracts ended before the run (1, 2), run on (3), end after
+    the run (4) or who have none (5)."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE contracts (id int PRIMARY KEY, customer_id int, ended_at timestamptz)"
+        )
+        conn.exec_driver_sql(
+            "CREATE TABLE contacts (id int PRIMARY KEY, customer_id int, name text)"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO contracts VALUES (1, 1, '2026-01-01'), (2, 2, '2026-01-01'), "
+            "(3, 3, NULL), (4, 4, '2026-12-31')"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO contacts VALUES (1, 1, 'a'), (2, 1, 'b'), (3, 2, 'c'), (4, 3, 'd'), "
+            "(5, 4, 'e'), (6, 5, 'f')"
+        )
+
+
+def contact_ids(engine: sa.Engine) -> list[int]:
+    with engine.connect() as conn:
+        return list(conn.exec_driver_sql("SELECT id FROM contacts ORDER BY id").scalars())
+
+
+def table_privileges(engine: sa.Engine, role: str) -> set[tuple[str, str]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT table_name, privilege_type FROM information_schema.table_privileges "
+                "WHERE grantee = :role"
+            ),
+            {"role": role},
+        )
+        return {(table, privilege) for table, privilege in rows}
+
+
+def refusal(engine: sa.Engine, statement: str) -> str | None:
+    """The SQLSTATE the role gets for `statement`; None if it was allowed (rolled back)."""
+    with engine.connect() as conn:
+        try:
+            conn.exec_driver_sql(statement)
+        except sa.exc.DBAPIError as exc:
+            return exc.orig.sqlstate
+        finally:
+            conn.rollback()
+    return None
+
+
+def test_grants_come_from_the_catalogue_policies():
+    result = load_policies(DEFAULT_POLICY_DIR)
+    assert not result.errors
+    grants = required_grants(loaded.policy for loaded in result.policies)
+
+    telecom = {grant.table: grant.privileges for grant in grants["telecom_db"]}
+    sql_tables = {p.policy.store.table for p in result.policies if p.policy.store.kind == "sql"}
+    assert {t for t, privileges in telecom.items() if privileges == ("DELETE", "SELECT")} == (
+        sql_tables
+    )
+    # Read only: the contracts the "until end of service" policies wait for, and the periods
+    # clients set (read for an S3 policy through the telecom connection).
+    assert telecom["contracts"] == ("SELECT",)
+    assert telecom["client_retention_settings"] == ("SELECT",)
+    assert set(telecom) == sql_tables | {"contracts", "client_retention_settings"}
+    audit = {grant.table: grant for grant in grants["lifecycle_audit"]}
+    assert audit["retention_audit"].privileges == ("INSERT",)
+    assert audit["retention_audit"].readable_columns == ("id",)
+    assert audit["retention_holds"].privileges == ("SELECT",)
+    assert set(grants) == {"telecom_db", "lifecycle_audit"}  # S3 connections take no SQL grant
+
+
+def test_printed_grants_hold_no_privilege_beyond_the_policies(capsys):
+    assert cli.main(["grants", "--role", "retention"]) == 0
+    printed = capsys.readouterr().out
+    assert "GRANT DELETE, SELECT ON cdrs TO retention;" in printed
+    assert "GRANT SELECT ON contracts TO retention;" in printed
+    assert "GRANT INSERT ON retention_audit TO retention;" in printed
+    assert "GRANT USAGE ON SEQUENCE retention_audit_id_seq TO retention;" in printed
+    for forbidden in ("UPDATE", "TRUNCATE", "CREATE", "GRANT ALL", "REFERENCES", "TRIGGER"):
+        assert forbidden not in printed
+    assert cli.main(["grants", "--role", "retention; DROP TABLE cdrs"]) == 1
+
+
+def test_the_role_purges_and_audits_and_may_do_nothing_else(
+    cluster, airflow_home, tmp_path, monkeypatch, capsys
+):
+    owner_telecom = sa.create_engine(cluster.url(cluster.owner, "telecom"))
+    owner_audit = sa.create_engine(cluster.url(cluster.owner, "audit"))
+    role_telecom = sa.create_engine(cluster.url(cluster.role, "telecom"))
+    role_audit = sa.create_engine(cluster.url(cluster.role, "audit"))
+    engines = (owner_telecom, owner_audit, role_telecom, role_audit)
+    try:
+        events = make_table(owner_telecom, "events", EVENT_TIMES)
+        seed_contacts(owner_telecom)
+        policy_dir = tmp_path / "policies"
+        policy_dir.mkdir()
+        (policy_dir / "contacts.yaml").write_text(CONTACTS_POLICY, encoding="utf-8")
+        deployment = Deployment(
+            policy_dir,
+            cluster.url(cluster.owner, "telecom").render_as_string(hide_password=False),
+            cluster.url(cluster.owner, "audit").render_as_string(hide_password=False),
+        )
+        deployment.write_policy("events", "events", "seen_at")
+        monkeypatch.setenv("LIFECYCLE_POLICY_DIR", str(policy_dir))
+
+        # The init service's part, logged in as the owner.
+        monkeypatch.setenv("AIRFLOW_CONN_TELECOM_DB", cluster.airflow_uri(cluster.owner, "telecom"))
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_LIFECYCLE_AUDIT", cluster.airflow_uri(cluster.owner, "audit")
+        )
+        assert cli.main(["audit-init"]) == 0
+        assert cli.main(["grants", "--role", cluster.role, "--apply"]) == 0
+        assert "granted on 3 tables" in capsys.readouterr().out
+        hold = place_hold(
+            owner_audit,
+            scope="contacts",
+            subject="customer",
+            value="2",
+            reason="legal_hold",
+            placed_by="po",
+        )
+
+        assert table_privileges(owner_telecom, cluster.role) == {
+            ("events", "SELECT"),
+            ("events", "DELETE"),
+            ("contacts", "SELECT"),
+            ("contacts", "DELETE"),
+            ("contracts", "SELECT"),
+        }
+        assert table_privileges(owner_audit, cluster.role) == {
+            ("retention_audit", "INSERT"),
+            ("retention_holds", "SELECT"),
+        }
+
+        # The jobs' part, logged in as the role.
+        monkeypatch.setenv("AIRFLOW_CONN_TELECOM_DB", cluster.airflow_uri(cluster.role, "telecom"))
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_LIFECYCLE_AUDIT", cluster.airflow_uri(cluster.role, "audit")
+        )
+        runs = {
+            name: deployment.run(f"retention_{name}", LOGICAL_DATE)
+            for name in ("events", "contacts")
+        }
+
+        for name, dag_run in runs.items():
+            assert str(dag_run.state) == "success", (name, task_states(dag_run))
+        assert survivors(owner_telecom, events) == EVENT_TIMES[2:]
+        assert contact_ids(owner_telecom) == [3, 4, 5, 6]  # held, running, ends later, none
+        (events_row,) = deployment.audit("events")
+        assert (events_row["status"], events_row["expired"], events_row["deleted"]) == (
+            "purged",
+            2,
+            2,
+        )
+        assert (events_row["verified"], events_row["remaining"]) == (True, 0)
+        (contacts_row,) = deployment.audit("contacts")
+        assert (contacts_row["status"], contacts_row["deleted"], contacts_row["held"]) == (
+            "purged",
+            2,
+            1,
+        )
+        assert contacts_row["holds"] == {str(hold): 1}
+        assert contacts_row["verified"] is True
+
+        role_engines = {"telecom": role_telecom, "audit": role_audit}
+        forbidden = [
+            ("telecom", "UPDATE events SET payload = 'changed'"),
+            ("telecom", "INSERT INTO events (id, seen_at, payload) VALUES (99, now(), 'new')"),
+            ("telecom", "TRUNCATE events"),
+            ("telecom", "DELETE FROM contracts"),
+            ("telecom", "UPDATE contracts SET ended_at = NULL"),
+            ("telecom", "CREATE TABLE extra (id int)"),
+            ("audit", "UPDATE retention_audit SET status = 'failed'"),
+            ("audit", "DELETE FROM retention_audit"),
+            ("audit", "SELECT policy, deleted FROM retention_audit"),  # not the jobs' to read
+            ("audit", "INSERT INTO retention_holds (scope, subject, value, reason, placed_at, "
+             "placed_by) VALUES ('*', 'customer', '1', 'legal_hold', now(), 'job')"),
+            ("audit", "UPDATE retention_holds SET released_at = now()"),
+            ("audit", "CREATE TABLE extra (id int)"),
+        ]  # fmt: skip
+        outcomes = {(db, sql): refusal(role_engines[db], sql) for db, sql in forbidden}
+        assert outcomes == dict.fromkeys(forbidden, INSUFFICIENT_PRIVILEGE)
+        # What it may do, it does: the check above fails for the right reason, not a typo.
+        assert refusal(role_telecom, "DELETE FROM events WHERE id = -1") is None
+        assert refusal(role_audit, "SELECT id FROM retention_audit") is None
+    finally:
+        for engine in engines:
+            engine.dispose()
