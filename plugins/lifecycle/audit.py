@@ -13,6 +13,7 @@ the first attempt deleted is never overwritten.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,6 +51,7 @@ runs = sa.Table(
     sa.Column("batches", sa.Integer),
     sa.Column("oldest_expired", Timestamp),
     sa.Column("newest_expired", Timestamp),
+    sa.Column("oldest_retained", Timestamp),  # the oldest record still in its window
     sa.Column("verified", sa.Boolean),
     sa.Column("remaining", sa.BigInteger),
     sa.Column("holds", sa.JSON),  # hold id -> records it kept: listed by hold, never by content
@@ -122,14 +124,67 @@ def record_run(engine: sa.Engine, row: dict[str, Any]) -> bool:
     return True
 
 
-def read_runs(engine: sa.Engine, policy: str | None = None) -> list[dict[str, Any]]:
-    """Audit rows, oldest first, optionally of one policy."""
-    ensure_schema(engine)
-    query = sa.select(runs).order_by(runs.c.logical_date, runs.c.id)
+# -- reading: never creates or alters anything (the audit UI's role may only SELECT) -------------
+
+
+def _filtered(query, engine: sa.Engine, policy: str | None, start: Any, end: Any):
+    naive = engine.dialect.name in ("mysql", "mariadb")
     if policy is not None:
         query = query.where(runs.c.policy == policy)
+    if start is not None:
+        query = query.where(runs.c.logical_date >= _as_utc(start, naive))
+    if end is not None:
+        query = query.where(runs.c.logical_date < _as_utc(end, naive))
+    return query
+
+
+def iter_runs(
+    engine: sa.Engine,
+    policy: str | None = None,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    chunk: int = 1000,
+) -> Iterator[dict[str, Any]]:
+    """Audit rows, oldest first, streamed: optionally one policy, logical dates in [start, end)."""
+    query = _filtered(
+        sa.select(runs).order_by(runs.c.logical_date, runs.c.id), engine, policy, start, end
+    )
     with engine.connect() as conn:
-        return [_utc(dict(row._mapping)) for row in conn.execute(query)]
+        if not sa.inspect(conn).has_table(runs.name):
+            return
+        for row in conn.execution_options(yield_per=chunk).execute(query):
+            yield _utc(dict(row._mapping))
+
+
+def read_runs(engine: sa.Engine, policy: str | None = None, **bounds: Any) -> list[dict[str, Any]]:
+    return list(iter_runs(engine, policy, **bounds))
+
+
+def read_run(engine: sa.Engine, row_id: int) -> dict[str, Any] | None:
+    with engine.connect() as conn:
+        if not sa.inspect(conn).has_table(runs.name):
+            return None
+        row = conn.execute(sa.select(runs).where(runs.c.id == row_id)).one_or_none()
+    return None if row is None else _utc(dict(row._mapping))
+
+
+def latest_runs(engine: sa.Engine) -> dict[str, dict[str, Any]]:
+    """Each policy's last run: the latest logical date, and of that the latest attempt."""
+    rank = (
+        sa.func.row_number()
+        .over(
+            partition_by=runs.c.policy,
+            order_by=(runs.c.logical_date.desc(), runs.c.attempt.desc(), runs.c.id.desc()),
+        )
+        .label("rank")
+    )
+    ranked = sa.select(runs, rank).subquery()
+    query = sa.select(*(ranked.c[column.name] for column in runs.columns)).where(ranked.c.rank == 1)
+    with engine.connect() as conn:
+        if not sa.inspect(conn).has_table(runs.name):
+            return {}
+        return {row.policy: _utc(dict(row._mapping)) for row in conn.execute(query)}
 
 
 def _utc(row: dict[str, Any]) -> dict[str, Any]:
@@ -216,6 +271,7 @@ def audit_row(
         "holds": plan.get("held_by_hold") or {},
         "tenants": (extracted or {}).get("tenants") or {},
         "newest_expired": plan.get("newest_expired"),
+        "oldest_retained": plan.get("oldest_retained"),
         "verified": None if verification is None else bool(verification["success"]),
         "remaining": None if verification is None else verification["remaining"],
         "reasons": reasons,

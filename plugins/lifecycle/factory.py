@@ -31,6 +31,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from lifecycle.loader import PolicyError, load_policies
 from lifecycle.policy import Policy
+from lifecycle.ui import URL_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,9 @@ def render_doc(policy: Policy, path: Path) -> str:
         "are deleted every day unless held, the deletion is verified with Great Expectations "
         f"and audited.\n\n| | |\n|---|---|\n{table}\n\n"
         "Params: `dry_run` stops after the check and records what would have been deleted; "
-        "`max_delete_fraction` overrides the guard for one run.\n"
+        "`max_delete_fraction` overrides the guard for one run.\n\n"
+        f"Audit: [this policy in the retention overview]({URL_PREFIX}/#{policy.name}) · "
+        f"[its runs and charts]({URL_PREFIX}/policies/{policy.name})\n"
     )
 
 

@@ -54,6 +54,9 @@ class Plan:
     anomalies: int = 0  # no timestamp or no subject: reported, never deleted
     oldest_expired: str | None = None
     newest_expired: str | None = None
+    # The oldest record the window keeps (its period started, not yet over): how close what
+    # remains comes to the limit, shown against the period in the audit overview.
+    oldest_retained: str | None = None
     held_by_hold: dict[str, int] = field(default_factory=dict)  # hold id -> records it protects
     by_tenant: dict[str, dict[str, int]] = field(default_factory=dict)  # tenant -> total, expired
     inert_holds: list[str] = field(default_factory=list)  # hold ids whose value fits no column

@@ -111,6 +111,11 @@ class KeyVerdict:
             return gone + [v for v in self.versions if v.is_marker]
         return gone
 
+    def retained(self) -> list[datetime]:
+        """Times of the data versions still in their window."""
+        moments = (self.moment(v) for v in self.data())
+        return [m for m in moments if m is not None and m >= self.cutoff]
+
     def held(self) -> int:
         if self.held_by is not None:
             return len(self.expired())
@@ -257,7 +262,7 @@ class S3PrefixStore(RetentionStore):
 
     def plan(self, window: RetentionWindow) -> Plan:
         total = expired = held = anomalies = 0
-        oldest = newest = None
+        oldest = newest = oldest_retained = None
         held_by_hold: Counter[str] = Counter()
         by_tenant: dict[str, dict[str, int]] = {}
         for verdict in self._keys(window):
@@ -271,6 +276,8 @@ class S3PrefixStore(RetentionStore):
             for moment in (verdict.moment(v) for v in deletable if not v.is_marker):
                 oldest = min(oldest or moment, moment)
                 newest = max(newest or moment, moment)
+            for moment in verdict.retained():
+                oldest_retained = min(oldest_retained or moment, moment)
             if verdict.tenant is not None:
                 counts = by_tenant.setdefault(verdict.tenant, {"total": 0, "expired": 0})
                 counts["total"] += len(verdict.versions)
@@ -282,6 +289,9 @@ class S3PrefixStore(RetentionStore):
             anomalies=anomalies,
             oldest_expired=oldest.astimezone(UTC).isoformat() if oldest else None,
             newest_expired=newest.astimezone(UTC).isoformat() if newest else None,
+            oldest_retained=oldest_retained.astimezone(UTC).isoformat()
+            if oldest_retained
+            else None,
             held_by_hold=dict(held_by_hold),
             by_tenant=by_tenant,
         )

@@ -343,6 +343,12 @@ class SqlTableStore(RetentionStore):
             self._counted(anomaly),
             sa.func.min(sa.case((purgeable, moment))),
             sa.func.max(sa.case((purgeable, moment))),
+            sa.func.min(
+                sa.case(
+                    (sa.and_(moment.is_not(None), sa.not_(expired), sa.not_(active)), moment),
+                    else_=None,
+                )
+            ),
         ]
         by_hold: dict[Hold, list] = {}
         for hold, column, value in self._hold_matches(window):
@@ -353,9 +359,17 @@ class SqlTableStore(RetentionStore):
         ]
         query = sa.select(*columns, *(count for _, count in holds)).select_from(self.table)
         with _sanitized(self.label, "plan"), self.engine.connect() as conn:
-            total, n_purgeable, n_expired, n_active, n_anomalies, oldest, newest, *per_hold = (
-                conn.execute(query).one()
-            )
+            (
+                total,
+                n_purgeable,
+                n_expired,
+                n_active,
+                n_anomalies,
+                oldest,
+                newest,
+                oldest_retained,
+                *per_hold,
+            ) = conn.execute(query).one()
             by_tenant = {}
             if self.tenant is not None:
                 rows = conn.execute(
@@ -379,6 +393,7 @@ class SqlTableStore(RetentionStore):
             anomalies=n_anomalies,
             oldest_expired=_iso(oldest),
             newest_expired=_iso(newest),
+            oldest_retained=_iso(oldest_retained),
             held_by_hold=held_by_hold,
             by_tenant=by_tenant,
             inert_holds=self._inert_holds(window),

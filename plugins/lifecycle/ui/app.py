@@ -1,0 +1,229 @@
+"""The audit review app, mounted in Airflow's API server by the `retention_ui` plugin.
+
+Read-only (GET only) and behind Airflow's own login: every route depends on Airflow's FastAPI
+security helpers (a plugin app is not protected by default), so an anonymous request gets 401
+and a user needs read access to DAG runs. It reads the policy files and the audit table through
+the `lifecycle_audit` connection; the audit trail holds counts, bounds and policy names only.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import quote
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
+from fastapi.templating import Jinja2Templates
+
+from lifecycle.ui import URL_PREFIX
+from lifecycle.ui.overview import history, overview, remaining_after
+
+log = logging.getLogger(__name__)
+
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+def _require_run_reader():
+    """Airflow's own check: an authenticated user allowed to read DAG runs (401 without a
+    valid token, 403 without the permission)."""
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+    from airflow.api_fastapi.core_api.security import requires_access_dag
+
+    return Depends(requires_access_dag("GET", DagAccessEntity.RUN))
+
+
+app = FastAPI(
+    title="Retention audit",
+    description="Compliance overview, per-run evidence and the audit trail export.",
+    dependencies=[_require_run_reader()],
+    docs_url=None,
+    redoc_url=None,
+    openapi_url=None,
+)
+templates = Jinja2Templates(directory=Path(__file__).with_name("templates"))
+
+
+# -- data ---------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _audit_engine():
+    from lifecycle.audit import AUDIT_CONN_ID
+    from lifecycle.steps import sql_engine
+
+    return sql_engine(AUDIT_CONN_ID)
+
+
+def audit_engine():
+    try:
+        return _audit_engine()
+    except Exception as exc:  # a missing or broken connection: say which, never its URL
+        log.warning("retention audit: connection lifecycle_audit unusable (%s)", type(exc).__name__)
+        raise HTTPException(503, "the audit connection `lifecycle_audit` is not usable") from None
+
+
+def _policies():
+    """The policy files as the DAGs see them, reread when a file changes."""
+    from lifecycle.loader import policy_dir
+
+    directory = policy_dir()
+    stamp = tuple((path.name, path.stat().st_mtime_ns) for path in sorted(directory.glob("*.y*ml")))
+    return _load(directory, stamp)
+
+
+@functools.lru_cache(maxsize=4)
+def _load(directory: Path, stamp: tuple):
+    from lifecycle.loader import load_policies
+
+    return load_policies(directory)
+
+
+def _root(request: Request) -> str:
+    return request.scope.get("root_path", "").rstrip("/")
+
+
+def _airflow_root(request: Request) -> str:
+    root = _root(request)
+    return root[: -len(URL_PREFIX)] if root.endswith(URL_PREFIX) else ""
+
+
+def _page(request: Request, template: str, **context) -> HTMLResponse:
+    return templates.TemplateResponse(
+        request,
+        template,
+        {"root": _root(request), "airflow": _airflow_root(request), "quote": quote, **context},
+        headers=NO_STORE,
+    )
+
+
+def _runs_of(policy: str | None, start: date | None, end: date | None):
+    from lifecycle.audit import iter_runs
+
+    lower = datetime.combine(start, time(), UTC) if start else None
+    upper = datetime.combine(end + timedelta(days=1), time(), UTC) if end else None
+    return iter_runs(audit_engine(), policy, start=lower, end=upper)
+
+
+def _policy(name: str):
+    for loaded in _policies().policies:
+        if loaded.policy.name == name:
+            return loaded
+    raise HTTPException(404, f"no policy named {name!r}")
+
+
+# -- pages --------------------------------------------------------------------------------------
+
+
+@app.get("/", response_class=HTMLResponse)
+def overview_page(request: Request):
+    from lifecycle.audit import latest_runs
+
+    loaded = _policies()
+    rows = overview([p.policy for p in loaded.policies], latest_runs(audit_engine()), _now())
+    return _page(
+        request,
+        "overview.html",
+        rows=rows,
+        errors=loaded.errors,
+        needs_attention=sum(1 for row in rows if row.attention),
+    )
+
+
+@app.get("/policies/{name}", response_class=HTMLResponse)
+def policy_page(request: Request, name: str):
+    loaded = _policy(name)
+    runs = list(_runs_of(name, None, None))
+    return _page(
+        request,
+        "policy.html",
+        loaded=loaded,
+        policy=loaded.policy,
+        runs=list(reversed(runs)),
+        remaining={run["id"]: remaining_after(run) for run in runs},
+    )
+
+
+@app.get("/runs/{row_id}", response_class=HTMLResponse)
+def run_page(request: Request, row_id: int):
+    from lifecycle.audit import read_run
+
+    run = read_run(audit_engine(), row_id)
+    if run is None:
+        raise HTTPException(404, f"no audit record {row_id}")
+    return _page(request, "run.html", run=run, remaining=remaining_after(run))
+
+
+# -- charts -------------------------------------------------------------------------------------
+
+
+def _svg(text: str) -> Response:
+    return Response(text, media_type="image/svg+xml", headers=NO_STORE)
+
+
+@app.get("/charts/overview.svg")
+def overview_chart():
+    from lifecycle.audit import latest_runs
+    from lifecycle.ui.charts import overview_svg
+
+    rows = overview([p.policy for p in _policies().policies], latest_runs(audit_engine()), _now())
+    return _svg(overview_svg(rows))
+
+
+@app.get("/charts/{name}/deletions.svg")
+def deletions_chart(name: str):
+    from lifecycle.ui.charts import deletions_svg
+
+    _policy(name)
+    return _svg(deletions_svg(history(list(_runs_of(name, None, None)))))
+
+
+@app.get("/charts/{name}/age.svg")
+def age_chart(name: str):
+    from lifecycle.ui.charts import age_svg
+
+    _policy(name)
+    return _svg(age_svg(history(list(_runs_of(name, None, None)))))
+
+
+# -- export -------------------------------------------------------------------------------------
+
+Day = Annotated[date | None, Query(description="logical dates from (inclusive, UTC)")]
+
+
+def _export(kind: str, policy: str | None, start: date | None, end: date | None):
+    from lifecycle.ui.export import as_csv_lines, as_json_lines
+
+    if start and end and end < start:
+        raise HTTPException(422, "end is before start")
+    audit_engine()  # a broken connection is a 503 before the download starts
+    rows = _runs_of(policy or None, start, end)
+    name = "-".join(
+        ["retention-audit", policy or "all", str(start or "begin"), str(end or "today")]
+    )
+    media = {"csv": "text/csv; charset=utf-8", "json": "application/json"}[kind]
+    lines = as_csv_lines(rows) if kind == "csv" else as_json_lines(rows)
+    return StreamingResponse(
+        lines,
+        media_type=media,
+        headers={"Content-Disposition": f'attachment; filename="{name}.{kind}"', **NO_STORE},
+    )
+
+
+@app.get("/export.csv")
+def export_csv(policy: str | None = None, start: Day = None, end: Day = None):
+    """The audit trail as CSV, optionally one policy and logical dates in [start, end]."""
+    return _export("csv", policy, start, end)
+
+
+@app.get("/export.json")
+def export_json(policy: str | None = None, start: Day = None, end: Day = None):
+    """The audit trail as a JSON array, optionally one policy and logical dates in [start, end]."""
+    return _export("json", policy, start, end)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

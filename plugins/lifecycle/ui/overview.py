@@ -1,0 +1,119 @@
+"""The compliance overview: every policy beside its last audited run, as plain data.
+
+No Airflow and no web framework here: the page, the charts and the tests all read these rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from lifecycle.periods import parse_period
+from lifecycle.policy import Policy
+
+# A daily DAG whose last run is older than this has stopped enforcing its promise.
+STALE_AFTER = timedelta(days=2)
+FAILED_STATUSES = {"failed", "refused", "verification_failed"}
+
+
+@dataclass(frozen=True)
+class Remaining:
+    """The oldest record left after a run, against the retention limit at that run."""
+
+    age_days: float | None  # None: nothing dated remains (or no run)
+    limit_days: float | None
+    within: bool | None  # None: unknown (no run, or the run could not tell)
+    held: int = 0  # past the limit but under a hold: kept lawfully, shown apart
+
+
+@dataclass(frozen=True)
+class OverviewRow:
+    policy: Policy
+    last_run: dict[str, Any] | None
+    remaining: Remaining
+    attention: list[str] = field(default_factory=list)  # why the row stands out; empty: fine
+
+    @property
+    def name(self) -> str:
+        return self.policy.name
+
+
+def _days(delta: timedelta) -> float:
+    return round(delta.total_seconds() / 86400, 1)
+
+
+def remaining_after(run: dict[str, Any] | None) -> Remaining:
+    """What a run left behind. Within the limit only when its verification proved that no unheld
+    record past the cutoff remains; then the oldest remaining record is the oldest one the
+    window kept. Otherwise (dry run, refused, failed) the expired records it found still stand."""
+    if run is None or run.get("cutoff") is None or run.get("logical_date") is None:
+        return Remaining(None, None, None)
+    logical_date, cutoff = run["logical_date"], run["cutoff"]
+    limit = _days(logical_date - cutoff)
+    if run.get("tenants"):  # client periods: a record may lawfully be as old as the longest one
+        longest = max(
+            logical_date - (logical_date - parse_period(tenant["period"], allow_zero=True))
+            for tenant in run["tenants"].values()
+        )
+        limit = max(limit, _days(longest))
+    held = run.get("held") or 0
+    if run["status"] == "purged" and run.get("verified"):
+        oldest = run.get("oldest_retained")
+        return Remaining(_days(logical_date - oldest) if oldest else None, limit, True, held)
+    expired_left = (run.get("expired") or 0) - (run.get("deleted") or 0)
+    if expired_left > 0 or run.get("verified") is False:
+        oldest = run.get("oldest_expired")
+        return Remaining(_days(logical_date - oldest) if oldest else None, limit, False, held)
+    oldest = run.get("oldest_retained")
+    # Nothing was past the window when the run looked (a dry run or a refusal with 0 expired).
+    within = True if run.get("expired") == 0 else None
+    return Remaining(_days(logical_date - oldest) if oldest else None, limit, within, held)
+
+
+def attention(run: dict[str, Any] | None, remaining: Remaining, now: datetime) -> list[str]:
+    if run is None:
+        return ["no run yet"]
+    reasons = []
+    status = run["status"]
+    if status in FAILED_STATUSES:
+        reasons.append(f"last run {status.replace('_', ' ')}")
+    elif status == "dry_run":
+        reasons.append("last run was a dry run: nothing deleted")
+    if remaining.within is False and status not in FAILED_STATUSES:
+        reasons.append("records past the limit remain")
+    if run.get("logical_date") and now - run["logical_date"] > STALE_AFTER:
+        reasons.append(f"no run for {(now - run['logical_date']).days} days")
+    return reasons
+
+
+def overview(
+    policies: list[Policy], latest: dict[str, dict[str, Any]], now: datetime
+) -> list[OverviewRow]:
+    """One row per policy, the ones that need a look first, then by name."""
+    rows = []
+    for policy in policies:
+        run = latest.get(policy.name)
+        remaining = remaining_after(run)
+        rows.append(OverviewRow(policy, run, remaining, attention(run, remaining, now)))
+    return sorted(rows, key=lambda row: (not row.attention, row.name))
+
+
+def history(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per run, oldest first: the figures the charts plot (counts and ages, nothing else)."""
+    points = []
+    for run in runs:
+        remaining = remaining_after(run)
+        points.append(
+            {
+                "id": run["id"],
+                "logical_date": run["logical_date"],
+                "status": run["status"],
+                "deleted": run.get("deleted") or 0,
+                "held": run.get("held") or 0,
+                "age_days": remaining.age_days,
+                "limit_days": remaining.limit_days,
+                "within": remaining.within,
+            }
+        )
+    return points
