@@ -149,7 +149,13 @@ def audit_init(conn_id: str) -> int:
 
 
 def grants(role: str, dialect: str, apply: bool, audit_conn_id: str) -> int:
+    """Print the grants, or apply them connection by connection: one unreachable connection
+    does not keep the others' grants back (exit 1 tells it)."""
+    import sqlalchemy as sa
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
     from lifecycle.grants import apply_grants, check_role, grant_statements, required_grants
+    from lifecycle.stores import StoreConfigError
 
     check_role(role)
     result = load_policies()
@@ -157,18 +163,29 @@ def grants(role: str, dialect: str, apply: bool, audit_conn_id: str) -> int:
         # An invalid policy gets no grant; its DAG fails with the message anyway.
         print(f"INVALID (no grants) {error.message}", file=sys.stderr)
     needed = required_grants((loaded.policy for loaded in result.policies), audit_conn_id)
+    failed = False
     for conn_id, table_grants in needed.items():
         if not apply:
             print(f"-- connection {conn_id}: run as the tables' owner, in its database")
             for statement in grant_statements(dialect, role, table_grants):
                 print(f"{statement};")
             continue
-        engine = _control_engine(conn_id)
+        try:
+            engine = _control_engine(conn_id)
+        except (AirflowNotFoundException, StoreConfigError) as exc:
+            print(f"{conn_id}: no grants: {exc}", file=sys.stderr)
+            failed = True
+            continue
         try:
             if engine.dialect.name == "sqlite":
                 print(f"{conn_id}: SQLite has no roles (protect the file instead)")
                 continue
             missing = apply_grants(engine, role, table_grants)
+        except sa.exc.DBAPIError as exc:
+            # The type only: a driver's message can quote values.
+            print(f"{conn_id}: no grants: {type(exc.orig).__name__}", file=sys.stderr)
+            failed = True
+            continue
         finally:
             engine.dispose()
         granted = len(table_grants) - len(missing)
@@ -179,7 +196,7 @@ def grants(role: str, dialect: str, apply: bool, audit_conn_id: str) -> int:
                 "`lifecycle grants --apply` again",
                 file=sys.stderr,
             )
-    return 0
+    return 1 if failed else 0
 
 
 def _instant(text: str) -> datetime:

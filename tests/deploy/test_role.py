@@ -181,6 +181,44 @@ def test_printed_grants_hold_no_privilege_beyond_the_policies(capsys):
     assert cli.main(["grants", "--role", "retention; DROP TABLE cdrs"]) == 1
 
 
+def test_a_connection_that_cannot_be_reached_keeps_no_other_grant_back(
+    cluster, tmp_path, monkeypatch, capsys
+):
+    owner_telecom = sa.create_engine(cluster.url(cluster.owner, "telecom"))
+    try:
+        make_table(owner_telecom, "events", EVENT_TIMES)
+        policy_dir = tmp_path / "policies"
+        policy_dir.mkdir()
+        deployment = Deployment(policy_dir, "", "")
+        deployment.write_policy("events", "events", "seen_at")
+        (policy_dir / "billing.yaml").write_text(
+            (policy_dir / "events.yaml")
+            .read_text()
+            .replace("name: events", "name: billing")
+            .replace("conn_id: telecom_db", "conn_id: billing_db")
+        )
+        monkeypatch.setenv("LIFECYCLE_POLICY_DIR", str(policy_dir))
+        monkeypatch.setenv("AIRFLOW_CONN_TELECOM_DB", cluster.airflow_uri(cluster.owner, "telecom"))
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_LIFECYCLE_AUDIT", cluster.airflow_uri(cluster.owner, "audit")
+        )
+        monkeypatch.delenv("AIRFLOW_CONN_BILLING_DB", raising=False)
+
+        assert cli.main(["grants", "--role", cluster.role, "--apply"]) == 1
+
+        output = capsys.readouterr()
+        assert "billing_db: no grants" in output.err
+        assert f"telecom_db: {cluster.role} granted on 1 tables" in output.out
+        # audit-init has not run here: no audit tables, so nothing granted there, and said so.
+        assert "lifecycle_audit: table retention_audit does not exist" in output.err
+        assert table_privileges(owner_telecom, cluster.role) == {
+            ("events", "SELECT"),
+            ("events", "DELETE"),
+        }
+    finally:
+        owner_telecom.dispose()
+
+
 def test_the_role_purges_and_audits_and_may_do_nothing_else(
     cluster, airflow_home, tmp_path, monkeypatch, capsys
 ):
