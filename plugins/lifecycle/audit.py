@@ -49,6 +49,7 @@ runs = sa.Table(
     sa.Column("anomalies", sa.BigInteger),
     sa.Column("deleted", sa.BigInteger),
     sa.Column("batches", sa.Integer),
+    sa.Column("shards", sa.Integer),  # parallel delete tasks (mapped) the purge was split into
     sa.Column("oldest_expired", Timestamp),
     sa.Column("newest_expired", Timestamp),
     sa.Column("oldest_retained", Timestamp),  # the oldest record still in its window
@@ -63,6 +64,8 @@ runs = sa.Table(
     sa.Column("finished_at", Timestamp),
     sa.UniqueConstraint("dag_id", "run_id", "attempt", name="uq_retention_audit_run"),
     sa.Index("ix_retention_audit_policy_time", "policy", "logical_date"),
+    # No INSERT ... RETURNING id: RETURNING needs SELECT, and the jobs' role may only INSERT.
+    implicit_returning=False,
 )
 
 STATUSES = ("purged", "dry_run", "refused", "failed", "verification_failed")
@@ -267,6 +270,7 @@ def audit_row(
         # Unknown (None) when the delete failed: committed batches may have deleted some.
         "deleted": purged["deleted"] if purged else (0 if status != "failed" else None),
         "batches": purged["batches"] if purged else (0 if status != "failed" else None),
+        "shards": purged.get("shards") if purged else None,
         "oldest_expired": plan.get("oldest_expired"),
         "holds": plan.get("held_by_hold") or {},
         "tenants": (extracted or {}).get("tenants") or {},

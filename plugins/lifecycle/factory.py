@@ -206,12 +206,22 @@ def _record(policy: Policy, asset: Asset) -> None:
         _run(),
         extracted=ti.xcom_pull(task_ids="extract"),
         decision=ti.xcom_pull(task_ids="check", key="decision"),
-        purged=ti.xcom_pull(task_ids="delete"),
+        shards=ti.xcom_pull(task_ids="split"),
+        purges=ti.xcom_pull(task_ids="delete"),
         verification=ti.xcom_pull(task_ids="verify", key="verification"),
     )
     counts = {
         name: row[name]
-        for name in ("status", "cutoff", "expired", "held", "deleted", "verified", "attempt")
+        for name in (
+            "status",
+            "cutoff",
+            "expired",
+            "held",
+            "deleted",
+            "shards",
+            "verified",
+            "attempt",
+        )
     }
     context["outlet_events"][asset].extra = {"policy": policy.name, **counts}
     log.info("%s: audited %s", policy.name, counts)
@@ -259,15 +269,24 @@ def build_dag(policy: Policy, path: Path) -> DAG:
         def check(extracted: dict[str, Any]) -> dict[str, Any]:
             return _check(policy, extracted)
 
-        @task(task_id="delete")
-        def delete(extracted: dict[str, Any], decision: dict[str, Any]) -> dict[str, Any]:
+        @task(task_id="split")
+        def split(extracted: dict[str, Any], decision: dict[str, Any]) -> list[dict[str, Any]]:
             from lifecycle import steps
 
             with _no_retry_for_what_retries_cannot_fix(path):
-                return steps.delete(policy, _run(), extracted, decision)
+                return steps.split(policy, _run(), extracted, decision)
+
+        # One mapped task per slice: the slices spread over the workers.
+        @task(task_id="delete", map_index_template="slice {{ task.op_kwargs['shard']['index'] }}")
+        def delete(extracted: dict[str, Any], shard: dict[str, Any]) -> dict[str, Any]:
+            from lifecycle import steps
+
+            try_number = get_current_context()["ti"].try_number
+            with _no_retry_for_what_retries_cannot_fix(path):
+                return steps.delete(policy, _run(), extracted, shard, try_number=try_number)
 
         @task(task_id="verify")
-        def verify(extracted: dict[str, Any], purged: dict[str, Any]) -> dict[str, Any]:
+        def verify(extracted: dict[str, Any]) -> dict[str, Any]:
             with _no_retry_for_what_retries_cannot_fix(path):
                 return _verify(policy, extracted)
 
@@ -277,9 +296,11 @@ def build_dag(policy: Policy, path: Path) -> DAG:
 
         extracted = extract()
         decision = check(extracted)
-        purged = delete(extracted, decision)
-        verified = verify(extracted, purged)
-        [extracted, decision, purged, verified] >> record()
+        shards = split(extracted, decision)
+        purged = delete.partial(extracted=extracted).expand(shard=shards)
+        verified = verify(extracted)
+        purged >> verified
+        [extracted, decision, shards, purged, verified] >> record()
     return dag
 
 

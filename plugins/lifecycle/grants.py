@@ -34,9 +34,6 @@ class TableGrant:
 
     table: str
     privileges: tuple[str, ...]
-    # Column-level SELECT: SQLAlchemy inserts with `RETURNING id` on PostgreSQL and MariaDB, and
-    # RETURNING needs SELECT on the returned column. The id alone reads nothing of the trail.
-    readable_columns: tuple[str, ...] = ()
 
     @property
     def schema(self) -> str | None:
@@ -65,14 +62,9 @@ def required_grants(
             needs[settings.conn_id or store.conn_id][settings.table].add(READ)
     needs[audit_conn_id][holds.name].add(READ)
     needs[audit_conn_id][runs.name].add(APPEND)
-    returned = tuple(column.name for column in runs.primary_key.columns)
     return {
         conn_id: [
-            TableGrant(
-                table,
-                tuple(sorted(privileges)),
-                returned if (conn_id, table) == (audit_conn_id, runs.name) else (),
-            )
+            TableGrant(table, tuple(sorted(privileges)))
             for table, privileges in sorted(tables.items())
         ]
         for conn_id, tables in sorted(needs.items())
@@ -128,9 +120,6 @@ def grant_statements(
         statements.append(
             f"GRANT {', '.join(grant.privileges)} ON {table_name(grant)} TO {grantee}"
         )
-        if grant.readable_columns:
-            columns = ", ".join(quote(column) for column in grant.readable_columns)
-            statements.append(f"GRANT SELECT ({columns}) ON {table_name(grant)} TO {grantee}")
         if dialect_name == "postgresql" and APPEND in grant.privileges and grant.name == runs.name:
             sequence = ".".join(quote(p) for p in (grant.schema, _sequence_of(runs)) if p)
             statements.append(f"GRANT USAGE ON SEQUENCE {sequence} TO {grantee}")

@@ -224,6 +224,16 @@ class SqlStore(_Strict):
     batch_size: int = Field(
         default=50_000, gt=0, le=1_000_000, description="Rows deleted per transaction."
     )
+    shards: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Most parallel delete tasks a purge is split into (mapped tasks that spread "
+        "over the workers): contiguous, non-overlapping ranges of an integer or UUID `key`, of "
+        "about equal expired rows, two batches at least (the last may be smaller); fewer when "
+        "less is expired. Tables with other key types purge in one task (their key values could be "
+        "personal data, and range bounds travel through XCom).",
+    )
     subjects: dict[Annotated[str, Field(pattern=NAME_PATTERN)], Identifier | list[Identifier]] = (
         Field(
             default_factory=dict,

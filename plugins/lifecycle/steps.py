@@ -173,11 +173,85 @@ def check(policy: Policy, run: Run, extracted: dict[str, Any]) -> dict[str, Any]
     return result | {"attempt": run.attempt}
 
 
-def delete(policy: Policy, run: Run, extracted: dict[str, Any], decision: dict[str, Any]):
+def split(policy: Policy, run: Run, extracted: dict[str, Any], decision: dict[str, Any]):
+    """Cut the approved purge into slices, one mapped delete task each (see `store.shards`)."""
+    from lifecycle.stores import PurgeLimitExceeded
+
     current, _ = window(policy, run, extracted)
+    approved = decision["approved_records"]
+    count = getattr(policy.store, "shards", 1)
     with open_policy_store(policy) as store:
-        result = store.purge(current, approved=decision["approved_records"])
-    return result.to_dict() | {"attempt": run.attempt}
+        shards = store.shards(current, count=count, expired=approved)
+    found = sum(shard.expired for shard in shards)
+    if found > approved:
+        raise PurgeLimitExceeded(
+            f"{policy.name}: {found} records to delete at the split, more than the {approved} "
+            "approved by the check; nothing deleted, run again"
+        )
+    log.info(
+        "%s: purge split into %d slice(s) of %s records",
+        policy.name,
+        len(shards),
+        [shard.expired for shard in shards],
+    )
+    return [shard.to_dict() | {"attempt": run.attempt} for shard in shards]
+
+
+def delete(
+    policy: Policy,
+    run: Run,
+    extracted: dict[str, Any],
+    shard: dict[str, Any],
+    *,
+    try_number: int = 1,
+) -> dict[str, Any]:
+    """Purge one slice. A retry (after a worker died mid-purge, say) first counts what is left
+    of the slice: what earlier tries deleted is reported with it, so the audit shows every
+    record this run removed."""
+    from lifecycle.stores import Shard
+
+    current, _ = window(policy, run, extracted)
+    piece = Shard(**{k: v for k, v in shard.items() if k != "attempt"})
+    with open_policy_store(policy) as store:
+        earlier = 0
+        if try_number > 1:
+            earlier = max(0, piece.expired - store.pending(current, piece))
+            log.info("%s: slice %d: earlier tries deleted %d", policy.name, piece.index, earlier)
+        result = store.purge(current, approved=piece.expired - earlier, shard=piece)
+    return result.to_dict() | {
+        "deleted": result.deleted + earlier,
+        "earlier_tries": earlier,
+        "shard": piece.index,
+        "attempt": run.attempt,
+    }
+
+
+def merge_purges(
+    run: Run, shards: list[dict[str, Any]] | None, results: Any
+) -> dict[str, Any] | None:
+    """The run's purge from its slices' results; None unless every slice of this attempt
+    finished (a slice that failed may have committed batches: the total is then unknown)."""
+    if not shards:
+        return None
+    if isinstance(results, dict):  # one mapped task: Airflow returns its value alone
+        results = [results]
+    done = {r["shard"]: r for r in results or () if r and r.get("attempt") == run.attempt}
+    if any(s["attempt"] != run.attempt for s in shards) or set(done) != {
+        s["index"] for s in shards
+    }:
+        return None
+    failed: dict[str, int] = {}
+    for result in done.values():
+        for code, n in result.get("failed", {}).items():
+            failed[code] = failed.get(code, 0) + n
+    return {
+        "deleted": sum(r["deleted"] for r in done.values()),
+        "batches": sum(r["batches"] for r in done.values()),
+        "seconds": max(r["seconds"] for r in done.values()),
+        "failed": failed,
+        "shards": len(done),
+        "attempt": run.attempt,
+    }
 
 
 def verify(policy: Policy, run: Run, extracted: dict[str, Any]) -> dict[str, Any]:
@@ -187,8 +261,16 @@ def verify(policy: Policy, run: Run, extracted: dict[str, Any]) -> dict[str, Any
     return result.to_dict() | {"attempt": run.attempt}
 
 
-def record(policy: Policy, run: Run, **results: dict[str, Any] | None) -> dict[str, Any]:
-    """Write the audit row of the run from what its steps left (None where a step failed).
+def record(
+    policy: Policy,
+    run: Run,
+    *,
+    shards: list[dict[str, Any]] | None,
+    purges: Any,
+    **results: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Write the audit row of the run from what its steps left (None where a step failed):
+    one row for the run, the slices' purges summed.
 
     A cleared run keeps the XComs of the steps that have not run again yet: a result of another
     attempt is ignored, or the row would claim deletions and verifications it did not do.
@@ -199,6 +281,7 @@ def record(policy: Policy, run: Run, **results: dict[str, Any] | None) -> dict[s
         name: result if result and result.get("attempt") == run.attempt else None
         for name, result in results.items()
     }
+    results["purged"] = merge_purges(run, shards, purges)
     row = audit_row(
         policy,
         dag_id=run.dag_id,

@@ -16,7 +16,7 @@ from tests.unit.test_policy import VALID
 
 PROJECT = Path(__file__).resolve().parents[2]
 DAGS = PROJECT / "dags"
-TASKS = ["extract", "check", "delete", "verify", "record"]
+TASKS = ["extract", "check", "split", "delete", "verify", "record"]
 
 
 def dagbag() -> DagBag:
@@ -37,7 +37,11 @@ def test_one_dag_per_policy_file_and_no_import_errors():
 def test_dag_shape(dag_id):
     dag = dagbag().dags[dag_id]
     assert [task.task_id for task in dag.topological_sort()] == TASKS
-    assert dag.task_dict["delete"].upstream_task_ids == {"extract", "check"}
+    assert dag.task_dict["split"].upstream_task_ids == {"extract", "check"}
+    # The purge is a mapped task: one instance per slice, spread over the workers.
+    assert dag.task_dict["delete"].upstream_task_ids == {"extract", "split"}
+    assert type(dag.task_dict["delete"]).__name__.endswith("MappedOperator")
+    assert dag.task_dict["verify"].upstream_task_ids == {"extract", "delete"}
     assert dag.task_dict["record"].upstream_task_ids == set(TASKS[:-1])
     assert dag.task_dict["record"].trigger_rule == "all_done"
     assert dag.task_dict["record"].outlets[0].name == dag_id
@@ -48,6 +52,8 @@ def test_dag_shape(dag_id):
         assert task.retries == 3 and task.retry_exponential_backoff
     assert set(dag.params) == {"dry_run", "max_delete_fraction"}
     assert "Statement: data" in dag.doc_md and "Legal ground" in dag.doc_md
+    policy = dag_id.removeprefix("retention_")
+    assert f"(/retention/#{policy})" in dag.doc_md  # its row of the audit overview
 
 
 def test_broken_policies_become_failing_dags_beside_the_valid_ones(tmp_path, monkeypatch):

@@ -164,7 +164,6 @@ def test_grants_come_from_the_catalogue_policies():
     assert set(telecom) == sql_tables | {"contracts", "client_retention_settings"}
     audit = {grant.table: grant for grant in grants["lifecycle_audit"]}
     assert audit["retention_audit"].privileges == ("INSERT",)
-    assert audit["retention_audit"].readable_columns == ("id",)
     assert audit["retention_holds"].privileges == ("SELECT",)
     assert set(grants) == {"telecom_db", "lifecycle_audit"}  # S3 connections take no SQL grant
 
@@ -310,7 +309,7 @@ def test_the_role_purges_and_audits_and_may_do_nothing_else(
             ("telecom", "CREATE TABLE extra (id int)"),
             ("audit", "UPDATE retention_audit SET status = 'failed'"),
             ("audit", "DELETE FROM retention_audit"),
-            ("audit", "SELECT policy, deleted FROM retention_audit"),  # not the jobs' to read
+            ("audit", "SELECT id FROM retention_audit"),  # append-only: not the jobs' to read
             ("audit", "INSERT INTO retention_holds (scope, subject, value, reason, placed_at, "
              "placed_by) VALUES ('*', 'customer', '1', 'legal_hold', now(), 'job')"),
             ("audit", "UPDATE retention_holds SET released_at = now()"),
@@ -320,7 +319,7 @@ def test_the_role_purges_and_audits_and_may_do_nothing_else(
         assert outcomes == dict.fromkeys(forbidden, INSUFFICIENT_PRIVILEGE)
         # What it may do, it does: the check above fails for the right reason, not a typo.
         assert refusal(role_telecom, "DELETE FROM events WHERE id = -1") is None
-        assert refusal(role_audit, "SELECT id FROM retention_audit") is None
+        assert refusal(role_audit, "SELECT id FROM retention_holds") is None
     finally:
         for engine in engines:
             engine.dispose()

@@ -220,6 +220,7 @@ def test_a_cleared_run_never_reuses_the_evidence_of_an_earlier_attempt(deploymen
     (policy,) = [loaded.policy for loaded in load_policies(deployment.policy_dir).policies]
     ti = first.get_task_instances()
     stale = {t.task_id: t.xcom_pull(task_ids=t.task_id) for t in ti}
+    (stale["delete"],) = stale["delete"]  # the one slice of the mapped delete
     assert stale["delete"]["deleted"] == 3 and stale["delete"]["attempt"] == 0
 
     cleared = steps.Run(
@@ -234,7 +235,8 @@ def test_a_cleared_run_never_reuses_the_evidence_of_an_earlier_attempt(deploymen
         cleared,
         extracted=None,  # extract failed in attempt 1
         decision=stale["check"],
-        purged=stale["delete"],
+        shards=stale["split"],
+        purges=stale["delete"],
         verification={**stale["verify"]},
     )
 
@@ -244,3 +246,28 @@ def test_a_cleared_run_never_reuses_the_evidence_of_an_earlier_attempt(deploymen
         (0, "purged", 3, True),
         (1, "failed", None, None),
     ]
+
+
+def test_a_large_purge_is_split_into_parallel_slices_and_audited_once(deployment):
+    # 120 expired rows in batches of 10, at most 3 slices: three mapped delete tasks of 40.
+    timestamps = [TIMESTAMPS[i % len(TIMESTAMPS)] for i in range(240)]
+    engine, table = seeded(deployment, timestamps, batch_size=10, shards=3)
+
+    dag_run = deployment.run("retention_events", LOGICAL_DATE)
+
+    assert str(dag_run.state) == "success"
+    slices = sorted(
+        (ti.map_index, str(ti.state), ti.xcom_pull(task_ids="delete", map_indexes=ti.map_index))
+        for ti in dag_run.get_task_instances()
+        if ti.task_id == "delete"
+    )
+    assert [(index, state) for index, state, _ in slices] == [
+        (0, "success"),
+        (1, "success"),
+        (2, "success"),
+    ]
+    assert [result["deleted"] for _, _, result in slices] == [40, 40, 40]
+    assert survivors(engine, table) == sorted(t for t in timestamps if t >= CUTOFF)
+    (row,) = deployment.audit("events")
+    assert (row["status"], row["expired"], row["deleted"], row["shards"]) == ("purged", 120, 120, 3)
+    assert row["verified"] is True

@@ -66,6 +66,24 @@ class Plan:
 
 
 @dataclass(frozen=True)
+class Shard:
+    """A slice of a purge, run as one mapped delete task: the keys `after < key <= through`
+    (None: unbounded), so the slices of a run never overlap and together miss nothing."""
+
+    index: int
+    expired: int  # purgeable records in the slice when the run was split
+    after: Any = None  # JSON-safe key bounds: integers or UUID text, never other key values
+    through: Any = None
+
+    @property
+    def whole(self) -> bool:
+        return self.after is None and self.through is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class PurgeResult:
     deleted: int
     batches: int
@@ -99,9 +117,20 @@ class RetentionStore(ABC):
     @abstractmethod
     def plan(self, window: RetentionWindow) -> Plan: ...
 
+    def shards(self, window: RetentionWindow, *, count: int, expired: int) -> list[Shard]:
+        """Split the purge into at most `count` slices; by default one: the whole store."""
+        return [Shard(index=0, expired=expired)]
+
+    def pending(self, window: RetentionWindow, shard: Shard) -> int:
+        """Purgeable records left in a slice (a retried delete counts what earlier tries did)."""
+        return self.plan(window).expired
+
     @abstractmethod
-    def purge(self, window: RetentionWindow, *, approved: int) -> PurgeResult:
-        """Delete what is expired and not held, in bounded batches; never more than `approved`."""
+    def purge(
+        self, window: RetentionWindow, *, approved: int, shard: Shard | None = None
+    ) -> PurgeResult:
+        """Delete what is expired and not held in the slice (default: everything), in bounded
+        batches; never more than `approved`."""
 
     @abstractmethod
     def verify(self, window: RetentionWindow) -> Verification:

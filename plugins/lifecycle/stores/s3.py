@@ -31,6 +31,7 @@ from lifecycle.stores import (
     PurgeResult,
     RetentionStore,
     RetentionWindow,
+    Shard,
     StoreConfigError,
     Verification,
 )
@@ -335,7 +336,11 @@ class S3PrefixStore(RetentionStore):
             pending = retry
         return deleted, errors
 
-    def purge(self, window: RetentionWindow, *, approved: int) -> PurgeResult:
+    def purge(
+        self, window: RetentionWindow, *, approved: int, shard: Shard | None = None
+    ) -> PurgeResult:
+        if shard is not None and not shard.whole:
+            raise ValueError(f"{self.label}: an object store purges as one slice")
         started = last_report = time.perf_counter()
         deleted = submitted = batches = 0
         errors: Counter[str] = Counter()

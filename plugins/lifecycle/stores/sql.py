@@ -26,6 +26,7 @@ from lifecycle.stores import (
     PurgeResult,
     RetentionStore,
     RetentionWindow,
+    Shard,
     StoreConfigError,
     Verification,
 )
@@ -345,7 +346,15 @@ class SqlTableStore(RetentionStore):
             sa.func.max(sa.case((purgeable, moment))),
             sa.func.min(
                 sa.case(
-                    (sa.and_(moment.is_not(None), sa.not_(expired), sa.not_(active)), moment),
+                    (
+                        sa.and_(
+                            moment.is_not(None),
+                            sa.not_(expired),
+                            sa.not_(active),
+                            sa.not_(anomaly),
+                        ),
+                        moment,
+                    ),
                     else_=None,
                 )
             ),
@@ -399,10 +408,67 @@ class SqlTableStore(RetentionStore):
             inert_holds=self._inert_holds(window),
         )
 
+    # -- scale-out: slices of the key range, each purged by its own mapped task -----------------
+
+    def _shardable(self) -> bool:
+        try:
+            return self.key.type.python_type in (int, uuid.UUID)
+        except NotImplementedError:
+            return False
+
+    def _bounds(self, shard: Shard | None) -> list:
+        if shard is None:
+            return []
+        bounds = []
+        if shard.after is not None:
+            bounds.append(self.key > _coerce(str(shard.after), self.key))
+        if shard.through is not None:
+            bounds.append(self.key <= _coerce(str(shard.through), self.key))
+        return bounds
+
+    def shards(self, window: RetentionWindow, *, count: int, expired: int) -> list[Shard]:
+        """Cut the purgeable rows, in key order, into slices of about equal size (at least two
+        batches each). The bounds are every step-th purgeable key, numbered in the database."""
+        size = max(self.config.batch_size * 2, -(-expired // max(count, 1)))
+        if count <= 1 or expired <= size or not self._shardable():
+            return [Shard(index=0, expired=expired)]
+        numbered = (
+            sa.select(
+                self.key.label("key"),
+                sa.func.row_number().over(order_by=self.key).label("n"),
+                sa.func.count().over().label("total"),
+            )
+            .where(self._purgeable(window))
+            .subquery()
+        )
+        # One statement, one snapshot: the cuts and the total agree.
+        query = (
+            sa.select(numbered.c.key, numbered.c.n, numbered.c.total)
+            .where(sa.or_(numbered.c.n % size == 0, numbered.c.n == numbered.c.total))
+            .order_by(numbered.c.n)
+        )
+        with _sanitized(self.label, "split"), self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        total = rows[-1].total if rows else 0
+        cuts = [_json_key(row.key) for row in rows if row.n < total][: count - 1]
+        shards, after = [], None
+        for index, through in enumerate(cuts):
+            shards.append(Shard(index=index, expired=size, after=after, through=through))
+            after = through
+        shards.append(Shard(index=len(cuts), expired=total - size * len(cuts), after=after))
+        return shards
+
+    def pending(self, window: RetentionWindow, shard: Shard) -> int:
+        query = sa.select(sa.func.count()).where(self._purgeable(window), *self._bounds(shard))
+        with _sanitized(self.label, "count"), self.engine.connect() as conn:
+            return conn.execute(query).scalar_one()
+
     # -- purge --------------------------------------------------------------------------------
 
-    def purge(self, window: RetentionWindow, *, approved: int) -> PurgeResult:
-        purgeable = self._purgeable(window)
+    def purge(
+        self, window: RetentionWindow, *, approved: int, shard: Shard | None = None
+    ) -> PurgeResult:
+        purgeable = sa.and_(self._purgeable(window), *self._bounds(shard))
         batch_size = self.config.batch_size
         started = time.perf_counter()
         # The key range holding purgeable rows (ORDER BY/LIMIT: min() has no uuid overload).
@@ -500,6 +566,10 @@ def _sqlite_well_formed(column):
         column.op("GLOB")(_SQLITE_SECONDS),
         column.op("GLOB")(_SQLITE_SECONDS + "." + "[0-9]" * 6),
     )
+
+
+def _json_key(value: Any) -> int | str:
+    return value if isinstance(value, int) else str(value)
 
 
 def _coerce(value: str, column: sa.Column) -> Any:
