@@ -1,0 +1,1 @@
+"""A real Airflow cluster: scheduler, dag-processor, api-server and two Celery workers."""
