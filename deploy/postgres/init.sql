@@ -5,16 +5,19 @@
 -- airflow          Airflow's metadata database and the Celery result backend
 -- lifecycle_owner  owns the telecom store and the audit trail: creates their tables and grants
 -- retention        the retention jobs: only what `lifecycle grants --apply` gives it
+-- audit_reader     the API server's audit pages: SELECT on the audit trail (`--audit-reader`)
 \set ON_ERROR_STOP on
 
 SELECT format('CREATE ROLE %I LOGIN', name)
-FROM (VALUES ('airflow'), ('lifecycle_owner'), ('retention')) AS wanted (name)
+FROM (VALUES ('airflow'), ('lifecycle_owner'), ('retention'), ('audit_reader')) AS wanted (name)
 WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = wanted.name)
 \gexec
 
 ALTER ROLE airflow WITH LOGIN PASSWORD :'airflow_password';
 ALTER ROLE lifecycle_owner WITH LOGIN PASSWORD :'owner_password';
 ALTER ROLE retention WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD :'retention_password';
+ALTER ROLE audit_reader WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE
+    PASSWORD :'audit_reader_password';
 
 SELECT format('CREATE DATABASE %I OWNER %I', name, owner)
 FROM (VALUES ('airflow', 'airflow'), ('telecom', 'lifecycle_owner'), ('audit', 'lifecycle_owner'))

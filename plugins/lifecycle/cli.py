@@ -5,7 +5,8 @@ schema [--check]      write (or check) the JSON Schema and the field reference f
 holds ...             list, place and release holds (control database)
 audit-init            create the audit trail and holds tables, as their owner
 grants --role R       the least-privilege GRANT statements of the jobs' role, from the policies;
-                      --apply runs them through each connection (which must log in as the owner)
+                      --apply runs them through each connection (which must log in as the owner);
+                      --audit-reader: those of the audit UI's role instead (reads the trail only)
 """
 
 from __future__ import annotations
@@ -148,13 +149,21 @@ def audit_init(conn_id: str) -> int:
     return 0
 
 
-def grants(role: str, dialect: str, apply: bool, audit_conn_id: str) -> int:
+def grants(
+    role: str, dialect: str, apply: bool, audit_conn_id: str, audit_reader: bool = False
+) -> int:
     """Print the grants, or apply them connection by connection: one unreachable connection
     does not keep the others' grants back (exit 1 tells it)."""
     import sqlalchemy as sa
     from airflow.sdk.exceptions import AirflowNotFoundException
 
-    from lifecycle.grants import apply_grants, check_role, grant_statements, required_grants
+    from lifecycle.grants import (
+        apply_grants,
+        check_role,
+        grant_statements,
+        reader_grants,
+        required_grants,
+    )
     from lifecycle.stores import StoreConfigError
 
     check_role(role)
@@ -163,6 +172,8 @@ def grants(role: str, dialect: str, apply: bool, audit_conn_id: str) -> int:
         # An invalid policy gets no grant; its DAG fails with the message anyway.
         print(f"INVALID (no grants) {error.message}", file=sys.stderr)
     needed = required_grants((loaded.policy for loaded in result.policies), audit_conn_id)
+    if audit_reader:
+        needed = reader_grants(audit_conn_id)
     failed = False
     for conn_id, table_grants in needed.items():
         if not apply:
@@ -240,12 +251,17 @@ def main(argv: list[str] | None = None) -> int:
         "--apply", action="store_true", help="run them through each connection (as the owner)"
     )
     grants_cmd.add_argument("--audit-conn-id", default="lifecycle_audit", help="control database")
+    grants_cmd.add_argument(
+        "--audit-reader", action="store_true", help="the audit UI's role: SELECT on the trail"
+    )
     args = parser.parse_args(argv)
     if args.command == "audit-init":
         return audit_init(args.conn_id)
     if args.command == "grants":
         try:
-            return grants(args.role, args.dialect, args.apply, args.audit_conn_id)
+            return grants(
+                args.role, args.dialect, args.apply, args.audit_conn_id, args.audit_reader
+            )
         except ValueError as exc:
             print(f"grants: {exc}", file=sys.stderr)
             return 1

@@ -71,6 +71,12 @@ def required_grants(
     }
 
 
+def reader_grants(audit_conn_id: str = AUDIT_CONN_ID) -> dict[str, list[TableGrant]]:
+    """The audit UI's role (the API server's connection): it reads the audit trail, nothing
+    else; not the holds, whose values are personal data."""
+    return {audit_conn_id: [TableGrant(runs.name, (READ,))]}
+
+
 def check_role(role: str) -> str:
     if not re.match(IDENTIFIER_PATTERN, role):
         raise ValueError(f"role: {role!r} is not a plain identifier (letters, digits and _)")

@@ -320,6 +320,16 @@ def test_the_role_purges_and_audits_and_may_do_nothing_else(
         # What it may do, it does: the check above fails for the right reason, not a typo.
         assert refusal(role_telecom, "DELETE FROM events WHERE id = -1") is None
         assert refusal(role_audit, "SELECT id FROM retention_holds") is None
+
+        # The audit UI's role: the same grants machinery, reading the trail and nothing else.
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_LIFECYCLE_AUDIT", cluster.airflow_uri(cluster.owner, "audit")
+        )
+        assert cli.main(["grants", "--role", cluster.role, "--audit-reader", "--apply"]) == 0
+        assert table_privileges(owner_audit, cluster.role) == {("retention_audit", "SELECT")}
+        assert refusal(role_audit, "SELECT policy, deleted FROM retention_audit") is None
+        assert refusal(role_audit, "SELECT value FROM retention_holds") == INSUFFICIENT_PRIVILEGE
+        assert refusal(role_audit, "DELETE FROM retention_audit") == INSUFFICIENT_PRIVILEGE
     finally:
         for engine in engines:
             engine.dispose()

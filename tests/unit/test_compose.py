@@ -354,8 +354,15 @@ def test_workers_reach_every_store_the_policies_name_as_the_retention_role():
         assert connection["conn_type"] == "aws" and connection["login"] == "retention"
         assert connection["extra"]["endpoint_url"] == "http://minio:9000"
     for name in AIRFLOW_IMAGE_SERVICES - {"airflow-worker", "airflow-init", "lifecycle"}:
-        # Tasks run on the workers only: nobody else holds the stores' credentials.
-        assert not any(key.startswith("AIRFLOW_CONN_") for key in service_env(name)), name
+        # Tasks run on the workers only: nobody else holds the stores' credentials. The API
+        # server reads the audit trail for its audit pages, as the read-only `audit_reader`.
+        connections = {k: v for k, v in service_env(name).items() if k.startswith("AIRFLOW_CONN_")}
+        if name == "airflow-apiserver":
+            (uri,) = connections.values()
+            assert set(connections) == {"AIRFLOW_CONN_LIFECYCLE_AUDIT"}
+            assert re.fullmatch(r"postgres://audit_reader:[^@]+@postgres:5432/audit", uri)
+        else:
+            assert not connections, name
 
 
 def test_the_init_service_creates_the_schema_and_grants_as_the_owner():
@@ -366,6 +373,7 @@ def test_the_init_service_creates_the_schema_and_grants_as_the_owner():
         "airflow db migrate",
         "python -m lifecycle audit-init",
         "python -m lifecycle grants --role retention --apply",
+        "python -m lifecycle grants --role audit_reader --audit-reader --apply",
     ]
     positions = [script.index(step) for step in steps]
     assert positions == sorted(positions)
