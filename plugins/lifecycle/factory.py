@@ -35,10 +35,7 @@ from lifecycle.ui import URL_PREFIX
 
 log = logging.getLogger(__name__)
 
-# Far back: a run triggered for an earlier logical date (a re-run for an audit) would otherwise
-# get no task at all, succeed at once, delete nothing and leave no audit row. Catchup is off,
-# so it schedules nothing by itself.
-START_DATE = datetime.fromisoformat("2000-01-01T00:00:00+00:00")
+START_DATE = datetime.fromisoformat("2026-01-01T00:00:00+00:00")
 DEFAULT_ARGS = {
     "owner": "data-engineering",
     "retry_delay": timedelta(minutes=1),
