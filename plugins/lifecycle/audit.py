@@ -141,6 +141,20 @@ def _filtered(query, engine: sa.Engine, policy: str | None, start: Any, end: Any
     return query
 
 
+def _present(conn: sa.Connection) -> list[sa.Column] | None:
+    """The model's columns the table has: a trail written by an older version (before the next
+    `audit-init` or run adds the new columns) still reads, its new fields as None."""
+    inspector = sa.inspect(conn)
+    if not inspector.has_table(runs.name):
+        return None
+    present = {column["name"] for column in inspector.get_columns(runs.name)}
+    return [column for column in runs.columns if column.name in present]
+
+
+def _complete(row: sa.Row) -> dict[str, Any]:
+    return _utc(dict.fromkeys(runs.c.keys()) | dict(row._mapping))
+
+
 def iter_runs(
     engine: sa.Engine,
     policy: str | None = None,
@@ -150,14 +164,14 @@ def iter_runs(
     chunk: int = 1000,
 ) -> Iterator[dict[str, Any]]:
     """Audit rows, oldest first, streamed: optionally one policy, logical dates in [start, end)."""
-    query = _filtered(
-        sa.select(runs).order_by(runs.c.logical_date, runs.c.id), engine, policy, start, end
-    )
     with engine.connect() as conn:
-        if not sa.inspect(conn).has_table(runs.name):
+        columns = _present(conn)
+        if columns is None:
             return
+        query = sa.select(*columns).order_by(runs.c.logical_date, runs.c.id)
+        query = _filtered(query, engine, policy, start, end)
         for row in conn.execution_options(yield_per=chunk).execute(query):
-            yield _utc(dict(row._mapping))
+            yield _complete(row)
 
 
 def read_runs(engine: sa.Engine, policy: str | None = None, **bounds: Any) -> list[dict[str, Any]]:
@@ -166,28 +180,30 @@ def read_runs(engine: sa.Engine, policy: str | None = None, **bounds: Any) -> li
 
 def read_run(engine: sa.Engine, row_id: int) -> dict[str, Any] | None:
     with engine.connect() as conn:
-        if not sa.inspect(conn).has_table(runs.name):
+        columns = _present(conn)
+        if columns is None:
             return None
-        row = conn.execute(sa.select(runs).where(runs.c.id == row_id)).one_or_none()
-    return None if row is None else _utc(dict(row._mapping))
+        row = conn.execute(sa.select(*columns).where(runs.c.id == row_id)).one_or_none()
+    return None if row is None else _complete(row)
 
 
 def latest_runs(engine: sa.Engine) -> dict[str, dict[str, Any]]:
     """Each policy's last run: the latest logical date, and of that the latest attempt."""
-    rank = (
-        sa.func.row_number()
-        .over(
-            partition_by=runs.c.policy,
-            order_by=(runs.c.logical_date.desc(), runs.c.attempt.desc(), runs.c.id.desc()),
-        )
-        .label("rank")
-    )
-    ranked = sa.select(runs, rank).subquery()
-    query = sa.select(*(ranked.c[column.name] for column in runs.columns)).where(ranked.c.rank == 1)
     with engine.connect() as conn:
-        if not sa.inspect(conn).has_table(runs.name):
+        columns = _present(conn)
+        if columns is None:
             return {}
-        return {row.policy: _utc(dict(row._mapping)) for row in conn.execute(query)}
+        rank = (
+            sa.func.row_number()
+            .over(
+                partition_by=runs.c.policy,
+                order_by=(runs.c.logical_date.desc(), runs.c.attempt.desc(), runs.c.id.desc()),
+            )
+            .label("rank")
+        )
+        ranked = sa.select(*columns, rank).subquery()
+        query = sa.select(*(ranked.c[c.name] for c in columns)).where(ranked.c.rank == 1)
+        return {row.policy: _complete(row) for row in conn.execute(query)}
 
 
 def _utc(row: dict[str, Any]) -> dict[str, Any]:

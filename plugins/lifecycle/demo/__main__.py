@@ -10,6 +10,7 @@ the runs. Running it again is safe: the second run finds nothing new to delete.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -257,11 +258,19 @@ def serve() -> int:
 
     signal.signal(signal.SIGTERM, stop)
     with object_store(sa.create_engine(f"sqlite:///{DEMO_DIR / 'telecom.db'}")):
-        process = subprocess.Popen([str(airflow), "standalone"], env=env)  # noqa: S603
+        # Its own process group: standalone does not pass a SIGTERM on to the scheduler,
+        # api-server and the rest, so the whole group is stopped (and killed if it lingers).
+        process = subprocess.Popen(  # noqa: S603
+            [str(airflow), "standalone"], env=env, start_new_session=True
+        )
         try:
             process.wait()
         except KeyboardInterrupt:
-            process.send_signal(signal.SIGTERM)
+            os.killpg(process.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=30)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             process.wait()
     return 0
 
