@@ -132,14 +132,20 @@ def run(day: date) -> int:
     migrate_metadata_db(DEMO_DIR / "airflow")
     logical_date = local_midnight(day)
     with object_store(store):
-        run_all(build_dags(), audit, logical_date)
+        failed = run_all(build_dags(), audit, logical_date)
     print_report(read_runs(audit), logical_date)
+    if failed:
+        print(f"{len(failed)} run(s) did not succeed: {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
 
 
-def run_all(dags, audit, logical_date: datetime) -> None:
+def run_all(dags, audit, logical_date: datetime) -> list[str]:
+    """Run every DAG once; the ids of the runs that did not succeed (an invalid policy file's
+    DAG among them)."""
     from lifecycle.audit import read_runs
 
+    failed = []
     for dag_id, dag in sorted(dags.items()):
         policy = dag_id.removeprefix("retention_")
         # A table that was never purged is mostly expired; the guard would rightly refuse, so
@@ -149,7 +155,10 @@ def run_all(dags, audit, logical_date: datetime) -> None:
         print(
             f"running {dag_id} for {logical_date.isoformat()}" + (" (first purge)" if first else "")
         )
-        dag.test(logical_date=logical_date, run_conf=conf)
+        dag_run = dag.test(logical_date=logical_date, run_conf=conf)
+        if str(dag_run.state) != "success":
+            failed.append(dag_id)
+    return failed
 
 
 def place_demo_holds(store, audit) -> None:
