@@ -33,7 +33,8 @@ class RetentionAuditPlugin(AirflowPlugin):
     external_views: ClassVar[list] = [
         {
             "name": "Retention audit",
-            "href": f"{URL_PREFIX}/",
+            # Relative: the UI resolves it against its base URL, which may have a subpath.
+            "href": f"{URL_PREFIX.lstrip('/')}/",
             "url_route": "retention",
             "destination": "nav",
             "category": "browse",

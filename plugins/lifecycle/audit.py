@@ -13,6 +13,7 @@ the first attempt deleted is never overwritten.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
 AUDIT_CONN_ID = "lifecycle_audit"
+log = logging.getLogger(__name__)
 
 # Microseconds everywhere (MariaDB's plain DATETIME would drop them).
 Timestamp = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
@@ -114,17 +116,52 @@ def record_run(engine: sa.Engine, row: dict[str, Any]) -> bool:
         name: _as_utc(value, naive) if isinstance(runs.c[name].type, sa.DateTime) else value
         for name, value in row.items()
     }
-    ensure_schema(engine)
+    with engine.connect() as conn:
+        present = (
+            {c["name"] for c in sa.inspect(conn).get_columns(runs.name)}
+            if sa.inspect(conn).has_table(runs.name)
+            else None
+        )
+    if present is None or not set(values) <= present:
+        try:
+            ensure_schema(engine)  # the demo's and the owner's case: create, add the columns
+            present = set(values)
+        except sa.exc.DBAPIError as exc:
+            if present is None:
+                raise  # no trail at all: `lifecycle audit-init` has not run
+            # The jobs' role may not ALTER: write what the table holds, say what it lacks, so
+            # a run after an upgrade (before `audit-init`) still leaves its evidence.
+            lacking = sorted(set(values) - present)
+            log.warning(
+                "audit table lacks %s (%s): run `lifecycle audit-init`",
+                lacking,
+                type(exc.orig).__name__,
+            )
+            values = {k: v for k, v in values.items() if k in present}
+            if "reasons" in values:
+                values["reasons"] = [
+                    *(values["reasons"] or []),
+                    f"audit schema outdated, not recorded: {', '.join(lacking)} "
+                    "(run `lifecycle audit-init`)",
+                ]
     try:
         with engine.begin() as conn:
             conn.execute(sa.insert(runs).values(values))
     except sa.exc.IntegrityError as exc:
-        message = str(exc.orig)
-        # PostgreSQL and MariaDB name the constraint; SQLite names its columns.
-        if "uq_retention_audit_run" in message or "retention_audit.dag_id" in message:
+        if _is_duplicate(exc.orig):
             return False  # an earlier try of this attempt wrote it
         raise
     return True
+
+
+def _is_duplicate(error: BaseException) -> bool:
+    """A unique-key violation (the run's row exists), told apart from other integrity errors
+    by the driver's code: PostgreSQL 23505, MySQL/MariaDB 1062, SQLite's CONSTRAINT_UNIQUE."""
+    if getattr(error, "sqlstate", None) == "23505":
+        return True
+    if getattr(error, "sqlite_errorname", None) == "SQLITE_CONSTRAINT_UNIQUE":
+        return True
+    return bool(error.args) and error.args[0] == 1062
 
 
 # -- reading: never creates or alters anything (the audit UI's role may only SELECT) -------------

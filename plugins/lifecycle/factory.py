@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from airflow.sdk import (
     DAG,
@@ -92,7 +93,16 @@ def _store_rows(store) -> list[tuple[str, str]]:
     ]
 
 
+def _audit_pages() -> str:
+    """Where the audit pages are, as a path from the host: Airflow may be served under a
+    subpath of its `[api] base_url`."""
+    from airflow.sdk.configuration import conf
+
+    return urlsplit(conf.get("api", "base_url", fallback="") or "").path.rstrip("/") + URL_PREFIX
+
+
 def render_doc(policy: Policy, path: Path) -> str:
+    audit = _audit_pages()
     store = policy.store
     guards = policy.guards
     subjects = ", ".join(f"{s} → `{', '.join(c)}`" for s, c in store.subject_columns().items())
@@ -126,8 +136,8 @@ def render_doc(policy: Policy, path: Path) -> str:
         f"and audited.\n\n| | |\n|---|---|\n{table}\n\n"
         "Params: `dry_run` stops after the check and records what would have been deleted; "
         "`max_delete_fraction` overrides the guard for one run.\n\n"
-        f"Audit: [this policy in the retention overview]({URL_PREFIX}/#{policy.name}) · "
-        f"[its runs and charts]({URL_PREFIX}/policies/{policy.name})\n"
+        f"Audit: [this policy in the retention overview]({audit}/#{policy.name}) · "
+        f"[its runs and charts]({audit}/policies/{policy.name})\n"
     )
 
 

@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from lifecycle import cli
+from lifecycle.audit import read_runs, record_run
 from lifecycle.grants import required_grants
 from lifecycle.holds import place_hold
 from lifecycle.loader import DEFAULT_POLICY_DIR, load_policies
@@ -320,6 +321,26 @@ def test_the_role_purges_and_audits_and_may_do_nothing_else(
         # What it may do, it does: the check above fails for the right reason, not a typo.
         assert refusal(role_telecom, "DELETE FROM events WHERE id = -1") is None
         assert refusal(role_audit, "SELECT id FROM retention_holds") is None
+
+        # After an upgrade, before `audit-init` adds a new column: the role may not ALTER, so
+        # the run's row is written without it and says so; the evidence is not lost.
+        with owner_audit.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE retention_audit DROP COLUMN shards")
+        late = {k: v for k, v in events_row.items() if k != "id"}
+        late |= {"run_id": "after-upgrade", "shards": 2, "reasons": []}
+        assert record_run(role_audit, late) is True
+        (written,) = [r for r in read_runs(owner_audit) if r["run_id"] == "after-upgrade"]
+        assert written["shards"] is None and written["deleted"] == late["deleted"]
+        assert written["reasons"] == [
+            "audit schema outdated, not recorded: shards (run `lifecycle audit-init`)"
+        ]
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_LIFECYCLE_AUDIT", cluster.airflow_uri(cluster.owner, "audit")
+        )
+        assert cli.main(["audit-init"]) == 0  # as the owner: the column is back
+        assert "shards" in {
+            c["name"] for c in sa.inspect(owner_audit).get_columns("retention_audit")
+        }
 
         # The audit UI's role: the same grants machinery, reading the trail and nothing else.
         monkeypatch.setenv(

@@ -3,6 +3,7 @@ Airflow's login on (SimpleAuthManager, one read-only `viewer` user), for the bro
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -20,9 +21,11 @@ import pytest
 from lifecycle.audit import ensure_schema, read_runs, record_run
 from lifecycle.loader import load_policies
 from lifecycle.stores.sql import create_engine
+from tests.ui.auth import NARROW_USER
 
 PROJECT = Path(__file__).resolve().parents[2]
 USER, PASSWORD = "auditor", "an-auditor-password"
+NARROW_PASSWORD = "a-narrow-password"
 NO_RUN_YET = {"internet_lines", "mobile_subscriptions"}
 
 
@@ -112,7 +115,7 @@ def seeded_audit(tmp_path_factory) -> dict:
             record_run(engine, _row(policy, today - timedelta(days=back), status, **figures))
     runs = read_runs(engine)
     engine.dispose()
-    return {"url": url, "policies": policies, "runs": runs}
+    return {"url": url, "policies": policies, "runs": runs, "today": today.date()}
 
 
 @pytest.fixture(scope="session")
@@ -120,14 +123,16 @@ def api_server(airflow_home, seeded_audit, tmp_path_factory):
     """`airflow api-server` with the plugin, login required, on a free port; stopped at the end."""
     home = tmp_path_factory.mktemp("ui-airflow")
     shutil.copy(airflow_home / "airflow.db", home / "airflow.db")  # already migrated
-    (home / "passwords.json").write_text(json.dumps({USER: PASSWORD}))
+    (home / "passwords.json").write_text(json.dumps({USER: PASSWORD, NARROW_USER: NARROW_PASSWORD}))
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     env = os.environ | {
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:viewer",
+        "AIRFLOW__CORE__AUTH_MANAGER": "tests.ui.auth.OneDagForNarrowAuthManager",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:viewer,{NARROW_USER}:viewer",
+        "PYTHONPATH": os.pathsep.join([str(PROJECT), os.environ.get("PYTHONPATH", "")]),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(port),
@@ -160,7 +165,8 @@ def api_server(airflow_home, seeded_audit, tmp_path_factory):
             time.sleep(0.5)
         yield {"base": base, "log": log_path}
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # it may have exited (and said why)
+            os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:

@@ -7,12 +7,13 @@ import csv
 import io
 import json
 import shutil
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import httpx
 import pytest
 
-from tests.ui.conftest import NO_RUN_YET, PASSWORD, PROJECT, USER
+from tests.ui.auth import NARROW_DAG, NARROW_USER
+from tests.ui.conftest import NARROW_PASSWORD, NO_RUN_YET, PASSWORD, PROJECT, USER
 
 ARTIFACTS = PROJECT / "test-artifacts"
 # As root, in a closed network: no sandbox, no background connections to Google's hosts.
@@ -64,13 +65,17 @@ def page(browser, api_server):
     context.close()
 
 
-@pytest.fixture(scope="module")
-def token(api_server) -> str:
+def _token(api_server, user: str, password: str) -> str:
     response = httpx.post(
-        api_server["base"] + "/auth/token", json={"username": USER, "password": PASSWORD}
+        api_server["base"] + "/auth/token", json={"username": user, "password": password}
     )
     assert response.status_code == 201, response.text
     return response.json()["access_token"]
+
+
+@pytest.fixture(scope="module")
+def token(api_server) -> str:
+    return _token(api_server, USER, PASSWORD)
 
 
 def _shot(page, name: str) -> None:
@@ -97,6 +102,18 @@ def test_every_page_and_endpoint_requires_an_airflow_user(api_server, token):
             api_server["base"] + path, headers={"Authorization": f"Bearer {token}"}
         )
         assert signed_in.status_code == 200, (path, signed_in.status_code)
+
+
+def test_a_user_allowed_one_dag_reads_no_audit_page(api_server):
+    # Per-DAG permissions (FAB, Keycloak): the trail covers every policy, so reading it needs
+    # read access to all DAG runs; naming the one allowed DAG in the query does not help.
+    headers = {"Authorization": f"Bearer {_token(api_server, NARROW_USER, NARROW_PASSWORD)}"}
+    own = httpx.get(f"{api_server['base']}/api/v2/dags/{NARROW_DAG}/dagRuns", headers=headers)
+    assert own.status_code == 200  # the user is real and may read that DAG's runs
+    for path in PAGES:
+        for query in ("", f"{'&' if '?' in path else '?'}dag_id={NARROW_DAG}"):
+            response = httpx.get(api_server["base"] + path + query, headers=headers)
+            assert response.status_code == 403, (path + query, response.status_code)
 
 
 def test_the_pages_are_read_only(api_server, token):
@@ -151,8 +168,8 @@ def test_the_dashboard_is_in_airflow_navigation(page, api_server):
     page.get_by_role("menuitem", name="Retention audit").click()
     page.wait_for_url("**/plugin/retention")
     frame = page.frame_locator("iframe")
-    assert frame.locator("tr[data-policy='cdrs']").count() == 1
     frame.locator("tr[data-policy='cdrs']").wait_for()
+    assert frame.locator("tr[data-policy='cdrs']").count() == 1
     page.wait_for_timeout(500)  # the chart image inside the frame
     _shot(page, "in-airflow")
 
@@ -183,7 +200,7 @@ def test_policy_page_charts_the_runs(page, api_server, seeded_audit):
 
 
 def test_export_is_the_audit_trail_filtered_by_policy_and_time(page, api_server, seeded_audit):
-    today = datetime.now(UTC).date()
+    today = seeded_audit["today"]
     start = today - timedelta(days=1)
     query = f"policy=cdrs&start={start}&end={today}"
     expected = [

@@ -2,6 +2,7 @@
 
 from datetime import UTC, datetime
 
+import pytest
 import sqlalchemy as sa
 
 from lifecycle.audit import ensure_schema, latest_runs, read_run, read_runs, record_run, runs
@@ -50,3 +51,11 @@ def test_reading_creates_nothing_and_reads_a_trail_of_an_older_version(tmp_path)
     assert old["shards"] is None and old["deleted"] == 5
     assert read_run(engine, old["id"])["shards"] is None
     assert latest_runs(engine)["cdrs"]["run_id"] == "r1"
+
+
+def test_only_a_duplicate_run_counts_as_already_written(tmp_path):
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'audit.db'}")
+    record_run(engine, row("r1", DAY))
+    with pytest.raises(sa.exc.IntegrityError):  # a NOT NULL violation is a bug, not a retry
+        record_run(engine, row("r2", DAY, title=None))
+    assert [r["run_id"] for r in read_runs(engine)] == ["r1"]

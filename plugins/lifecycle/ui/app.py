@@ -28,12 +28,24 @@ NO_STORE = {"Cache-Control": "no-store"}
 
 
 def _require_run_reader():
-    """Airflow's own check: an authenticated user allowed to read DAG runs (401 without a
-    valid token, 403 without the permission)."""
-    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
-    from airflow.api_fastapi.core_api.security import requires_access_dag
+    """Airflow's own login and permissions: an authenticated user (401 without a valid token)
+    allowed to read the runs of every DAG (403 otherwise). Not `requires_access_dag`: it takes
+    a `dag_id` from the query string, so a user allowed one DAG could name it and pass."""
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import (
+        DagAccessEntity,
+        DagDetails,
+    )
+    from airflow.api_fastapi.core_api.security import get_user
 
-    return Depends(requires_access_dag("GET", DagAccessEntity.RUN))
+    def check(user=Depends(get_user)) -> None:  # noqa: B008 - FastAPI's dependency idiom
+        allowed = get_auth_manager().is_authorized_dag(
+            method="GET", access_entity=DagAccessEntity.RUN, details=DagDetails(id=None), user=user
+        )
+        if not allowed:
+            raise HTTPException(403, "reading the audit trail needs read access to all DAG runs")
+
+    return Depends(check)
 
 
 app = FastAPI(
