@@ -291,6 +291,16 @@ def audit_row(
         status = "purged"
     if purged and purged.get("failed"):
         reasons += [f"{n} not deleted: {code}" for code, n in sorted(purged["failed"].items())]
+    if purged and purged.get("earlier_tries"):
+        reasons.append(
+            f"{purged['earlier_tries']} of the deleted records went in an interrupted try, "
+            "counted from what was left of its slice past the window"
+        )
+    if purged and purged.get("earlier_uncounted"):
+        reasons.append(
+            "an interrupted try may have deleted more than counted here (slice "
+            f"{', '.join(map(str, purged['earlier_uncounted']))}: the store is not recounted)"
+        )
     if decision:
         reasons += list(decision.get("warnings", ()))
     elif extracted:

@@ -8,7 +8,7 @@ ids only: hold values and records stay in the store and in the step's memory.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -182,6 +182,7 @@ def split(policy: Policy, run: Run, extracted: dict[str, Any], decision: dict[st
     count = getattr(policy.store, "shards", 1)
     with open_policy_store(policy) as store:
         shards = store.shards(current, count=count, expired=approved)
+        shards = [replace(shard, past=store.past_window(current, shard)) for shard in shards]
     found = sum(shard.expired for shard in shards)
     if found > approved:
         raise PurgeLimitExceeded(
@@ -206,21 +207,29 @@ def delete(
     try_number: int = 1,
 ) -> dict[str, Any]:
     """Purge one slice. A retry (after a worker died mid-purge, say) first counts what is left
-    of the slice: what earlier tries deleted is reported with it, so the audit shows every
-    record this run removed."""
+    of the slice past the window, held or not: what is gone since the split was deleted by the
+    interrupted try, and is reported with this one's, so the audit shows every record the run
+    removed. Where the store cannot count cheaply (object stores), it says so instead."""
     from lifecycle.stores import Shard
 
     current, _ = window(policy, run, extracted)
     piece = Shard(**{k: v for k, v in shard.items() if k != "attempt"})
+    earlier, uncounted = 0, False
     with open_policy_store(policy) as store:
-        earlier = 0
         if try_number > 1:
-            earlier = max(0, piece.expired - store.pending(current, piece))
-            log.info("%s: slice %d: earlier tries deleted %d", policy.name, piece.index, earlier)
-        result = store.purge(current, approved=piece.expired - earlier, shard=piece)
+            now = store.past_window(current, piece) if piece.past is not None else None
+            if now is None:
+                uncounted = True
+            else:
+                earlier = max(0, piece.past - now)
+                log.info(
+                    "%s: slice %d: earlier tries deleted %d", policy.name, piece.index, earlier
+                )
+        result = store.purge(current, approved=max(0, piece.expired - earlier), shard=piece)
     return result.to_dict() | {
         "deleted": result.deleted + earlier,
         "earlier_tries": earlier,
+        "earlier_uncounted": uncounted,
         "shard": piece.index,
         "attempt": run.attempt,
     }
@@ -250,15 +259,10 @@ def merge_purges(
         "seconds": max(r["seconds"] for r in done.values()),
         "failed": failed,
         "shards": len(done),
+        "earlier_tries": sum(r.get("earlier_tries", 0) for r in done.values()),
+        "earlier_uncounted": sorted(i for i, r in done.items() if r.get("earlier_uncounted")),
         "attempt": run.attempt,
     }
-
-
-def verify(policy: Policy, run: Run, extracted: dict[str, Any]) -> dict[str, Any]:
-    current, _ = window(policy, run, extracted)
-    with open_policy_store(policy) as store:
-        result = store.verify(current)
-    return result.to_dict() | {"attempt": run.attempt}
 
 
 def record(

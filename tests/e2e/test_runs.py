@@ -271,3 +271,55 @@ def test_a_large_purge_is_split_into_parallel_slices_and_audited_once(deployment
     (row,) = deployment.audit("events")
     assert (row["status"], row["expired"], row["deleted"], row["shards"]) == ("purged", 120, 120, 3)
     assert row["verified"] is True
+
+
+def test_a_retried_slice_reports_what_its_interrupted_try_deleted(deployment):
+    # The steps as the tasks run them; the "interrupted try" is rows of slice 1 deleted without
+    # its task finishing (as committed batches of a killed worker are), then a second try.
+    from lifecycle import steps
+    from lifecycle.loader import load_policies
+
+    timestamps = [TIMESTAMPS[i % len(TIMESTAMPS)] for i in range(240)]
+    engine, table = seeded(deployment, timestamps, batch_size=10, shards=3)
+    (policy,) = [loaded.policy for loaded in load_policies(deployment.policy_dir).policies]
+    run = steps.Run("retention_events", "manual_1", 0, LOGICAL_DATE, None, False, 1.0)
+    extracted = steps.extract(policy, run)
+    decision = steps.check(policy, run, extracted)
+    slices = steps.split(policy, run, extracted, decision)
+    assert [(s["expired"], s["past"]) for s in slices] == [(40, 40), (40, 40), (40, 40)]
+    second = slices[1]
+    with engine.begin() as conn:
+        conn.execute(
+            table.delete()
+            .where(
+                table.c.id > second["after"],
+                table.c.id <= second["through"],
+                table.c.seen_at < CUTOFF,
+            )
+            .where(table.c.id <= sorted_ids_of(engine, table, second)[14])
+        )
+
+    retried = steps.delete(policy, run, extracted, second, try_number=2)
+    first_try = steps.delete(policy, run, extracted, slices[0], try_number=1)
+
+    assert (retried["deleted"], retried["earlier_tries"]) == (40, 15)
+    assert (first_try["deleted"], first_try["earlier_tries"]) == (40, 0)
+    merged = steps.merge_purges(run, slices, [first_try, retried])
+    assert merged is None  # slice 2 has not run: the run's total is not known yet
+    last = steps.delete(policy, run, extracted, slices[2], try_number=1)
+    merged = steps.merge_purges(run, slices, [first_try, retried, last])
+    assert (merged["deleted"], merged["earlier_tries"], merged["shards"]) == (120, 15, 3)
+    assert survivors(engine, table) == sorted(t for t in timestamps if t >= CUTOFF)
+
+
+def sorted_ids_of(engine, table, piece) -> list[int]:
+    with engine.connect() as conn:
+        return sorted(
+            conn.execute(
+                sa.select(table.c.id).where(
+                    table.c.id > piece["after"],
+                    table.c.id <= piece["through"],
+                    table.c.seen_at < CUTOFF,
+                )
+            ).scalars()
+        )

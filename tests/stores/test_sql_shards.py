@@ -48,7 +48,7 @@ def _slices_partition_and_purge_in_parallel(engine, key_type):
     assert [s.expired for s in shards] == [51, 51, 51, 49]
     assert shards[0].after is None and shards[-1].through is None
     assert all(a.through == b.after for a, b in itertools.pairwise(shards))
-    assert [store.pending(WINDOW, s) for s in shards] == [s.expired for s in shards]
+    assert [store.past_window(WINDOW, s) for s in shards] == [s.expired for s in shards]
     # Each slice in its own thread and connection, as the mapped tasks run on their workers.
     results = {}
 
@@ -81,7 +81,7 @@ def test_a_slice_never_deletes_outside_its_bounds(engine):
         left = sorted(ids)
     assert not [i for i in left if second.after < i <= second.through]
     assert len(left) == 202 - 51
-    assert store.pending(WINDOW, second) == 0
+    assert store.past_window(WINDOW, second) == 0
 
 
 def test_small_purges_and_text_keys_stay_in_one_slice(engine):
@@ -105,3 +105,23 @@ def test_a_slice_keeps_to_its_approved_count(engine):
     first = store.shards(WINDOW, count=4, expired=202)[0]
     with pytest.raises(PurgeLimitExceeded):
         store.purge(WINDOW, approved=first.expired - 1, shard=first)
+
+
+def test_a_key_that_is_not_unique_is_never_sliced(engine):
+    # Forty rows a key value: a slice cut at one would hold more rows than it was counted with.
+    table = sa.Table(
+        "events",
+        sa.MetaData(),
+        sa.Column("batch_no", sa.Integer, nullable=False),
+        sa.Column("seen_at", sa.DateTime(timezone=True)),
+    )
+    table.drop(engine, checkfirst=True)
+    table.create(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            table.insert(),
+            [{"batch_no": i // 40, "seen_at": CUTOFF - timedelta(days=1)} for i in range(400)],
+        )
+    store = SqlTableStore(config(key="batch_no", batch_size=10, shards=4), engine)
+    assert store.shards(WINDOW, count=4, expired=400) == [Shard(index=0, expired=400)]
+    assert store.purge(WINDOW, approved=400).deleted == 400

@@ -74,6 +74,7 @@ class Shard:
     expired: int  # purgeable records in the slice when the run was split
     after: Any = None  # JSON-safe key bounds: integers or UUID text, never other key values
     through: Any = None
+    past: int | None = None  # records past the window in it then, held or not (None: uncounted)
 
     @property
     def whole(self) -> bool:
@@ -121,9 +122,11 @@ class RetentionStore(ABC):
         """Split the purge into at most `count` slices; by default one: the whole store."""
         return [Shard(index=0, expired=expired)]
 
-    def pending(self, window: RetentionWindow, shard: Shard) -> int:
-        """Purgeable records left in a slice (a retried delete counts what earlier tries did)."""
-        return self.plan(window).expired
+    def past_window(self, window: RetentionWindow, shard: Shard) -> int | None:
+        """Records past the window in a slice, held or not, or None where counting would cost a
+        whole listing. A retried delete compares it with the count at the split: what is gone
+        meanwhile was deleted by an interrupted try, whatever holds were placed since."""
+        return None
 
     @abstractmethod
     def purge(

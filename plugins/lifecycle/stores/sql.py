@@ -411,10 +411,24 @@ class SqlTableStore(RetentionStore):
     # -- scale-out: slices of the key range, each purged by its own mapped task -----------------
 
     def _shardable(self) -> bool:
+        """Integer or UUID keys only (their values say nothing of a person, and they travel in
+        XCom), and only a unique key: a cut inside a run of equal values would put more rows in
+        a slice than it was counted with."""
         try:
-            return self.key.type.python_type in (int, uuid.UUID)
+            if self.key.type.python_type not in (int, uuid.UUID):
+                return False
         except NotImplementedError:
             return False
+        alone = [self.key.name]
+        if [c.name for c in self.table.primary_key.columns] == alone:
+            return True
+        return any(
+            [c.name for c in unique.columns] == alone
+            for unique in [
+                *(i for i in self.table.indexes if i.unique),
+                *(c for c in self.table.constraints if isinstance(c, sa.UniqueConstraint)),
+            ]
+        )
 
     def _bounds(self, shard: Shard | None) -> list:
         if shard is None:
@@ -458,8 +472,8 @@ class SqlTableStore(RetentionStore):
         shards.append(Shard(index=len(cuts), expired=total - size * len(cuts), after=after))
         return shards
 
-    def pending(self, window: RetentionWindow, shard: Shard) -> int:
-        query = sa.select(sa.func.count()).where(self._purgeable(window), *self._bounds(shard))
+    def past_window(self, window: RetentionWindow, shard: Shard) -> int:
+        query = sa.select(sa.func.count()).where(self._expired(window), *self._bounds(shard))
         with _sanitized(self.label, "count"), self.engine.connect() as conn:
             return conn.execute(query).scalar_one()
 
