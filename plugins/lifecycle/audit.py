@@ -282,6 +282,14 @@ def audit_row(
         status = "dry_run"
     elif purged is None:
         status, reasons = "failed", ["delete did not complete (see its task log)"]
+    elif purged.get("incomplete"):
+        status = "failed"
+        slices = ", ".join(map(str, purged["incomplete"]))
+        reasons = [
+            f"delete of slice {slices} did not complete (see its task log); the other slices "
+            f"deleted {purged['deleted_by_finished']}"
+        ]
+        purged = None  # the run's total is unknown
     elif verification is None:
         status, reasons = "failed", ["verify did not complete (see its task log)"]
     elif not verification["success"]:

@@ -238,17 +238,23 @@ def delete(
 def merge_purges(
     run: Run, shards: list[dict[str, Any]] | None, results: Any
 ) -> dict[str, Any] | None:
-    """The run's purge from its slices' results; None unless every slice of this attempt
-    finished (a slice that failed may have committed batches: the total is then unknown)."""
+    """The run's purge from its slices' results. None without this attempt's split; with a
+    slice unfinished, only what the finished ones deleted (a slice that failed may have
+    committed batches: the run's total is then unknown)."""
     if not shards:
         return None
     if isinstance(results, dict):  # one mapped task: Airflow returns its value alone
         results = [results]
     done = {r["shard"]: r for r in results or () if r and r.get("attempt") == run.attempt}
-    if any(s["attempt"] != run.attempt for s in shards) or set(done) != {
-        s["index"] for s in shards
-    }:
+    if any(s["attempt"] != run.attempt for s in shards):
         return None
+    missing = sorted({s["index"] for s in shards} - set(done))
+    if missing:  # what the finished slices deleted is known; the run's total is not
+        return {
+            "incomplete": missing,
+            "deleted_by_finished": sum(r["deleted"] for r in done.values()),
+            "attempt": run.attempt,
+        }
     failed: dict[str, int] = {}
     for result in done.values():
         for code, n in result.get("failed", {}).items():
@@ -263,6 +269,13 @@ def merge_purges(
         "earlier_uncounted": sorted(i for i, r in done.items() if r.get("earlier_uncounted")),
         "attempt": run.attempt,
     }
+
+
+def verify(policy: Policy, run: Run, extracted: dict[str, Any]) -> dict[str, Any]:
+    current, _ = window(policy, run, extracted)
+    with open_policy_store(policy) as store:
+        result = store.verify(current)
+    return result.to_dict() | {"attempt": run.attempt}
 
 
 def record(

@@ -21,9 +21,10 @@ def test_every_slice_finished_sums_them():
 
 
 def test_a_missing_or_stale_slice_leaves_the_total_unknown():
-    assert merge_purges(RUN, SLICES, [result(0, 5)]) is None
+    unfinished = {"incomplete": [1], "deleted_by_finished": 5, "attempt": 1}
+    assert merge_purges(RUN, SLICES, [result(0, 5)]) == unfinished
     # The XCom of an earlier attempt (before a clear) is not this attempt's work.
-    assert merge_purges(RUN, SLICES, [result(0, 5), result(1, 7, attempt=0)]) is None
+    assert merge_purges(RUN, SLICES, [result(0, 5), result(1, 7, attempt=0)]) == unfinished
     stale_split = [dict(s, attempt=0) for s in SLICES]
     assert merge_purges(RUN, stale_split, [result(0, 5), result(1, 7)]) is None
     assert merge_purges(RUN, None, [result(0, 5)]) is None
@@ -32,3 +33,27 @@ def test_a_missing_or_stale_slice_leaves_the_total_unknown():
 def test_one_slice_comes_back_as_a_value_not_a_list():
     merged = merge_purges(RUN, SLICES[:1], result(0, 5, failed={"AccessDenied": 2}))
     assert (merged["deleted"], merged["failed"]) == (5, {"AccessDenied": 2})
+
+
+def test_an_unfinished_slice_fails_the_run_and_names_what_the_others_deleted():
+    from lifecycle.audit import audit_row
+    from lifecycle.loader import parse_policy
+    from tests.unit.test_policy import VALID
+
+    row = audit_row(
+        parse_policy(VALID),
+        dag_id="retention_cdrs",
+        run_id="r",
+        attempt=1,
+        logical_date=RUN.logical_date,
+        dry_run=False,
+        extracted={"cutoff": "2026-05-29T00:00:00+00:00", "plan": {"expired": 12}},
+        decision={"outcome": "approved", "warnings": []},
+        purged=merge_purges(RUN, SLICES, [result(0, 5)]),
+        verification=None,
+        started_at=None,
+    )
+    assert (row["status"], row["deleted"]) == ("failed", None)
+    assert row["reasons"] == [
+        "delete of slice 1 did not complete (see its task log); the other slices deleted 5"
+    ]

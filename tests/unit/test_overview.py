@@ -1,6 +1,7 @@
 """The overview's judgement of each policy's last run (plain data, no server)."""
 
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 from lifecycle.ui.overview import attention, remaining_after
 
@@ -67,3 +68,17 @@ def test_reasons_a_row_stands_out():
     ]
     refused = run(status="refused", deleted=0, verified=None)
     assert attention(refused, remaining_after(refused), DAY) == ["last run refused"]
+
+
+def test_a_failed_delete_leaves_what_remains_unknown():
+    remaining = remaining_after(run(status="failed", deleted=None, verified=None))
+    assert (remaining.age_days, remaining.within) == (None, None)
+
+
+def test_a_policy_may_go_its_schedule_interval_and_a_day_without_a_run():
+    from lifecycle.ui.overview import stale_after
+
+    daily = SimpleNamespace(schedule="0 0 * * *", timezone="Europe/Amsterdam")
+    weekly = SimpleNamespace(schedule="0 3 * * 1", timezone="Europe/Amsterdam")
+    assert stale_after(daily, DAY) == timedelta(days=2)
+    assert stale_after(weekly, DAY) == timedelta(days=8)

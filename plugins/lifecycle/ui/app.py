@@ -9,6 +9,7 @@ the `lifecycle_audit` connection; the audit trail holds counts, bounds and polic
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -57,6 +58,26 @@ app = FastAPI(
     openapi_url=None,
 )
 templates = Jinja2Templates(directory=Path(__file__).with_name("templates"))
+
+
+def _database_error(request: Request, exc: Exception) -> Response:
+    # The type only: a driver's message can quote values.
+    log.warning("retention audit: audit database error (%s)", type(exc).__name__)
+    return Response(
+        "the audit database did not answer; see the API server's log",
+        status_code=503,
+        media_type="text/plain",
+        headers=NO_STORE,
+    )
+
+
+def _register_error_handlers() -> None:
+    import sqlalchemy as sa
+
+    app.add_exception_handler(sa.exc.DBAPIError, _database_error)
+
+
+_register_error_handlers()
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -211,8 +232,11 @@ def _export(kind: str, policy: str | None, start: date | None, end: date | None)
 
     if start and end and end < start:
         raise HTTPException(422, "end is before start")
-    audit_engine()  # a broken connection is a 503 before the download starts
+    # The first row is read before the response starts: a database that fails is a 503, not
+    # a 200 with a truncated file.
     rows = _runs_of(policy or None, start, end)
+    first = next(rows, None)
+    rows = itertools.chain([first] if first is not None else [], rows)
     name = "-".join(
         ["retention-audit", policy or "all", str(start or "begin"), str(end or "today")]
     )

@@ -100,7 +100,7 @@ def overview_svg(rows: list[Any]) -> str:
         {
             "policy": row.name,
             "percent": round(100 * row.remaining.age_days / row.remaining.limit_days, 1),
-            "verdict": "within" if row.remaining.within else "past",
+            "verdict": {True: "within", False: "past", None: "unknown"}[row.remaining.within],
         }
         for row in rows
         if row.remaining.age_days is not None and row.remaining.limit_days
@@ -113,7 +113,7 @@ def overview_svg(rows: list[Any]) -> str:
         x=alt.X("percent:Q", title="% of the retention limit"),
         color=alt.Color(
             "verdict:N",
-            scale=alt.Scale(domain=["within", "past"], range=[WITHIN, PAST]),
+            scale=alt.Scale(domain=["within", "past", "unknown"], range=[WITHIN, PAST, "#999"]),
             legend=alt.Legend(title=None, orient="top"),
         ),
     )

@@ -8,12 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from lifecycle.periods import parse_period
 from lifecycle.policy import Policy
 
-# A daily DAG whose last run is older than this has stopped enforcing its promise.
-STALE_AFTER = timedelta(days=2)
 FAILED_STATUSES = {"failed", "refused", "verification_failed"}
 
 
@@ -61,6 +60,9 @@ def remaining_after(run: dict[str, Any] | None) -> Remaining:
     if run["status"] == "purged" and run.get("verified"):
         oldest = run.get("oldest_retained")
         return Remaining(_days(logical_date - oldest) if oldest else None, limit, True, held)
+    if run["status"] == "failed" and run.get("deleted") is None:
+        # The delete failed midway: committed batches went, how many is not known.
+        return Remaining(None, limit, None, held)
     expired_left = (run.get("expired") or 0) - (run.get("deleted") or 0)
     if expired_left > 0 or run.get("verified") is False:
         oldest = run.get("oldest_expired")
@@ -71,7 +73,12 @@ def remaining_after(run: dict[str, Any] | None) -> Remaining:
     return Remaining(_days(logical_date - oldest) if oldest else None, limit, within, held)
 
 
-def attention(run: dict[str, Any] | None, remaining: Remaining, now: datetime) -> list[str]:
+def attention(
+    run: dict[str, Any] | None,
+    remaining: Remaining,
+    now: datetime,
+    patience: timedelta = timedelta(days=2),
+) -> list[str]:
     if run is None:
         return ["no run yet"]
     reasons = []
@@ -82,9 +89,19 @@ def attention(run: dict[str, Any] | None, remaining: Remaining, now: datetime) -
         reasons.append("last run was a dry run: nothing deleted")
     if remaining.within is False and status not in FAILED_STATUSES:
         reasons.append("records past the limit remain")
-    if run.get("logical_date") and now - run["logical_date"] > STALE_AFTER:
+    if run.get("logical_date") and now - run["logical_date"] > patience:
         reasons.append(f"no run for {(now - run['logical_date']).days} days")
     return reasons
+
+
+def stale_after(policy: Policy, now: datetime) -> timedelta:
+    """How long a policy may go without a run: its schedule's interval plus a day of slack
+    (two days for the daily default, eight for a weekly one)."""
+    from croniter import croniter
+
+    schedule = croniter(policy.schedule, now.astimezone(ZoneInfo(policy.timezone)))
+    latest = schedule.get_prev(datetime)
+    return latest - schedule.get_prev(datetime) + timedelta(days=1)
 
 
 def overview(
@@ -95,7 +112,8 @@ def overview(
     for policy in policies:
         run = latest.get(policy.name)
         remaining = remaining_after(run)
-        rows.append(OverviewRow(policy, run, remaining, attention(run, remaining, now)))
+        reasons = attention(run, remaining, now, stale_after(policy, now))
+        rows.append(OverviewRow(policy, run, remaining, reasons))
     return sorted(rows, key=lambda row: (not row.attention, row.name))
 
 
