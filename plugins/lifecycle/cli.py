@@ -158,6 +158,7 @@ def grants(
     from airflow.sdk.exceptions import AirflowNotFoundException
 
     from lifecycle.grants import (
+        TableGrant,
         apply_grants,
         check_role,
         grant_statements,
@@ -175,35 +176,48 @@ def grants(
     if audit_reader:
         needed = reader_grants(audit_conn_id)
     failed = False
-    for conn_id, table_grants in needed.items():
-        if not apply:
+    if not apply:
+        for conn_id, table_grants in needed.items():
             print(f"-- connection {conn_id}: run as the tables' owner, in its database")
             for statement in grant_statements(dialect, role, table_grants):
                 print(f"{statement};")
-            continue
+        return 0
+    # Connections to the same database are granted together, in one pass: each pass first
+    # revokes what the role held there, so one per connection would undo the others.
+    databases: dict[str, tuple[list[str], sa.Engine, dict[str, set[str]]]] = {}
+    for conn_id, table_grants in needed.items():
         try:
             engine = _control_engine(conn_id)
         except (AirflowNotFoundException, StoreConfigError) as exc:
             print(f"{conn_id}: no grants: {exc}", file=sys.stderr)
             failed = True
             continue
+        where = engine.url.set(username=None, password=None).render_as_string()
+        if where in databases:
+            engine.dispose()
+        conn_ids, engine, tables = databases.setdefault(where, ([], engine, {}))
+        conn_ids.append(conn_id)
+        for grant in table_grants:
+            tables.setdefault(grant.table, set()).update(grant.privileges)
+    for conn_ids, engine, tables in databases.values():
+        label = ", ".join(conn_ids)
+        merged = [TableGrant(table, tuple(sorted(p))) for table, p in sorted(tables.items())]
         try:
             if engine.dialect.name == "sqlite":
-                print(f"{conn_id}: SQLite has no roles (protect the file instead)")
+                print(f"{label}: SQLite has no roles (protect the file instead)")
                 continue
-            missing = apply_grants(engine, role, table_grants)
+            missing = apply_grants(engine, role, merged)
         except sa.exc.DBAPIError as exc:
             # The type only: a driver's message can quote values.
-            print(f"{conn_id}: no grants: {type(exc.orig).__name__}", file=sys.stderr)
+            print(f"{label}: no grants: {type(exc.orig).__name__}", file=sys.stderr)
             failed = True
             continue
         finally:
             engine.dispose()
-        granted = len(table_grants) - len(missing)
-        print(f"{conn_id}: {role} granted on {granted} tables")
+        print(f"{label}: {role} granted on {len(merged) - len(missing)} tables")
         for table in missing:
             print(
-                f"{conn_id}: table {table} does not exist, no grant: create it, then run "
+                f"{label}: table {table} does not exist, no grant: create it, then run "
                 "`lifecycle grants --apply` again",
                 file=sys.stderr,
             )

@@ -354,3 +354,32 @@ def test_the_role_purges_and_audits_and_may_do_nothing_else(
     finally:
         for engine in engines:
             engine.dispose()
+
+
+def test_connections_to_one_database_are_granted_together(cluster, tmp_path, monkeypatch, capsys):
+    # The store and the audit trail in one database: one pass, or the second connection's
+    # revoke-then-grant would take back what the first granted.
+    owner = sa.create_engine(cluster.url(cluster.owner, "telecom"))
+    try:
+        make_table(owner, "events", EVENT_TIMES)
+        policy_dir = tmp_path / "policies"
+        policy_dir.mkdir()
+        Deployment(policy_dir, "", "").write_policy("events", "events", "seen_at")
+        monkeypatch.setenv("LIFECYCLE_POLICY_DIR", str(policy_dir))
+        monkeypatch.setenv("AIRFLOW_CONN_TELECOM_DB", cluster.airflow_uri(cluster.owner, "telecom"))
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_LIFECYCLE_AUDIT", cluster.airflow_uri(cluster.owner, "telecom")
+        )
+        assert cli.main(["audit-init"]) == 0
+
+        assert cli.main(["grants", "--role", cluster.role, "--apply"]) == 0
+
+        assert "lifecycle_audit, telecom_db: " in capsys.readouterr().out
+        assert table_privileges(owner, cluster.role) == {
+            ("events", "SELECT"),
+            ("events", "DELETE"),
+            ("retention_audit", "INSERT"),
+            ("retention_holds", "SELECT"),
+        }
+    finally:
+        owner.dispose()
