@@ -92,11 +92,15 @@ def test_a_purge_that_crashes_midway_is_audited_and_a_rerun_finishes(deployment)
         "failed",  # record audits, then fails the run on purpose
     )
     remaining = survivors(engine, table)
-    assert len(remaining) == 12 + 3 - 6  # two batches of three committed, the third rolled back
+    # Two slices of six: the first deleted in two batches; the second's first batch holds
+    # row 7 and was rolled back.
+    assert len(remaining) == 12 + 3 - 6
     assert set(KEPT) <= set(remaining)  # nothing unexpired touched
     (row,) = deployment.audit("events")
     assert (row["status"], row["expired"], row["deleted"]) == ("failed", 12, None)
-    assert row["reasons"] == ["delete did not complete (see its task log)"]
+    assert row["reasons"] == [
+        "delete of slice 1 did not complete (see its task log); the other slices deleted 6"
+    ]
 
     with engine.begin() as conn:
         conn.execute(sa.text("DROP TRIGGER crash"))
