@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote
 
+import sqlalchemy as sa
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from fastapi.templating import Jinja2Templates
@@ -60,6 +61,7 @@ app = FastAPI(
 templates = Jinja2Templates(directory=Path(__file__).with_name("templates"))
 
 
+@app.exception_handler(sa.exc.DBAPIError)
 def _database_error(request: Request, exc: Exception) -> Response:
     # The type only: a driver's message can quote values.
     log.warning("retention audit: audit database error (%s)", type(exc).__name__)
@@ -69,15 +71,6 @@ def _database_error(request: Request, exc: Exception) -> Response:
         media_type="text/plain",
         headers=NO_STORE,
     )
-
-
-def _register_error_handlers() -> None:
-    import sqlalchemy as sa
-
-    app.add_exception_handler(sa.exc.DBAPIError, _database_error)
-
-
-_register_error_handlers()
 
 
 # -- data ---------------------------------------------------------------------------------------
