@@ -136,6 +136,12 @@ def table_privileges(engine: sa.Engine, role: str) -> set[tuple[str, str]]:
         return {(table, privilege) for table, privilege in rows}
 
 
+def connect_as(monkeypatch, cluster, user: str, audit_db: str = "audit") -> None:
+    """The Airflow connections of the store and the audit trail, logged in as `user`."""
+    monkeypatch.setenv("AIRFLOW_CONN_TELECOM_DB", cluster.airflow_uri(user, "telecom"))
+    monkeypatch.setenv("AIRFLOW_CONN_LIFECYCLE_AUDIT", cluster.airflow_uri(user, audit_db))
+
+
 def refusal(engine: sa.Engine, statement: str) -> str | None:
     """The SQLSTATE the role gets for `statement`; None if it was allowed (rolled back)."""
     with engine.connect() as conn:
@@ -198,10 +204,7 @@ def test_a_connection_that_cannot_be_reached_keeps_no_other_grant_back(
             .replace("conn_id: telecom_db", "conn_id: billing_db")
         )
         monkeypatch.setenv("LIFECYCLE_POLICY_DIR", str(policy_dir))
-        monkeypatch.setenv("AIRFLOW_CONN_TELECOM_DB", cluster.airflow_uri(cluster.owner, "telecom"))
-        monkeypatch.setenv(
-            "AIRFLOW_CONN_LIFECYCLE_AUDIT", cluster.airflow_uri(cluster.owner, "audit")
-        )
+        connect_as(monkeypatch, cluster, cluster.owner)
         monkeypatch.delenv("AIRFLOW_CONN_BILLING_DB", raising=False)
 
         assert cli.main(["grants", "--role", cluster.role, "--apply"]) == 1
@@ -242,10 +245,7 @@ def test_the_role_purges_and_audits_and_may_do_nothing_else(
         monkeypatch.setenv("LIFECYCLE_POLICY_DIR", str(policy_dir))
 
         # The init service's part, logged in as the owner.
-        monkeypatch.setenv("AIRFLOW_CONN_TELECOM_DB", cluster.airflow_uri(cluster.owner, "telecom"))
-        monkeypatch.setenv(
-            "AIRFLOW_CONN_LIFECYCLE_AUDIT", cluster.airflow_uri(cluster.owner, "audit")
-        )
+        connect_as(monkeypatch, cluster, cluster.owner)
         assert cli.main(["audit-init"]) == 0
         assert cli.main(["grants", "--role", cluster.role, "--apply"]) == 0
         assert "granted on 3 tables" in capsys.readouterr().out
@@ -271,10 +271,7 @@ def test_the_role_purges_and_audits_and_may_do_nothing_else(
         }
 
         # The jobs' part, logged in as the role.
-        monkeypatch.setenv("AIRFLOW_CONN_TELECOM_DB", cluster.airflow_uri(cluster.role, "telecom"))
-        monkeypatch.setenv(
-            "AIRFLOW_CONN_LIFECYCLE_AUDIT", cluster.airflow_uri(cluster.role, "audit")
-        )
+        connect_as(monkeypatch, cluster, cluster.role)
         runs = {
             name: deployment.run(f"retention_{name}", LOGICAL_DATE)
             for name in ("events", "contacts")
@@ -334,18 +331,13 @@ def test_the_role_purges_and_audits_and_may_do_nothing_else(
         assert written["reasons"] == [
             "audit schema outdated, not recorded: shards (run `lifecycle audit-init`)"
         ]
-        monkeypatch.setenv(
-            "AIRFLOW_CONN_LIFECYCLE_AUDIT", cluster.airflow_uri(cluster.owner, "audit")
-        )
+        connect_as(monkeypatch, cluster, cluster.owner)
         assert cli.main(["audit-init"]) == 0  # as the owner: the column is back
         assert "shards" in {
             c["name"] for c in sa.inspect(owner_audit).get_columns("retention_audit")
         }
 
         # The audit UI's role: the same grants machinery, reading the trail and nothing else.
-        monkeypatch.setenv(
-            "AIRFLOW_CONN_LIFECYCLE_AUDIT", cluster.airflow_uri(cluster.owner, "audit")
-        )
         assert cli.main(["grants", "--role", cluster.role, "--audit-reader", "--apply"]) == 0
         assert table_privileges(owner_audit, cluster.role) == {("retention_audit", "SELECT")}
         assert refusal(role_audit, "SELECT policy, deleted FROM retention_audit") is None
@@ -366,10 +358,7 @@ def test_connections_to_one_database_are_granted_together(cluster, tmp_path, mon
         policy_dir.mkdir()
         Deployment(policy_dir, "", "").write_policy("events", "events", "seen_at")
         monkeypatch.setenv("LIFECYCLE_POLICY_DIR", str(policy_dir))
-        monkeypatch.setenv("AIRFLOW_CONN_TELECOM_DB", cluster.airflow_uri(cluster.owner, "telecom"))
-        monkeypatch.setenv(
-            "AIRFLOW_CONN_LIFECYCLE_AUDIT", cluster.airflow_uri(cluster.owner, "telecom")
-        )
+        connect_as(monkeypatch, cluster, cluster.owner, audit_db="telecom")
         assert cli.main(["audit-init"]) == 0
 
         assert cli.main(["grants", "--role", cluster.role, "--apply"]) == 0
