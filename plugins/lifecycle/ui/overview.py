@@ -124,11 +124,9 @@ def history(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         remaining = remaining_after(run)
         points.append(
             {
-                "id": run["id"],
                 "logical_date": run["logical_date"],
                 "status": run["status"],
                 "deleted": run.get("deleted") or 0,
-                "held": run.get("held") or 0,
                 "age_days": remaining.age_days,
                 "limit_days": remaining.limit_days,
                 "within": remaining.within,
