@@ -8,6 +8,10 @@ policies, so a new policy file needs no second list kept by hand: rerun `lifecyc
 The schema (audit trail and holds) is created by the owner (`lifecycle audit-init`), never by
 the role. PostgreSQL 15 and later give PUBLIC no CREATE on the public schema; on older servers
 revoke it (`REVOKE CREATE ON SCHEMA public FROM PUBLIC`).
+
+DELETE is never granted on the control database's tables, Airflow's metadata or a system
+catalog (lifecycle.protected), even for a policy that escaped validation (built with
+`Policy.model_construct`, or loaded by an older version): the grants are the last guard.
 """
 
 from __future__ import annotations
@@ -23,8 +27,11 @@ from sqlalchemy.dialects import mysql, postgresql
 from lifecycle.audit import AUDIT_CONN_ID, runs
 from lifecycle.holds import holds
 from lifecycle.policy import IDENTIFIER_PATTERN, Policy
+from lifecycle.protected import protected_table_problem
 
 READ, DELETE, APPEND = "SELECT", "DELETE", "INSERT"
+# What grant_statements never gives on a protected table.
+_DELETING = {DELETE, "ALL", "ALL PRIVILEGES"}
 DIALECTS = {"postgresql": postgresql.dialect, "mysql": mysql.dialect, "mariadb": mysql.dialect}
 
 
@@ -53,6 +60,9 @@ def required_grants(
     for policy in policies:
         store, retention = policy.store, policy.retention
         if store.kind == "sql":
+            problem = protected_table_problem(store.table)
+            if problem is not None:
+                raise ValueError(f"policy {policy.name!r}: store.table: {problem}; no grants made")
             needs[store.conn_id][store.table] |= {READ, DELETE}
             event = retention.from_event
             if event is not None and event.table is not None:
@@ -101,6 +111,10 @@ def grant_statements(
     if dialect_name not in DIALECTS:
         raise ValueError(f"no grants for {dialect_name!r} (supported: {', '.join(DIALECTS)})")
     role = check_role(role)
+    for grant in grants:
+        problem = protected_table_problem(grant.table)
+        if problem is not None and _DELETING & {p.upper() for p in grant.privileges}:
+            raise ValueError(f"DELETE on {grant.table!r} refused: {problem}")
     quote = DIALECTS[dialect_name]().identifier_preparer.quote
     grantee = quote(role) if dialect_name == "postgresql" else f"'{role}'"
 
