@@ -80,9 +80,11 @@ def _check_hold_target(scope: str, subject: str) -> str | None:
         policies = [p for p in policies if p.name == scope]
         if not policies:
             return f"--scope: no policy named {scope!r} in {policy_dir()}"
-    if subject == "prefix" or any(subject in p.store.subjects for p in policies):
+    from lifecycle.stores import subjects_of
+
+    if any(subject in subjects_of(p) for p in policies):
         return None
-    known = sorted({s for p in policies for s in p.store.subjects})
+    known = sorted({s for p in policies for s in subjects_of(p)})
     return f"--subject: {subject!r} is mapped by no policy in scope (known: {', '.join(known)})"
 
 

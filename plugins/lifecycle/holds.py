@@ -3,8 +3,9 @@
 A legal hold, a restriction of processing while a correction or erasure request is pending
 (the statement's "Beperken van verwerking"), or a dispute. A hold lives in the control database
 (the audit connection), names a scope (one policy, or `*` for all), a subject (`customer`,
-`phone`, ... as mapped by each policy's `store.subjects`, or `prefix` for object keys) and a
-value. Every run excludes held records from the purge and from the verification's failure
+`phone`, ... as mapped by each policy's `store.subjects`, directly or through link tables,
+or `prefix` for object keys) and a value, stored in canonical form (`lifecycle.subjects`).
+Every run excludes held records from the purge and from the verification's failure
 condition, and counts them per hold id. The value is personal data: it never leaves this table
 and the task's memory.
 
@@ -21,6 +22,7 @@ import sqlalchemy as sa
 
 from lifecycle.audit import Timestamp, ensure_schema, metadata
 from lifecycle.stores import Hold
+from lifecycle.subjects import SubjectValueError, canonical
 
 REASONS = ("legal_hold", "restriction", "dispute")
 ALL_POLICIES = "*"
@@ -76,6 +78,12 @@ def place_hold(
         raise HoldError(f"reason: {reason!r} is not one of {', '.join(REASONS)}")
     if not value.strip():
         raise HoldError("value: a hold needs the subject value it protects")
+    try:
+        # Stored canonical (E.164 phone numbers, lower-case e-mail addresses), matched against
+        # the canonical form of the stored values, whatever their formatting.
+        value = canonical(subject, value)
+    except SubjectValueError as exc:
+        raise HoldError(f"{exc} for subject {subject!r}") from None
     if not placed_by.strip():
         raise HoldError("placed_by: say who places the hold")
     now = now or datetime.now(UTC)

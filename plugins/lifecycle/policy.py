@@ -6,6 +6,7 @@ generated from it (`python -m lifecycle schema`) and the reference doc is checke
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -43,16 +44,49 @@ def _matching(pattern: str, what: str):
     return check
 
 
+def period_at_least(period: str, floor: str) -> bool:
+    """True when `period` is at least `floor` (either may be P0D, an event's grace)."""
+    if not any(vars(parse_period(floor, allow_zero=True)).get(k) for k in _UNITS):
+        return True
+    if not any(vars(parse_period(period, allow_zero=True)).get(k) for k in _UNITS):
+        return False
+    return period_floor_ok(period, floor)
+
+
+_UNITS = ("years", "months", "days", "hours", "minutes", "seconds")
+
+
 def _period(value: str) -> str:
     parse_period(value)
     return value
 
 
+TIMEZONE_PATTERN = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$"
+# Files of the tz database that are no zone of the IANA list: the machine's own setting, a
+# placeholder, and POSIX rules. `localtime` would make the cutoff depend on the host.
+_NOT_ZONES = frozenset({"Factory", "localtime", "posixrules", "posix", "right"})
+
+
+@functools.cache
+def _iana_zones() -> frozenset[str]:
+    from zoneinfo import available_timezones
+
+    return frozenset(available_timezones())
+
+
 def _timezone(value: str) -> str:
+    problem = f"{value!r} is not an IANA timezone (example: Europe/Amsterdam)"
+    if (
+        not re.fullmatch(TIMEZONE_PATTERN, value, flags=re.ASCII)
+        or value.split("/")[0] in _NOT_ZONES
+    ):
+        raise ValueError(problem)
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"{value!r} is not an IANA timezone (example: Europe/Amsterdam)") from None
+        raise ValueError(problem) from None
+    if value not in _iana_zones():
+        raise ValueError(problem)
     return value
 
 
@@ -95,7 +129,9 @@ Period = Annotated[
 Timezone = Annotated[
     str,
     AfterValidator(_timezone),
-    WithJsonSchema({"type": "string", "description": "An IANA timezone name."}),
+    WithJsonSchema(
+        {"type": "string", "pattern": TIMEZONE_PATTERN, "description": "An IANA timezone name."}
+    ),
 ]
 
 
@@ -202,6 +238,28 @@ class Guards(_Strict):
     )
 
 
+class LinkHop(_Strict):
+    """One step of a subject link: the previous column's value is this table's `key`; the
+    subject (or the next step) is in this table's `column`."""
+
+    table: QualifiedTable = Field(description="The linked table, e.g. `subscribers`.")
+    key: Identifier = Field(description="Its column the previous column refers to (e.g. `id`).")
+    column: Identifier = Field(description="Its column that leads on (e.g. `customer_id`).")
+
+
+class SubjectLink(_Strict):
+    """How a record reaches a subject: its own `column`, followed `through` linked tables,
+    resolved in the database (`cdrs.subscriber_id -> subscribers.id`, `subscribers.customer_id`
+    is the customer)."""
+
+    column: Identifier = Field(description="The record's column the link starts from.")
+    through: list[LinkHop] = Field(
+        default_factory=list,
+        max_length=4,
+        description="Linked tables, in order; empty: the column holds the subject itself.",
+    )
+
+
 class SqlStore(_Strict):
     """A table in a relational database reached through an Airflow connection."""
 
@@ -234,20 +292,49 @@ class SqlStore(_Strict):
         "less is expired. Tables with other key types purge in one task (their key values could be "
         "personal data, and range bounds travel through XCom).",
     )
-    subjects: dict[Annotated[str, Field(pattern=NAME_PATTERN)], Identifier | list[Identifier]] = (
-        Field(
-            default_factory=dict,
-            description="Hold subjects and the column(s) each matches, e.g. `{customer: "
-            "customer_id, phone: [caller, callee]}`: a hold on subject `phone` with value V keeps "
-            "every row whose caller or callee is V.",
-        )
+    subjects: dict[
+        Annotated[str, Field(pattern=NAME_PATTERN)],
+        Identifier | SubjectLink | list[Identifier | SubjectLink],
+    ] = Field(
+        default_factory=dict,
+        description="How the records reach each subject (hold subjects, data-subject requests): "
+        "a column, a list of columns, or a link through other tables, e.g. `{phone: [caller, "
+        "callee], customer: {column: subscriber_id, through: [{table: subscribers, key: id, "
+        "column: customer_id}]}}`: a hold on subject `customer` with value V keeps every row "
+        "whose subscriber belongs to customer V. Values compare in canonical form: `phone` as "
+        "E.164, `email` case-insensitively, other subjects as keys.",
     )
 
+    @field_validator("table")
+    @classmethod
+    def _not_protected(cls, value: str) -> str:
+        # The audit trail, the holds, Airflow's metadata and system catalogs are never a purge
+        # target (checked again at run time on the resolved database).
+        from lifecycle.protected import protected_table_problem
+
+        problem = protected_table_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    def subject_links(self) -> dict[str, list[SubjectLink]]:
+        """Every subject as links (a plain column is a link with no hops)."""
+        links: dict[str, list[SubjectLink]] = {}
+        for subject, spec in self.subjects.items():
+            items = spec if isinstance(spec, list) else [spec]
+            links[subject] = [
+                SubjectLink(column=item) if isinstance(item, str) else item for item in items
+            ]
+        return links
+
     def subject_columns(self) -> dict[str, list[str]]:
-        return {
-            subject: [columns] if isinstance(columns, str) else list(columns)
-            for subject, columns in self.subjects.items()
-        }
+        """The record's own columns each subject starts from."""
+        return {s: [link.column for link in ls] for s, ls in self.subject_links().items()}
+
+    def link_tables(self) -> list[str]:
+        """The tables the subject links read through (the jobs' role needs SELECT on them)."""
+        links = [link for links in self.subject_links().values() for link in links]
+        return sorted({hop.table for link in links for hop in link.through})
 
     @property
     def location(self) -> str:
@@ -266,11 +353,30 @@ def _bucket(value: str) -> str:
     return value
 
 
+MAX_KEY_PATTERN_LENGTH = 500
+
+
+def compile_key_pattern(value: str):
+    """A key pattern compiled with RE2, whose matching time is linear in the key's length: a
+    crafted key cannot hold a backtracking engine at 100% CPU (`(\\w+)*` and the like)."""
+    import re2
+
+    options = re2.Options()
+    options.log_errors = False  # the message goes to the policy author, not to stderr
+    return re2.compile(value, options=options)
+
+
 def _key_pattern(value: str) -> str:
+    if len(value) > MAX_KEY_PATTERN_LENGTH:
+        raise ValueError(f"longer than {MAX_KEY_PATTERN_LENGTH} characters")
     try:
-        compiled = re.compile(value)
-    except re.error as exc:
-        raise ValueError(f"{value!r} is not a regular expression: {exc}") from None
+        compiled = compile_key_pattern(value)
+    except Exception as exc:  # re2.error: backreferences, lookaround, bad syntax
+        reason = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc
+        raise ValueError(
+            f"{value!r} is not a regular expression the linear-time engine (RE2) can run: "
+            f"{reason} (backreferences and lookaround are not supported)"
+        ) from None
     missing = {"year", "month", "day"} - set(compiled.groupindex)
     if missing:
         raise ValueError(
@@ -413,16 +519,24 @@ class Policy(_Strict):
             raise ValueError(f"{value!r} is not a cron expression (example: '0 0 * * *')")
         return value
 
+    @property
+    def period_floor(self) -> str:
+        """The shortest period this policy accepts, from the policy, a client or an event grace
+        (a typo such as PT6M for P6M would empty the table). An event's grace may be P0D ("until
+        end of service") unless the policy sets `guards.min_period` itself."""
+        if (
+            self.retention.from_event is not None
+            and "min_period" not in self.guards.model_fields_set
+        ):
+            return "P0D"
+        return self.guards.min_period
+
     @model_validator(mode="after")
     def _period_floor(self) -> Policy:
-        # A grace period after an event may be P0D; a period from the record's own time may not
-        # be shorter than the floor (a typo such as PT6M for P6M would empty the table).
-        if self.retention.from_event is None and not period_floor_ok(
-            self.retention.period, self.guards.min_period
-        ):
+        if not period_at_least(self.retention.period, self.period_floor):
             raise ValueError(
                 f"retention.period: {self.retention.period} is shorter than guards.min_period "
-                f"{self.guards.min_period}"
+                f"{self.period_floor}"
             )
         return self
 

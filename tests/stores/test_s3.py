@@ -307,3 +307,66 @@ def test_the_inventory_verification_holds_no_keys(s3):
     verification = store_for(s3, bucket, s3_policy()).verify(RetentionWindow(CUTOFF))
     assert verification.remaining == 1
     assert "+3161" not in json.dumps(verification.summary)
+
+
+def test_a_prefix_hold_placed_during_a_purge_protects_from_the_next_call(s3):
+    bucket = new_bucket(s3)
+    old = CUTOFF - timedelta(days=30)
+    keys = [f"support/2026/0{month}/{name}.wav" for month in (3, 4) for name in "abc"]
+    for key in keys:
+        put(s3, bucket, key, old)
+    hold = Hold(5, "recordings", "prefix", "support/2026/04/", "dispute")
+    calls = []
+
+    def reload_holds():
+        calls.append(1)
+        return () if len(calls) < 2 else (hold,)  # placed after the first DeleteObjects call
+
+    store = store_for(s3, bucket, s3_policy())  # two versions a call
+    result = store.purge(RetentionWindow(CUTOFF, reload_holds=reload_holds), approved=6)
+
+    assert sorted(inventory(s3, bucket)) == keys[3:]  # every key of the held month survives
+    assert result.deleted == 3
+
+
+def test_a_crafted_key_cannot_hang_a_key_pattern(s3, s3_endpoint, tmp_path):
+    """`(\\w+)*` backtracks exponentially in Python's re on a key that almost matches; the store
+    matches with RE2 (linear time). Run in a child process, so that a hang fails the test."""
+    import subprocess
+    import sys
+    import textwrap
+
+    bucket = new_bucket(s3, versioned=False)
+    s3.put_object(Bucket=bucket, Key="events/2026-01-01/" + "a" * 40 + "!", Body=b"{}")
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.path[:0] = ["plugins", "."]
+        from datetime import UTC, datetime
+        import boto3
+        from lifecycle.stores import RetentionWindow
+        from tests.stores.test_s3 import s3_policy, store_for
+        client = boto3.client("s3", endpoint_url={s3_endpoint!r}, region_name="us-east-1",
+                              aws_access_key_id="testing", aws_secret_access_key="testing")
+        pattern = r"(?P<year>\\d{{4}})-(?P<month>\\d{{2}})-(?P<day>\\d{{2}})/(\\w+)*\\.json$"
+        store = store_for(client, {bucket!r}, s3_policy(prefix="events/",
+                          timestamp={{"key_pattern": pattern}}))
+        plan = store.plan(RetentionWindow(datetime(2026, 6, 1, tzinfo=UTC)))
+        print(plan.total, plan.expired, plan.anomalies)
+        """
+    )
+    from tests.conftest import PROJECT
+
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=PROJECT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["1", "0", "1"]  # no date in the key: reported, not deleted
+
+
+@pytest.mark.parametrize(
+    "pattern", [r"(?P<year>\d{4})-(?P<month>\d{2})-(?P<day>\d{2})/(a)\5", r"(?=x)(?P<year>\d{4})"]
+)
+def test_key_patterns_the_linear_time_engine_cannot_run_are_refused(pattern):
+    with pytest.raises(ValueError, match="RE2"):
+        s3_policy(prefix="events/", timestamp={"key_pattern": pattern})

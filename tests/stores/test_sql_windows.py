@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
-from lifecycle.holds import active_holds, place_hold, release_hold
+from lifecycle.holds import HoldError, active_holds, place_hold, release_hold
 from lifecycle.stores import Hold, RetentionWindow
 from lifecycle.stores.sql import SqlTableStore, create_engine
 from tests.stores.test_sql import CUTOFF, ONE_US, config
@@ -325,8 +325,19 @@ def test_hold_lifecycle_in_the_control_database(engine):
         now=now,
     )
     other = place_hold(
-        engine, scope="cdrs", subject="phone", value="+31 6 1", reason="dispute", placed_by="po"
+        engine,
+        scope="cdrs",
+        subject="phone",
+        value="06-1234 5678",
+        reason="dispute",
+        placed_by="po",
     )
+    # Stored canonical: E.164, whatever the formatting it was typed in.
+    assert {h.id: h.value for h in active_holds(engine, "cdrs", now)}[other] == "+31612345678"
+    with pytest.raises(HoldError, match="not a possible phone number"):
+        place_hold(
+            engine, scope="cdrs", subject="phone", value="+31 6 1", reason="dispute", placed_by="po"
+        )
 
     def ids(policy, as_of):
         return [hold.id for hold in active_holds(engine, policy, as_of)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -38,6 +38,11 @@ class RetentionWindow:
     cutoff: datetime  # the policy's (default) cutoff
     tenant_cutoffs: Mapping[str, datetime] = field(default_factory=dict)  # per client organisation
     holds: tuple[Hold, ...] = ()
+    # Reads the active holds again (the control database): a purge calls it before every batch,
+    # so a hold placed mid-run protects at once. Not part of the window's identity.
+    reload_holds: Callable[[], tuple[Hold, ...]] | None = field(
+        default=None, compare=False, repr=False
+    )
 
     def cutoff_for(self, tenant: str | None) -> datetime:
         return self.tenant_cutoffs.get(tenant, self.cutoff) if tenant is not None else self.cutoff
@@ -59,7 +64,9 @@ class Plan:
     oldest_retained: str | None = None
     held_by_hold: dict[str, int] = field(default_factory=dict)  # hold id -> records it protects
     by_tenant: dict[str, dict[str, int]] = field(default_factory=dict)  # tenant -> total, expired
-    inert_holds: list[str] = field(default_factory=list)  # hold ids whose value fits no column
+    # Ids of the holds on a subject this store maps that reach no record at all (a value in
+    # another form, or a subject with no records here): reported as a warning.
+    inert_holds: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -147,6 +154,13 @@ class RetentionStore(ABC):
 
     def __exit__(self, *exc_info):
         self.close()
+
+
+def subjects_of(policy: Any) -> set[str]:
+    """The hold subjects a policy's records can be reached by."""
+    from lifecycle.subjects import PREFIX_SUBJECT
+
+    return {PREFIX_SUBJECT} if policy.store.kind == "s3" else set(policy.store.subjects)
 
 
 def open_store(policy: Any, connection: Any) -> RetentionStore:

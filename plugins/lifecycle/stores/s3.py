@@ -15,7 +15,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import re
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from lifecycle.policy import compile_key_pattern
 from lifecycle.stores import (
     Plan,
     PurgeLimitExceeded,
@@ -35,6 +35,7 @@ from lifecycle.stores import (
     StoreConfigError,
     Verification,
 )
+from lifecycle.subjects import PREFIX_SUBJECT
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ class S3PrefixStore(RetentionStore):
         self.zone = ZoneInfo(policy.timezone)
         self.pattern = None
         if not isinstance(config.timestamp, str) and hasattr(config.timestamp, "key_pattern"):
-            self.pattern = re.compile(config.timestamp.key_pattern)
+            self.pattern = compile_key_pattern(config.timestamp.key_pattern)
         self.metadata_key = getattr(config.timestamp, "metadata", None)
         self.per_tenant = policy.retention.per_tenant is not None
         try:
@@ -192,7 +193,7 @@ class S3PrefixStore(RetentionStore):
                 key_moment=None if per_version else self._key_moment(key, versions),
             )
             for hold in window.holds:
-                if hold.subject == "prefix" and key.startswith(hold.value):
+                if hold.subject == PREFIX_SUBJECT and key.startswith(hold.value):
                     verdict.held_by = hold.id
                     break
             if verdict.held_by is None and self.object_lock:
@@ -336,6 +337,15 @@ class S3PrefixStore(RetentionStore):
             pending = retry
         return deleted, errors
 
+    @staticmethod
+    def _still_unheld(window: RetentionWindow, batch: list[Version]) -> list[Version]:
+        """The batch less the keys a hold placed since the listing covers: the holds are read
+        again before every DeleteObjects call, so a hold placed mid-run protects at once."""
+        if window.reload_holds is None:
+            return batch
+        prefixes = tuple(h.value for h in window.reload_holds() if h.subject == PREFIX_SUBJECT)
+        return [v for v in batch if not v.key.startswith(prefixes)] if prefixes else batch
+
     def purge(
         self, window: RetentionWindow, *, approved: int, shard: Shard | None = None
     ) -> PurgeResult:
@@ -354,7 +364,10 @@ class S3PrefixStore(RetentionStore):
                 errors += failed
 
         with ThreadPoolExecutor(max_workers=self.config.max_in_flight) as pool:
-            for batch in self._batches(window):
+            for listed in self._batches(window):
+                batch = self._still_unheld(window, listed)
+                if not batch:
+                    continue
                 if submitted + len(batch) > approved:
                     collect(wait(in_flight).done)
                     raise PurgeLimitExceeded(

@@ -13,6 +13,7 @@ import logging
 import time
 import uuid
 from contextlib import contextmanager, suppress
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +31,8 @@ from lifecycle.stores import (
     StoreConfigError,
     Verification,
 )
+from lifecycle.stores.sql_subjects import SubjectMatcher, hold_value
+from lifecycle.stores.sql_subjects import coerce as _coerce
 
 log = logging.getLogger(__name__)
 
@@ -188,10 +191,9 @@ class SqlTableStore(RetentionStore):
             if tenants is None
             else self._column(self.table, tenants.column, "retention.per_tenant.column")
         )
-        self.subjects = {
-            subject: [self._column(self.table, c, f"store.subjects.{subject}") for c in columns]
-            for subject, columns in config.subject_columns().items()
-        }
+        self.subjects = SubjectMatcher(
+            self.table, policy, self._reflect, self._column, self.engine.connect
+        )
 
     def _reflect(self, qualified: str, field: str) -> sa.Table:
         schema, _, name = qualified.rpartition(".")
@@ -272,35 +274,18 @@ class SqlTableStore(RetentionStore):
         )
         return sa.and_(ended, sa.not_(keeps))
 
-    def _hold_matches(self, window: RetentionWindow) -> list[tuple[Hold, sa.Column, Any]]:
-        """(hold, column, value) for every column a hold's subject maps to in this table, the
-        value converted to the column's Python type (holds are stored as text)."""
-        matches = []
-        for hold in window.holds:
-            for column in self.subjects.get(hold.subject, ()):
-                # A value of another type (text for an integer column) cannot match any row;
-                # the plan reports such a hold (`inert_holds`).
-                with suppress(ValueError, TypeError):
-                    matches.append((hold, column, _coerce(hold.value, column)))
-        return matches
-
-    def _inert_holds(self, window: RetentionWindow) -> list[str]:
-        """Holds on a subject this table maps whose value fits none of its columns' types."""
-        matched = {hold.id for hold, _, _ in self._hold_matches(window)}
-        return [
-            str(hold.id)
-            for hold in window.holds
-            if hold.subject in self.subjects and hold.id not in matched
-        ]
+    def _held(self, holds: tuple[Hold, ...]) -> sa.ColumnElement:
+        """Rows reached by any of the holds, through the policy's subject links."""
+        values: dict[str, set[str]] = {}
+        for hold in holds:
+            values.setdefault(hold.subject, set()).add(hold_value(hold))
+        if not values:
+            return sa.false()
+        return sa.or_(*(self.subjects.matches(subject, vs) for subject, vs in values.items()))
 
     def _purgeable(self, window: RetentionWindow):
-        """Past the window and not held. A NULL subject value matches no hold (NOT IN would
-        make it NULL, and so never deletable)."""
-        values: dict[sa.Column, list[Any]] = {}
-        for _, column, value in self._hold_matches(window):
-            values.setdefault(column, []).append(value)
-        not_held = [sa.or_(column.is_(None), column.not_in(vs)) for column, vs in values.items()]
-        return sa.and_(self._expired(window), *not_held)
+        """Past the window and not held (a NULL subject column matches no hold)."""
+        return sa.and_(self._expired(window), sa.not_(self._held(window.holds)))
 
     # -- plan ---------------------------------------------------------------------------------
 
@@ -359,14 +344,12 @@ class SqlTableStore(RetentionStore):
                 )
             ),
         ]
-        by_hold: dict[Hold, list] = {}
-        for hold, column, value in self._hold_matches(window):
-            by_hold.setdefault(hold, []).append(column == value)
-        holds = [
-            (hold, self._counted(sa.and_(expired, sa.or_(*matches))))
-            for hold, matches in by_hold.items()
-        ]
-        query = sa.select(*columns, *(count for _, count in holds)).select_from(self.table)
+        mapped = [hold for hold in window.holds if hold.subject in self.subjects.subjects]
+        per_hold = []
+        for hold in mapped:
+            reached = self.subjects.matches(hold.subject, [hold_value(hold)])
+            per_hold += [self._counted(sa.and_(expired, reached)), self._counted(reached)]
+        query = sa.select(*columns, *per_hold).select_from(self.table)
         with _sanitized(self.label, "plan"), self.engine.connect() as conn:
             (
                 total,
@@ -377,7 +360,7 @@ class SqlTableStore(RetentionStore):
                 oldest,
                 newest,
                 oldest_retained,
-                *per_hold,
+                *hold_counts,
             ) = conn.execute(query).one()
             by_tenant = {}
             if self.tenant is not None:
@@ -391,9 +374,10 @@ class SqlTableStore(RetentionStore):
                     for tenant, count, n in rows
                     if tenant is not None
                 }
-        held_by_hold = {
-            str(hold.id): count for (hold, _), count in zip(holds, per_hold, strict=True)
-        }
+        held_by_hold = {str(h.id): n for h, n in zip(mapped, hold_counts[::2], strict=True) if n}
+        # Holds on a subject this table maps that reach no record at all: a value in another
+        # form or of another customer, reported by id (the value is personal data).
+        unreached = [str(h.id) for h, n in zip(mapped, hold_counts[1::2], strict=True) if not n]
         return Plan(
             total=total,
             expired=n_purgeable,
@@ -405,7 +389,7 @@ class SqlTableStore(RetentionStore):
             oldest_retained=_iso(oldest_retained),
             held_by_hold=held_by_hold,
             by_tenant=by_tenant,
-            inert_holds=self._inert_holds(window),
+            inert_holds=unreached,
         )
 
     # -- scale-out: slices of the key range, each purged by its own mapped task -----------------
@@ -483,6 +467,7 @@ class SqlTableStore(RetentionStore):
         self, window: RetentionWindow, *, approved: int, shard: Shard | None = None
     ) -> PurgeResult:
         purgeable = sa.and_(self._purgeable(window), *self._bounds(shard))
+        holds = window.holds
         batch_size = self.config.batch_size
         started = time.perf_counter()
         # The key range holding purgeable rows (ORDER BY/LIMIT: min() has no uuid overload).
@@ -494,6 +479,14 @@ class SqlTableStore(RetentionStore):
         last_report = started
         lower_bound = self.key >= lowest if lowest is not None else None
         while lower_bound is not None:
+            if window.reload_holds is not None:
+                # A hold placed while the purge runs protects from the next batch on (an
+                # indexed read of the control table); an unreachable one stops the purge.
+                fresh = window.reload_holds()
+                if fresh != holds:
+                    holds = fresh
+                    current = replace(window, holds=holds)
+                    purgeable = sa.and_(self._purgeable(current), *self._bounds(shard))
             with _sanitized(self.label, f"purge batch {batches + 1}"), self.engine.begin() as conn:
                 upper = conn.execute(
                     sa.select(self.key)
@@ -584,19 +577,6 @@ def _sqlite_well_formed(column):
 
 def _json_key(value: Any) -> int | str:
     return value if isinstance(value, int) else str(value)
-
-
-def _coerce(value: str, column: sa.Column) -> Any:
-    """A hold value as the column's Python type (holds are stored as text)."""
-    try:
-        python_type = column.type.python_type
-    except NotImplementedError:
-        return value
-    if python_type is str:
-        return value
-    if python_type is uuid.UUID:
-        return uuid.UUID(value)
-    return python_type(value)
 
 
 def open_store(policy: Any, connection: Any) -> SqlTableStore:
