@@ -1,8 +1,8 @@
 """Least-privilege grants for the retention jobs' database role, derived from the policy files.
 
 The jobs read and delete in each SQL policy's table, only read the tables they consult (the event
-table of `from_event`, the settings table of `per_tenant`, the holds) and only append to the
-audit trail. Nothing else: no UPDATE, no TRUNCATE, no DDL. The statements come from the loaded
+table of `from_event`, the link tables of `store.subjects`, the settings table of `per_tenant`,
+the holds) and only append to the audit trail. Nothing else: no UPDATE, no TRUNCATE, no DDL. The statements come from the loaded
 policies, so a new policy file needs no second list kept by hand: rerun `lifecycle grants`.
 
 The schema (audit trail and holds) is created by the owner (`lifecycle audit-init`), never by
@@ -67,6 +67,8 @@ def required_grants(
             event = retention.from_event
             if event is not None and event.table is not None:
                 needs[store.conn_id][event.table].add(READ)
+            for linked in store.link_tables():  # subject links: read, never deleted
+                needs[store.conn_id][linked].add(READ)
         if retention.per_tenant is not None:
             settings = retention.per_tenant
             needs[settings.conn_id or store.conn_id][settings.table].add(READ)

@@ -168,7 +168,9 @@ def test_grants_come_from_the_catalogue_policies():
     # clients set (read for an S3 policy through the telecom connection).
     assert telecom["contracts"] == ("SELECT",)
     assert telecom["client_retention_settings"] == ("SELECT",)
-    assert set(telecom) == sql_tables | {"contracts", "client_retention_settings"}
+    # The subscribers through which call records and IP logs reach their customer.
+    assert telecom["subscribers"] == ("SELECT",)
+    assert set(telecom) == sql_tables | {"contracts", "client_retention_settings", "subscribers"}
     audit = {grant.table: grant for grant in grants["lifecycle_audit"]}
     assert audit["retention_audit"].privileges == ("INSERT",)
     assert audit["retention_holds"].privileges == ("SELECT",)
