@@ -18,12 +18,14 @@ from lifecycle.policy import (
     EventSource,
     Guards,
     KeyPatternTimestamp,
+    LinkHop,
     MetadataTimestamp,
     Policy,
     Retention,
     S3Store,
     SqlStore,
     Statement,
+    SubjectLink,
     TenantPeriods,
 )
 
@@ -37,6 +39,8 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("`retention.from_event`", EventSource),
     ("`retention.per_tenant`", TenantPeriods),
     ("`store` with `kind: sql`", SqlStore),
+    ("A link of `store.subjects` (sql)", SubjectLink),
+    ("A step of a link's `through`", LinkHop),
     ("`store` with `kind: s3`", S3Store),
     ("`store.timestamp` of an s3 store: `{metadata: ...}`", MetadataTimestamp),
     ("`store.timestamp` of an s3 store: `{key_pattern: ...}`", KeyPatternTimestamp),

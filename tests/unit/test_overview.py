@@ -82,3 +82,16 @@ def test_a_policy_may_go_its_schedule_interval_and_a_day_without_a_run():
     weekly = SimpleNamespace(schedule="0 3 * * 1", timezone="Europe/Amsterdam")
     assert stale_after(daily, DAY) == timedelta(days=2)
     assert stale_after(weekly, DAY) == timedelta(days=8)
+
+
+def test_a_hold_that_protects_nothing_needs_attention_on_the_overview():
+    warned = run(
+        reasons=[
+            "hold 4 (phone) reaches no records in this policy: check its value (it protects "
+            "nothing here)",
+            "3 records have no timestamp and would escape retention forever",
+        ]
+    )
+    reasons = attention(warned, remaining_after(warned), DAY)
+    assert reasons == [warned["reasons"][0]]
+    assert attention(run(), remaining_after(run()), DAY) == []

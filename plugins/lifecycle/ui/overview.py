@@ -91,7 +91,14 @@ def attention(
         reasons.append("records past the limit remain")
     if run.get("logical_date") and now - run["logical_date"] > patience:
         reasons.append(f"no run for {(now - run['logical_date']).days} days")
+    # A hold that protects nothing is a privacy officer's mistake to fix before the window of
+    # what it was meant to keep runs out (ids and subjects only).
+    reasons += [r for r in run.get("reasons") or () if is_hold_warning(r)]
     return reasons
+
+
+def is_hold_warning(reason: str) -> bool:
+    return reason.startswith("hold ") and "protects nothing here" in reason
 
 
 def stale_after(policy: Policy, now: datetime) -> timedelta:
