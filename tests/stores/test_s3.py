@@ -261,7 +261,10 @@ def test_client_periods_and_prefix_holds(s3):
             "acme": CUTOFF - timedelta(days=30),
             "globex": CUTOFF - timedelta(days=365),
         },
-        holds=(Hold(5, "*", "prefix", "tenants/acme/40", "legal_hold"),),
+        holds=(
+            Hold(5, "*", "prefix", "tenants/acme/40", "legal_hold"),
+            Hold(6, "*", "prefix", "tenants/acme/41", "dispute"),  # reaches no key
+        ),
     )
     store = store_for(s3, bucket, policy)
 
@@ -272,7 +275,7 @@ def test_client_periods_and_prefix_holds(s3):
         "globex": {"total": 4, "expired": 0},
         "initech": {"total": 4, "expired": 2},
     }
-    assert (plan.held, plan.held_by_hold) == (1, {"5": 1})
+    assert (plan.held, plan.held_by_hold, plan.inert_holds) == (1, {"5": 1}, ["6"])
     store.purge(window, approved=plan.expired)
     assert sorted(inventory(s3, bucket)) == sorted(
         [

@@ -267,7 +267,10 @@ class S3PrefixStore(RetentionStore):
         oldest = newest = oldest_retained = None
         held_by_hold: Counter[str] = Counter()
         by_tenant: dict[str, dict[str, int]] = {}
+        prefixes = {h.id: h.value for h in window.holds if h.subject == PREFIX_SUBJECT}
+        reached: set[int] = set()
         for verdict in self._keys(window):
+            reached |= {i for i, prefix in prefixes.items() if verdict.key.startswith(prefix)}
             total += len(verdict.versions)
             deletable = verdict.deletable()
             expired += len(deletable)
@@ -296,6 +299,7 @@ class S3PrefixStore(RetentionStore):
             else None,
             held_by_hold=dict(held_by_hold),
             by_tenant=by_tenant,
+            inert_holds=[str(i) for i in sorted(set(prefixes) - reached)],
         )
 
     # -- purge --------------------------------------------------------------------------------
