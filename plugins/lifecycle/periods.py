@@ -14,15 +14,22 @@ from zoneinfo import ZoneInfo
 from dateutil.relativedelta import relativedelta
 
 # Designators in ISO 8601 order; integers only (a fractional month has no calendar meaning).
+# ASCII digits only, as the JSON Schema's pattern (ECMA-262 \d): Python's \d would also take
+# other scripts' digits (P٣M), a period the schema and every other tool refuse. \Z, not $: $
+# would accept a trailing newline.
 _DURATION = re.compile(
-    r"^P(?!$)(?:(?P<years>\d+)Y)?(?:(?P<months>\d+)M)?(?:(?P<weeks>\d+)W)?(?:(?P<days>\d+)D)?"
-    r"(?:T(?=\d)(?:(?P<hours>\d+)H)?(?:(?P<minutes>\d+)M)?(?:(?P<seconds>\d+)S)?)?$"
+    r"^P(?!\Z)(?:(?P<years>[0-9]+)Y)?(?:(?P<months>[0-9]+)M)?(?:(?P<weeks>[0-9]+)W)?"
+    r"(?:(?P<days>[0-9]+)D)?"
+    r"(?:T(?=[0-9])(?:(?P<hours>[0-9]+)H)?(?:(?P<minutes>[0-9]+)M)?(?:(?P<seconds>[0-9]+)S)?)?\Z"
 )
 # The same grammar without Python's named groups, for the JSON Schema (ECMA-262 regex).
 DURATION_PATTERN = r"^P(?!$)(\d+Y)?(\d+M)?(\d+W)?(\d+D)?(T(?=\d)(\d+H)?(\d+M)?(\d+S)?)?$"
 
 
 MAX_YEARS = 100
+# 100 years is 3 155 760 000 seconds: a number of more digits is too long in any unit, and is
+# refused before int() (which would refuse beyond 4300 digits with a message about Python).
+_MAX_DIGITS = 10
 
 
 def parse_period(text: str, *, allow_zero: bool = False) -> relativedelta:
@@ -36,6 +43,8 @@ def parse_period(text: str, *, allow_zero: bool = False) -> relativedelta:
         raise ValueError(
             f"{text!r} is not an ISO 8601 duration with whole numbers (examples: P6M, P90D, P3Y)"
         )
+    if any(len(value.lstrip("0")) > _MAX_DIGITS for value in match.groupdict().values() if value):
+        raise ValueError(f"{text!r} is longer than {MAX_YEARS} years: not a retention period")
     parts = {unit: int(value) for unit, value in match.groupdict().items() if value is not None}
     if not allow_zero and not any(parts.values()):
         raise ValueError(f"{text!r} is not a positive duration: a retention period must be > 0")

@@ -1,6 +1,7 @@
 """Cutoff arithmetic: calendar periods in the policy timezone, strictly-before semantics."""
 
 import calendar
+import re
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -8,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lifecycle.periods import compute_cutoff, parse_period, period_floor_ok
+from lifecycle.periods import DURATION_PATTERN, compute_cutoff, parse_period, period_floor_ok
 
 AMS = ZoneInfo("Europe/Amsterdam")
 
@@ -25,6 +26,29 @@ def test_positive_iso_durations_parse(text):
 def test_non_positive_or_malformed_durations_are_rejected(text):
     with pytest.raises(ValueError, match=repr(text).replace("(", r"\(")):
         parse_period(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "P\u0663M",  # Arabic-Indic three
+        "P\uff16M",  # fullwidth six
+        "PT\u096cH",  # Devanagari six
+        "P1Y\u0666M",
+        "P6M\n",  # Python's $ matches before a final newline; ECMA-262's does not
+    ],
+)
+def test_only_ascii_digits_as_in_the_json_schema(text):
+    # The JSON Schema's pattern is ECMA-262 (editors, CI validators), where \d is [0-9] and $
+    # is the very end: what it refuses, the model refuses too.
+    assert not re.search(DURATION_PATTERN.replace("$", r"\Z"), text, re.ASCII)
+    with pytest.raises(ValueError, match="not an ISO 8601 duration"):
+        parse_period(text)
+
+
+def test_a_number_too_long_for_int_is_a_period_too_long():
+    with pytest.raises(ValueError, match="longer than 100 years"):
+        parse_period("P" + "9" * 5000 + "D")
 
 
 @pytest.mark.parametrize(
