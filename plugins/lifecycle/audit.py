@@ -264,6 +264,7 @@ def audit_row(
     purged: dict[str, Any] | None,
     verification: dict[str, Any] | None,
     started_at: datetime | None,
+    failures: list[str] | None = None,
 ) -> dict[str, Any]:
     """The audit row of a run from what its tasks left in XCom (None where a task failed).
 
@@ -309,6 +310,9 @@ def audit_row(
             "an interrupted try may have deleted more than counted here (slice "
             f"{', '.join(map(str, purged['earlier_uncounted']))}: the store is not recounted)"
         )
+    # Configuration errors that failed a step at once (a missing connection, a protected
+    # table): their messages name settings, never records.
+    reasons += [f for f in failures or () if f not in reasons]
     if decision:
         reasons += list(decision.get("warnings", ()))
     elif extracted:

@@ -33,8 +33,14 @@ def validate(directory: Path) -> int:
         )
     for error in result.errors:
         print(f"INVALID {error.message}", file=sys.stderr)
-    print(f"{len(result.policies)} valid, {len(result.errors)} invalid policy files in {directory}")
-    return 1 if result.errors or not result.policies else 0
+    for conflict in result.conflicts:
+        # Both DAGs stay, and every run of both is refused with this message.
+        print(f"CONFLICT {conflict.message}", file=sys.stderr)
+    print(
+        f"{len(result.policies)} valid, {len(result.errors)} invalid policy files, "
+        f"{len(result.conflicts)} conflicts in {directory}"
+    )
+    return 1 if result.errors or result.conflicts or not result.policies else 0
 
 
 def schema_text() -> str:

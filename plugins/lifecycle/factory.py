@@ -46,10 +46,13 @@ DEFAULT_ARGS = {
 
 
 def policy_asset(policy: Policy) -> Asset:
+    """Every policy its own asset: two DAGs declaring one URI would make Airflow mark one of
+    them inactive, and that DAG's purges would leave no asset events."""
     store = policy.store
     return Asset(
         name=policy.dag_id,
-        uri=f"retention://{store.conn_id}/{store.location.removeprefix('s3://')}",
+        uri=f"retention://{store.conn_id}/{store.location.removeprefix('s3://')}"
+        f"?policy={policy.name}",
         group="retention",
     )
 
@@ -93,6 +96,11 @@ def _store_rows(store) -> list[tuple[str, str]]:
     ]
 
 
+def _link_text(link) -> str:
+    hops = "".join(f" → `{hop.table}.{hop.key}`, `{hop.column}`" for hop in link.through)
+    return f"`{link.column}`{hops}"
+
+
 def _audit_pages() -> str:
     """Where the audit pages are, as a path from the host: Airflow may be served under a
     subpath of its `[api] base_url`."""
@@ -105,7 +113,10 @@ def render_doc(policy: Policy, path: Path) -> str:
     audit = _audit_pages()
     store = policy.store
     guards = policy.guards
-    subjects = ", ".join(f"{s} → `{', '.join(c)}`" for s, c in store.subject_columns().items())
+    subjects = "; ".join(
+        f"{subject} → " + ", ".join(_link_text(link) for link in links)
+        for subject, links in (store.subject_links().items() if store.kind == "sql" else ())
+    )
     if store.kind == "s3":
         subjects = "prefix → the object key"
     subjects = subjects or "none"
@@ -164,23 +175,46 @@ def _run() -> Any:
 
 @contextmanager
 def _no_retry_for_what_retries_cannot_fix(path: Path):
-    """A policy that does not match its store, a bad client setting, or a purge that found more
-    than was approved will not heal by retrying: fail at once, naming the policy file."""
+    """A policy that does not match its store, a missing connection, a bad client setting, or a
+    purge that found more than was approved will not heal by retrying: fail at once, naming the
+    policy file. The message (names, counts and settings, never a record) also goes to XCom,
+    so that the audit row says why."""
     from lifecycle.stores import PurgeLimitExceeded, StoreConfigError
     from lifecycle.tenants import TenantSettingsError
 
     try:
         yield
     except (StoreConfigError, TenantSettingsError) as exc:
+        _push_failure(f"{path.name}: {exc}")
         raise AirflowFailException(f"{path}: {exc}") from None
     except PurgeLimitExceeded as exc:
+        _push_failure(str(exc))
         raise AirflowFailException(str(exc)) from None
 
 
-def _check(policy: Policy, extracted: dict[str, Any]) -> dict[str, Any]:
+def _push_failure(message: str) -> None:
+    get_current_context()["ti"].xcom_push(key="failure", value=message)
+
+
+FAILING_STEPS = ("extract", "split", "delete", "verify")
+
+
+def _failures(ti: Any) -> list[str]:
+    found = []
+    for step in FAILING_STEPS:
+        pulled = ti.xcom_pull(task_ids=step, key="failure")
+        for message in pulled if isinstance(pulled, list) else [pulled]:
+            if message and message not in found:
+                found.append(message)
+    return found
+
+
+def _check(
+    policy: Policy, extracted: dict[str, Any], conflict: str | None = None
+) -> dict[str, Any]:
     from lifecycle import steps
 
-    decision = steps.check(policy, _run(), extracted)
+    decision = steps.check(policy, _run(), extracted, refusals=(conflict,) if conflict else ())
     # Pushed before failing or skipping, so that record can audit a refusal or a dry run.
     get_current_context()["ti"].xcom_push(key="decision", value=decision)
     if decision["outcome"] == "refused":
@@ -219,6 +253,7 @@ def _record(policy: Policy, asset: Asset) -> None:
         shards=ti.xcom_pull(task_ids="split"),
         purges=ti.xcom_pull(task_ids="delete"),
         verification=ti.xcom_pull(task_ids="verify", key="verification"),
+        failures=_failures(ti),
     )
     counts = {
         name: row[name]
@@ -244,7 +279,10 @@ def _record(policy: Policy, asset: Asset) -> None:
 # -- DAGs -------------------------------------------------------------------------------------
 
 
-def build_dag(policy: Policy, path: Path) -> DAG:
+def build_dag(policy: Policy, path: Path, conflict: str | None = None) -> DAG:
+    """The policy's DAG. `conflict`: another policy covers the same records (validate reports
+    it); every run of both is then refused with that message, so neither deletes what the
+    other keeps, and neither DAG vanishes."""
     asset = policy_asset(policy)
     with DAG(
         dag_id=policy.dag_id,
@@ -277,7 +315,7 @@ def build_dag(policy: Policy, path: Path) -> DAG:
 
         @task(task_id="check")
         def check(extracted: dict[str, Any]) -> dict[str, Any]:
-            return _check(policy, extracted)
+            return _check(policy, extracted, conflict)
 
         @task(task_id="split")
         def split(extracted: dict[str, Any], decision: dict[str, Any]) -> list[dict[str, Any]]:
@@ -357,7 +395,8 @@ def build_dags(directory: Path | None = None) -> dict[str, DAG]:
     errors = list(result.errors)
     for loaded in result.policies:
         try:
-            dags[loaded.policy.dag_id] = build_dag(loaded.policy, loaded.path)
+            conflict = result.conflict_for(loaded.policy.name)
+            dags[loaded.policy.dag_id] = build_dag(loaded.policy, loaded.path, conflict)
         except Exception as exc:  # whatever Airflow refuses, reported per file
             errors.append(PolicyError(loaded.path, (f"(file): Airflow refused the DAG: {exc}",)))
     for error in errors:

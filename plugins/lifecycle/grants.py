@@ -2,8 +2,9 @@
 
 The jobs read and delete in each SQL policy's table, only read the tables they consult (the event
 table of `from_event`, the link tables of `store.subjects`, the settings table of `per_tenant`,
-the holds) and only append to the audit trail. Nothing else: no UPDATE, no TRUNCATE, no DDL. The statements come from the loaded
-policies, so a new policy file needs no second list kept by hand: rerun `lifecycle grants`.
+the holds) and only append to the audit trail. Nothing else: no UPDATE, no TRUNCATE, no DDL.
+The statements come from the loaded policies, so a new policy file needs no second list kept by
+hand: rerun `lifecycle grants`.
 
 The schema (audit trail and holds) is created by the owner (`lifecycle audit-init`), never by
 the role. PostgreSQL 15 and later give PUBLIC no CREATE on the public schema; on older servers

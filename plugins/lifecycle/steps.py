@@ -30,32 +30,78 @@ class Run:
     max_delete_fraction: float | None = None
 
 
-def sql_engine(conn_id: str):
-    """A SQLAlchemy engine for an Airflow connection (resolved inside the task, never at parse)."""
+def connection(conn_id: str, field: str = "store.conn_id"):
+    """An Airflow connection; one that is not defined is a configuration error that fails at
+    once (no retry) and names the connection."""
     from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
 
+    from lifecycle.stores import StoreConfigError
+
+    try:
+        return BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        raise StoreConfigError(
+            f"{field}: connection {conn_id!r} is not defined (set AIRFLOW_CONN_"
+            f"{conn_id.upper()}, create it in the UI or in your secrets backend)"
+        ) from None
+
+
+def sql_engine(conn_id: str, field: str = "store.conn_id"):
+    """A SQLAlchemy engine for an Airflow connection (resolved inside the task, never at parse)."""
     from lifecycle.stores.sql import create_engine, url_from_connection
 
-    return create_engine(url_from_connection(BaseHook.get_connection(conn_id)))
+    return create_engine(url_from_connection(connection(conn_id, field)))
 
 
 def open_policy_store(policy: Policy):
-    from airflow.sdk import BaseHook
-
     from lifecycle.stores import open_store
 
-    return open_store(policy, BaseHook.get_connection(policy.store.conn_id))
+    store_connection = connection(policy.store.conn_id)
+    if policy.store.kind == "sql":
+        from lifecycle.stores.sql import url_from_connection
+
+        # Before the store reads anything of the table.
+        _refuse_protected_target(policy, url_from_connection(store_connection))
+    return open_store(policy, store_connection)
 
 
-def _holds(policy: Policy, run: Run):
+def _refuse_protected_target(policy: Policy, store_url) -> None:
+    """The control database's tables and Airflow's metadata are never a purge target, whatever
+    the connection is called: compared as resolved databases and tables."""
     from lifecycle.audit import AUDIT_CONN_ID
-    from lifecycle.holds import active_holds
+    from lifecycle.protected import ProtectedTableError, airflow_metadata_url, check_purge_target
+    from lifecycle.stores import StoreConfigError
+    from lifecycle.stores.sql import url_from_connection
 
-    engine = sql_engine(AUDIT_CONN_ID)
     try:
-        return active_holds(engine, policy.name, run.logical_date)
-    finally:
-        engine.dispose()
+        control = url_from_connection(connection(AUDIT_CONN_ID, "the audit connection"))
+    except StoreConfigError:
+        control = None
+    try:
+        check_purge_target(
+            store_url, policy.store.table, control_url=control, airflow_url=airflow_metadata_url()
+        )
+    except ProtectedTableError as exc:
+        raise StoreConfigError(f"store.table: {exc}") from None
+
+
+class _HoldSource:
+    """The active holds of a policy, read again on every call (an indexed lookup in the
+    control database): the purge asks before every batch."""
+
+    def __init__(self, policy: Policy, run: Run):
+        self.policy, self.run = policy, run
+
+    def __call__(self):
+        from lifecycle.audit import AUDIT_CONN_ID
+        from lifecycle.holds import active_holds
+
+        engine = sql_engine(AUDIT_CONN_ID, "the audit connection")
+        try:
+            return active_holds(engine, self.policy.name, self.run.logical_date)
+        finally:
+            engine.dispose()
 
 
 def _tenant_periods(policy: Policy) -> dict[str, str]:
@@ -64,7 +110,7 @@ def _tenant_periods(policy: Policy) -> dict[str, str]:
     settings = policy.retention.per_tenant
     if settings is None:
         return {}
-    engine = sql_engine(settings.conn_id or policy.store.conn_id)
+    engine = sql_engine(settings.conn_id or policy.store.conn_id, "retention.per_tenant.conn_id")
     try:
         return read_tenant_periods(engine, settings.table, policy.name)
     finally:
@@ -94,25 +140,32 @@ def window(policy: Policy, run: Run, extracted: dict[str, Any] | None = None):
         periods = {
             t: info["period"] for t, info in extracted["tenants"].items() if not info["default"]
         }
-    holds = _holds(policy, run)
-    return RetentionWindow(cutoff=cutoff, tenant_cutoffs=tenants, holds=holds), periods
+    source = _HoldSource(policy, run)
+    current = RetentionWindow(
+        cutoff=cutoff, tenant_cutoffs=tenants, holds=source(), reload_holds=source
+    )
+    return current, periods
 
 
-def _hold_warnings(policy: Policy, holds, inert: list[str]) -> list[str]:
-    """Holds that protect nothing in this policy, said once per run (ids only)."""
-    mapped = set(policy.store.subjects) | ({"prefix"} if policy.store.kind == "s3" else set())
-    unmapped = sorted({str(h.id) for h in holds if h.subject not in mapped})
+def _hold_warnings(policy: Policy, holds, unreached: list[str]) -> list[str]:
+    """Holds that protect nothing in this policy, said once per run (ids and subjects only,
+    never the value): a hold scoped to this policy on a subject it cannot reach, and any hold
+    on a subject it maps whose value reaches no record here (another formatting, a typo)."""
+    from lifecycle.stores import subjects_of
+
+    mapped = subjects_of(policy)
     warnings = []
-    if unmapped:
-        warnings.append(
-            f"holds {', '.join(unmapped)} name subjects this policy does not map "
-            f"({', '.join(sorted(mapped)) or 'none'}): they protect nothing here"
-        )
-    if inert:
-        warnings.append(
-            f"holds {', '.join(inert)} have values that fit none of their subject's columns "
-            "(an id that is not a number, say): they protect nothing here"
-        )
+    for hold in holds:
+        if hold.subject not in mapped and hold.scope == policy.name:
+            warnings.append(
+                f"hold {hold.id} ({hold.subject}) names a subject this policy cannot reach "
+                f"(it reaches {', '.join(sorted(mapped)) or 'none'}): it protects nothing here"
+            )
+        elif str(hold.id) in unreached:
+            warnings.append(
+                f"hold {hold.id} ({hold.subject}) reaches no records in this policy: check its "
+                "value (it protects nothing here)"
+            )
     return warnings
 
 
@@ -154,17 +207,26 @@ def extract(policy: Policy, run: Run) -> dict[str, Any]:
     }
 
 
-def check(policy: Policy, run: Run, extracted: dict[str, Any]) -> dict[str, Any]:
+def check(
+    policy: Policy, run: Run, extracted: dict[str, Any], refusals: tuple[str, ...] = ()
+) -> dict[str, Any]:
     from lifecycle import guards
     from lifecycle.stores import Plan
 
+    tenants = extracted.get("tenants") or {}
     decision = guards.check(
         policy,
         Plan(**extracted["plan"]),
         datetime.fromisoformat(extracted["cutoff"]),
+        # The wall clock, not the logical date: no record goes while its window is still open.
         wall_clock=datetime.now(UTC),
         dry_run=run.dry_run,
         max_delete_fraction=run.max_delete_fraction,
+        tenant_periods={t: i["period"] for t, i in tenants.items() if not i["default"]},
+        tenant_cutoffs={
+            t: datetime.fromisoformat(c) for t, c in extracted.get("tenant_cutoffs", {}).items()
+        },
+        refusals=refusals,
     )
     result = decision.to_dict()
     result["warnings"] = [*result["warnings"], *extracted.get("warnings", [])]
@@ -284,6 +346,7 @@ def record(
     *,
     shards: list[dict[str, Any]] | None,
     purges: Any,
+    failures: list[str] | None = None,
     **results: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """Write the audit row of the run from what its steps left (None where a step failed):
@@ -307,6 +370,7 @@ def record(
         logical_date=run.logical_date,
         dry_run=run.dry_run,
         started_at=run.started_at,
+        failures=failures or [],
         **results,
     )
     engine = sql_engine(AUDIT_CONN_ID)

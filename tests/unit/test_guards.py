@@ -2,8 +2,11 @@
 
 from datetime import UTC, datetime
 
+import pytest
+
 from lifecycle.guards import check
 from lifecycle.loader import parse_policy
+from lifecycle.periods import compute_cutoff
 from lifecycle.policy import Guards
 from lifecycle.stores import Plan
 from tests.unit.test_policy import VALID
@@ -70,3 +73,71 @@ def test_dry_run_approves_nothing_and_null_timestamps_warn():
 
 def test_empty_store_is_approved():
     assert check(policy(), Plan(total=0, expired=0), CUTOFF, wall_clock=NOW).approved
+
+
+def test_a_future_logical_date_is_refused_though_its_cutoff_is_in_the_past():
+    """`make demo DATE=2027-01-15`: cutoff 2026-07-15, in the past, yet records 4.5 months old
+    (six-month promise) would go. Measured to the wall clock, their window is still open."""
+    future = compute_cutoff(datetime(2027, 1, 14, 23, tzinfo=UTC), "P6M", "Europe/Amsterdam")
+    assert future < NOW
+    decision = check(policy(), Plan(total=10, expired=1), future, wall_clock=NOW)
+    assert decision.outcome == "refused"
+    assert "later than the wall clock minus the period" in decision.reasons[0]
+    # Today's run, and one a second before the limit, pass.
+    today = compute_cutoff(NOW, "P6M", "Europe/Amsterdam")
+    assert check(policy(), Plan(total=10, expired=1), today, wall_clock=NOW).approved
+
+
+def test_no_override_lifts_the_window_check():
+    future = datetime(2026, 7, 14, 22, tzinfo=UTC)
+    decision = check(
+        policy(), Plan(total=10, expired=1), future, wall_clock=NOW, max_delete_fraction=1
+    )
+    assert not decision.approved
+
+
+def test_a_client_period_below_the_floor_is_refused_naming_the_client_and_value():
+    floored = policy("guards: {min_period: P30D}\n")
+    decision = check(
+        floored,
+        Plan(total=10, expired=1),
+        CUTOFF,
+        wall_clock=NOW,
+        tenant_periods={"acme": "PT1H", "globex": "P1Y"},
+        tenant_cutoffs={
+            "acme": NOW.replace(hour=10),
+            "globex": NOW.replace(year=2025),
+        },
+    )
+    assert decision.outcome == "refused"
+    assert decision.reasons == (
+        "client 'acme': period PT1H is shorter than the floor guards.min_period P30D",
+    )
+
+
+def test_a_client_cutoff_computed_from_a_future_date_is_refused():
+    decision = check(
+        policy(),
+        Plan(total=10, expired=1),
+        CUTOFF,
+        wall_clock=NOW,
+        tenant_periods={"acme": "P1M"},
+        tenant_cutoffs={"acme": datetime(2026, 11, 1, tzinfo=UTC)},  # past, but after now - P1M
+    )
+    assert "client 'acme': period P1M: the cutoff" in decision.reasons[0]
+
+
+def test_an_event_grace_obeys_a_floor_the_policy_sets():
+    event = VALID.replace(
+        "retention: {period: P6M}", "retention: {period: P0D, from_event: {timestamp: ended_at}}"
+    ).replace(", timestamp: started_at", "")
+    assert parse_policy(event).period_floor == "P0D"  # until end of service: at the event
+    with pytest.raises(ValueError, match=r"shorter than guards\.min_period P1D"):
+        parse_policy(event + "guards: {min_period: P1D}\n")
+
+
+def test_a_conflict_found_before_the_check_refuses_the_run():
+    decision = check(
+        policy(), Plan(total=10, expired=1), CUTOFF, wall_clock=NOW, refusals=("same table",)
+    )
+    assert decision.reasons == ("same table",)
