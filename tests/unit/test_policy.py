@@ -76,6 +76,11 @@ def test_bad_policy_names_field_and_problem(change, field, problem):
         ),
         ("guards: {max_delete_rows: -1}\n", "guards.max_delete_rows", "greater than or equal to 0"),
         ("timezone: Mars/Olympus\n", "timezone", "not an IANA timezone"),
+        # Files of the tz database that are no IANA zone: the host's setting, a placeholder.
+        ("timezone: localtime\n", "timezone", "not an IANA timezone"),
+        ("timezone: Factory\n", "timezone", "not an IANA timezone"),
+        ("timezone: posixrules\n", "timezone", "not an IANA timezone"),
+        ("timezone: ../zoneinfo/UTC\n", "timezone", "not an IANA timezone"),
         ("bogus: 1\n", "bogus", "unknown field"),
         ("name: again\n", "name", "given twice"),
         ("schedule: every day\n", "schedule", "not a cron expression"),
