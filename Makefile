@@ -13,21 +13,24 @@ $(VENV)/.installed: requirements.txt constraints.txt
 	$(PY) -m pip install --quiet -r requirements.txt -c constraints.txt
 	touch $@
 
-demo: $(VENV)/.installed  ## seed the demo database once, run every retention DAG for today
+demo: $(VENV)/.installed  ## seed the demo database once, run the catalogue's DAGs for today (DATE=past day)
 	AIRFLOW__LOGGING__LOGGING_LEVEL=WARNING $(PY) -m lifecycle.demo run $(if $(DATE),--date $(DATE))
 
-airflow: $(VENV)/.installed  ## the Airflow UI on the demo: http://127.0.0.1:8080
+airflow: $(VENV)/.installed  ## the Airflow UI on the demo: http://127.0.0.1:8080 (or a free port)
 	$(PY) -m lifecycle.demo airflow
 
-env: $(VENV)/.installed  ## eval "$$(make -s env)": the demo's environment in your shell
+env: $(VENV)/.installed  ## eval "$$(make -s env)": the demo's environment (ports of a running make airflow)
 	@$(PY) -m lifecycle.demo env
 
 holds: $(VENV)/.installed  ## holds on the demo: make holds [ARGS='place --scope cdrs ...']
 	eval "$$($(PY) -m lifecycle.demo env)" && $(PY) -m lifecycle holds $(or $(ARGS),list)
 
-test: $(VENV)/.installed  ## the whole test suite (needs PostgreSQL and MariaDB on 127.0.0.1)
+# The set-up check first: chromium, the `test` databases (created if missing), Redis.
+test: $(VENV)/.installed  ## the whole test suite (PostgreSQL, MariaDB, Redis on 127.0.0.1; chromium)
+	$(PY) -m lifecycle.demo check-test-setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# An invalid file: `python -m lifecycle validate` exits 1, so make fails (make's own exit code is 2).
 validate: $(VENV)/.installed  ## check every policy file (for CI or a pre-commit hook)
 	$(PY) -m lifecycle validate $(DIR)
 

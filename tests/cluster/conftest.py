@@ -445,7 +445,7 @@ def _healthy(cluster: Cluster) -> bool:
 
 
 def _dag_ready(cluster: Cluster, dag_id: str) -> bool:
-    response = cluster.api("GET", f"/api/v2/dags/{dag_id}")
+    response = cluster.api("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
     return response.status_code == 200 and response.json()["is_paused"] is False
 
 

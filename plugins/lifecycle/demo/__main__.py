@@ -1,10 +1,14 @@
 """The embedded demo: `python -m lifecycle.demo run [--date YYYY-MM-DD]` or `... airflow`.
 
-`run` builds the demo telecom database once (SQLite, in .demo/), runs every retention DAG for the
-date (default: today in Europe/Amsterdam) with `dag.test()` and prints the audit trail's view of
-the runs. Running it again is safe: the second run finds nothing new to delete.
-`airflow` serves the same demo in the Airflow UI (`airflow standalone`, 127.0.0.1:8080).
+`run` builds the demo telecom database once (SQLite, in .demo/), runs the catalogue's retention
+DAGs for the date (default: today in Europe/Amsterdam; never a future one) with `dag.test()` and
+prints the audit trail's view of the runs. Running it again is safe: the second run finds nothing
+new to delete. Only the demo's own policies run, against the demo's own stores (selection.py): a
+policy of yours in include/policies is skipped, and its connections are not even defined here.
+`airflow` serves the same demo in the Airflow UI (`airflow standalone`, 127.0.0.1:8080, or a free
+port when that one is taken: ports.py); its DAGs start paused, as in production.
 `env` prints the demo's environment, for `airflow dags test retention_cdrs 2026-11-29` by hand.
+`check-test-setup` checks what `make test` needs (setup_check.py).
 """
 
 from __future__ import annotations
@@ -12,21 +16,39 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import shlex
 import signal
 import subprocess
 import sys
+import warnings
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from lifecycle.demo import ports
+
 PROJECT = Path(__file__).resolve().parents[3]
 DEMO_DIR = Path(os.environ.get("LIFECYCLE_DEMO_DIR") or PROJECT / ".demo")
+# The demo runs the project's own policy folder, whatever LIFECYCLE_POLICY_DIR says.
+DEMO_POLICY_DIR = PROJECT / "include" / "policies"
 TIMEZONE = "Europe/Amsterdam"
 FIRST_RUN_FRACTION = 1.0
-DEMO_S3_PORT = int(os.environ.get("LIFECYCLE_DEMO_S3_PORT") or 9100)
+# moto accepts any key. The secret is longer than Airflow's secrets masker's minimum (5), which
+# otherwise warns "Skipping masking for a secret as it's too short" in every run.
+DEMO_S3_KEY = "demo"
+DEMO_S3_SECRET = "demo-not-a-secret"  # noqa: S105 - moto on loopback
+# Inherited variables that could point the demo at someone else's stores or metadata: a
+# connection (AIRFLOW_CONN_*), a secrets backend (read before the environment) or a metadata
+# database. The demo process drops them; `make env` unsets them.
+FOREIGN_PREFIXES = (
+    "AIRFLOW_CONN_",
+    "AIRFLOW__SECRETS__",
+    "AIRFLOW__WORKERS__SECRETS_BACKEND",
+    "AIRFLOW__DATABASE__",
+)
 
 
 def airflow_environment(home: Path, telecom_url: str, audit_url: str) -> dict[str, str]:
@@ -37,7 +59,6 @@ def airflow_environment(home: Path, telecom_url: str, audit_url: str) -> dict[st
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW_CONN_TELECOM_DB": telecom_url,
         "AIRFLOW_CONN_LIFECYCLE_AUDIT": audit_url,
         "GX_ANALYTICS_ENABLED": "false",
@@ -50,50 +71,118 @@ def airflow_environment(home: Path, telecom_url: str, audit_url: str) -> dict[st
 def s3_connection_uri(endpoint: str) -> str:
     """An Airflow AWS connection (JSON form) to an S3 endpoint such as moto's or MinIO's."""
     extra = {"endpoint_url": endpoint, "region_name": "us-east-1"}
-    return json.dumps({"conn_type": "aws", "login": "demo", "password": "demo", "extra": extra})
+    return json.dumps(
+        {"conn_type": "aws", "login": DEMO_S3_KEY, "password": DEMO_S3_SECRET, "extra": extra}
+    )
 
 
-def demo_environment() -> dict[str, str]:
-    s3 = s3_connection_uri(f"http://127.0.0.1:{DEMO_S3_PORT}")
+def demo_environment(s3_port: int, api_port: int) -> dict[str, str]:
+    """The demo's Airflow: its own home, policy folder, connections (SQLite and the S3 server
+    on `s3_port`) and no secrets backend; the UI on `api_port`."""
+    s3 = s3_connection_uri(f"http://{ports.HOST}:{s3_port}")
+    home = DEMO_DIR / "airflow"
     return airflow_environment(
-        DEMO_DIR / "airflow",
+        home,
         f"sqlite:///{DEMO_DIR / 'telecom.db'}",
         f"sqlite:///{DEMO_DIR / 'audit.db'}",
     ) | {
+        "LIFECYCLE_POLICY_DIR": str(DEMO_POLICY_DIR),
         "AIRFLOW_CONN_RECORDINGS": s3,
         "AIRFLOW_CONN_ANALYTICS": s3,
-        "AIRFLOW__API__HOST": "127.0.0.1",
-        "AIRFLOW__API__PORT": "8080",
-        "AIRFLOW__API__BASE_URL": "http://127.0.0.1:8080",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__SECRETS__BACKEND": "",
+        "AIRFLOW__WORKERS__SECRETS_BACKEND": "",
+        "AIRFLOW__API__HOST": ports.HOST,
+        "AIRFLOW__API__PORT": str(api_port),
+        "AIRFLOW__API__BASE_URL": f"http://{ports.HOST}:{api_port}",
     }
 
 
+def foreign_variables(environ) -> list[str]:
+    """The inherited variables the demo must not see (FOREIGN_PREFIXES)."""
+    return sorted(name for name in environ if name.startswith(FOREIGN_PREFIXES))
+
+
+def demo_process_environment(environ, s3_port: int, api_port: int) -> dict[str, str]:
+    """`environ` made the demo's: without the foreign variables, with the demo's own."""
+    foreign = set(foreign_variables(environ))
+    kept = {name: value for name, value in environ.items() if name not in foreign}
+    return kept | demo_environment(s3_port, api_port)
+
+
+def use_demo_environment(s3_port: int, api_port: int) -> None:
+    """This process becomes the demo's: call before Airflow is imported (it reads its
+    configuration at import)."""
+    environment = demo_process_environment(os.environ, s3_port, api_port)
+    for name in set(os.environ) - set(environment):
+        del os.environ[name]
+    os.environ.update(environment)
+
+
+class _OncePerProcess(logging.Filter):
+    """Each error message once: dag.test() parses the DAG folder again for every run, and the
+    factory logs every invalid policy file at each parse (into another DAG's run, too)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        message = record.getMessage()
+        if message in self.seen:
+            return False
+        self.seen.add(message)
+        return True
+
+
+_ONCE = _OncePerProcess()
+
+
+def quiet() -> None:
+    """The demo's output is the runs: no deprecation warnings of the libraries (Airflow adds
+    its own filters at import, so this runs again after it), each policy error once."""
+    for category in (DeprecationWarning, PendingDeprecationWarning):
+        warnings.filterwarnings("ignore", category=category)
+    # Some libraries warn of their deprecations as UserWarnings (starlette's test client).
+    warnings.filterwarnings("ignore", message=r".*\bdeprecated\b", category=UserWarning)
+    factory = logging.getLogger("lifecycle.factory")
+    if _ONCE not in factory.filters:
+        factory.addFilter(_ONCE)
+
+
+def start_s3_server():
+    """moto's S3 server on LIFECYCLE_DEMO_S3_PORT, or 9100, or a free port (ports.py)."""
+    from lifecycle.demo import objects
+
+    return ports.listen(
+        ports.S3_PORT_ENV, ports.DEFAULT_S3_PORT, objects.start_server, "the demo's S3 server"
+    )
+
+
 @contextmanager
-def object_store(telecom):
-    """moto's S3 server for the demo, its state restored from (and saved to) .demo/."""
+def object_store(server, telecom):
+    """The demo's buckets on a running S3 server, restored from (and saved to) .demo/."""
     import boto3
 
     from lifecycle.demo import objects
 
-    server = objects.start_server(DEMO_S3_PORT)
     s3 = boto3.client(
         "s3",
-        endpoint_url=f"http://127.0.0.1:{DEMO_S3_PORT}",
-        aws_access_key_id="demo",
-        aws_secret_access_key="demo",  # noqa: S106 - moto on loopback accepts any key
+        endpoint_url=server.endpoint,
+        aws_access_key_id=DEMO_S3_KEY,
+        aws_secret_access_key=DEMO_S3_SECRET,
         region_name="us-east-1",
     )
     state = DEMO_DIR / "s3-state.json"
-    try:
-        if state.exists():
-            objects.restore(s3, state)
-        else:
-            counts = objects.seed(s3, telecom, datetime.now(ZoneInfo(TIMEZONE)))
-            print("seeded the demo object store:", ", ".join(f"{n} {k}" for k, n in counts.items()))
-        yield s3
-        objects.dump(s3, state)
-    finally:
-        server.stop()
+    if state.exists():
+        objects.restore(s3, state)
+    else:
+        counts = objects.seed(s3, telecom, datetime.now(ZoneInfo(TIMEZONE)))
+        print("seeded the demo object store:", ", ".join(f"{n} {k}" for k, n in counts.items()))
+    yield s3
+    objects.dump(s3, state)
 
 
 def migrate_metadata_db(home: Path) -> None:
@@ -113,15 +202,36 @@ def local_midnight(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=ZoneInfo(TIMEZONE))
 
 
+def _refuse_beside_serve() -> None:
+    serving = ports.read_serving(DEMO_DIR)
+    if serving is not None:
+        raise ports.PortError(
+            f"`make airflow` serves this demo (pid {serving.pid}, UI on port "
+            f"{serving.api_port}): stop it first, or trigger the DAGs in its UI"
+        )
+
+
 def run(day: date) -> int:
-    os.environ.update(demo_environment())
+    _refuse_beside_serve()
+    quiet()
+    DEMO_DIR.mkdir(parents=True, exist_ok=True)
+    server = start_s3_server()  # first: a port problem stops the demo before any work
+    try:
+        use_demo_environment(server.port, ports.configured_api_port())
+        return _run(day, server)
+    finally:
+        server.stop()
+
+
+def _run(day: date, server) -> int:
     import sqlalchemy as sa
 
     from lifecycle.audit import read_runs
     from lifecycle.demo.seed import seed_telecom
+    from lifecycle.demo.selection import select_demo_dags, skip_line
     from lifecycle.factory import build_dags
 
-    DEMO_DIR.mkdir(exist_ok=True)
+    quiet()  # again: importing Airflow added its own warning filters
     telecom = DEMO_DIR / "telecom.db"
     audit = sa.create_engine(f"sqlite:///{DEMO_DIR / 'audit.db'}")
     store = sa.create_engine(f"sqlite:///{telecom}")
@@ -131,8 +241,11 @@ def run(day: date) -> int:
         place_demo_holds(store, audit)
     migrate_metadata_db(DEMO_DIR / "airflow")
     logical_date = local_midnight(day)
-    with object_store(store):
-        failed = run_all(build_dags(), audit, logical_date)
+    selection = select_demo_dags(build_dags(DEMO_POLICY_DIR), DEMO_POLICY_DIR)
+    for dag_id, reason in selection.skipped.items():
+        print(skip_line(dag_id, reason, day.isoformat()))
+    with object_store(server, store):
+        failed = run_all(selection.dags, audit, logical_date)
     print_report(read_runs(audit), logical_date)
     if failed:
         print(f"{len(failed)} run(s) did not succeed: {', '.join(failed)}", file=sys.stderr)
@@ -142,7 +255,8 @@ def run(day: date) -> int:
 
 def run_all(dags, audit, logical_date: datetime) -> list[str]:
     """Run every DAG once; the ids of the runs that did not succeed (an invalid policy file's
-    DAG among them)."""
+    DAG among them). Only ever given the demo's own DAGs (selection.py): the first run of each
+    lifts the mass-deletion guard."""
     from lifecycle.audit import read_runs
 
     failed = []
@@ -251,22 +365,44 @@ def print_report(rows: list[dict], logical_date: datetime) -> None:
 
 
 def serve() -> int:
-    # standalone starts its components as `airflow ...`: the virtualenv's bin must be on PATH.
-    venv_bin = str(Path(sys.executable).parent)
-    env = os.environ | demo_environment() | {"PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}"}
     if not (DEMO_DIR / "telecom.db").exists():
         print("no demo database yet: run `make demo` first", file=sys.stderr)
         return 1
+    _refuse_beside_serve()
+    api_port = ports.api_port()  # checked before anything starts: a busy port stops us at once
+    server = start_s3_server()
+    serving = None
+    try:
+        # standalone starts its components as `airflow ...`: the virtualenv's bin on PATH.
+        venv_bin = str(Path(sys.executable).parent)
+        env = demo_process_environment(os.environ, server.port, api_port) | {
+            "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}",
+            "PYTHONWARNINGS": "ignore::DeprecationWarning",
+        }
+        serving = ports.write_serving(DEMO_DIR, ports.Serving(os.getpid(), server.port, api_port))
+        _standalone(env, server, api_port)
+    finally:
+        if serving is not None:
+            serving.unlink(missing_ok=True)
+        server.stop()
+    return 0
+
+
+def _standalone(env: dict[str, str], server, api_port: int) -> None:
     import sqlalchemy as sa
 
-    print("Airflow UI: http://127.0.0.1:8080 (no login needed locally); Ctrl-C stops it")
+    print(
+        f"Airflow UI: http://{ports.HOST}:{api_port} (no login needed locally); Ctrl-C stops it.\n"
+        "The retention DAGs start paused, as in production: trigger one from its page (the form "
+        "offers to unpause it; try dry_run first), or unpause it to run daily."
+    )
     airflow = Path(sys.executable).with_name("airflow")
 
     def stop(_signum, _frame):
         raise KeyboardInterrupt  # so that the S3 state is saved on SIGTERM too
 
     signal.signal(signal.SIGTERM, stop)
-    with object_store(sa.create_engine(f"sqlite:///{DEMO_DIR / 'telecom.db'}")):
+    with object_store(server, sa.create_engine(f"sqlite:///{DEMO_DIR / 'telecom.db'}")):
         # Its own process group: standalone does not pass a SIGTERM on to the scheduler,
         # api-server and the rest, so the whole group is stopped (and killed if it lingers).
         process = subprocess.Popen(  # noqa: S603
@@ -281,7 +417,28 @@ def serve() -> int:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-    return 0
+
+
+def print_env() -> None:
+    """The demo's environment as shell exports, with the ports of a running `make airflow`
+    (its S3 server may have had to take another port), else the configured or default ones."""
+    serving = ports.read_serving(DEMO_DIR)
+    if serving is not None:
+        s3_port, api_port = serving.s3_port, serving.api_port
+        source = f"those of the running `make airflow` (pid {serving.pid})"
+    else:
+        s3_port = ports.configured_s3_port()
+        api_port = ports.configured_api_port()
+        source = "configured (no `make airflow` running: start it for the S3 policies)"
+    venv_bin = Path(sys.executable).parent
+    exports = demo_environment(s3_port, api_port) | {
+        "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}"
+    }
+    print(f"# the demo's environment; S3 on port {s3_port}, UI on port {api_port}: {source}")
+    for name in foreign_variables(os.environ):
+        if name not in exports:
+            print(f"unset {name}")
+    print("\n".join(f"export {name}={shlex.quote(value)}" for name, value in exports.items()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -289,19 +446,33 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m lifecycle.demo", description=__doc__.splitlines()[0]
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    run_cmd = commands.add_parser("run", help="run every retention DAG once for a date")
+    run_cmd = commands.add_parser("run", help="run the demo's retention DAGs once for a date")
     run_cmd.add_argument("--date", type=date.fromisoformat, default=None)
     commands.add_parser("airflow", help="serve the demo in the Airflow UI")
     commands.add_parser("env", help="print the demo's environment as shell exports")
+    commands.add_parser("check-test-setup", help="check what `make test` needs")
     args = parser.parse_args(argv)
-    if args.command == "run":
-        return run(args.date or datetime.now(ZoneInfo(TIMEZONE)).date())
-    if args.command == "env":
-        venv_bin = Path(sys.executable).parent
-        exports = demo_environment() | {"PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}"}
-        print("\n".join(f"export {name}={shlex.quote(value)}" for name, value in exports.items()))
-        return 0
-    return serve()
+    try:
+        if args.command == "run":
+            today = datetime.now(ZoneInfo(TIMEZONE)).date()
+            if args.date is not None and args.date > today:
+                parser.error(
+                    f"--date {args.date} is in the future (today is {today} in {TIMEZONE}): "
+                    "a retention run's cutoff may not be later than the wall clock, the engine "
+                    "would refuse every policy; give today or a past date"
+                )
+            return run(args.date or today)
+        if args.command == "env":
+            print_env()
+            return 0
+        if args.command == "check-test-setup":
+            from lifecycle.demo import setup_check
+
+            return setup_check.main()
+        return serve()
+    except ports.PortError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import random
+import socket
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,13 +24,55 @@ ANALYTICS = "web-analytics"
 TENANT_PERIODS = {"acme": "P30D", "globex": "P2Y", "initech": "P6M", "umbrella": None}
 
 
-def start_server(port: int):
-    from moto.server import ThreadedMotoServer
+class S3Server:
+    """moto's S3 server on 127.0.0.1:`port` (0: a free port), serving from a daemon thread.
 
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    return server
+    The socket is bound here, in the caller's thread: a port in use raises OSError at once.
+    (moto's ThreadedMotoServer binds inside its thread, where werkzeug turns the error into
+    SystemExit: the thread dies and start() waits forever. Given a bound socket, werkzeug only
+    serves it.)
+    """
+
+    def __init__(self, port: int):
+        from moto.moto_server.werkzeug_app import (
+            DomainDispatcherApplication,
+            MotoRequestHandler,
+            create_backend_app,
+        )
+        from werkzeug.serving import make_server
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as werkzeug does
+            sock.bind(("127.0.0.1", port))  # OSError (EADDRINUSE) here, at once
+            sock.listen(128)
+            app = DomainDispatcherApplication(create_backend_app)
+            self._server = make_server(
+                "127.0.0.1",
+                port,
+                app,
+                threaded=True,
+                request_handler=MotoRequestHandler,
+                fd=sock.fileno(),  # werkzeug serves a duplicate of it
+            )
+        self.port: int = self._server.socket.getsockname()[1]
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name=f"demo-s3-{self.port}", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+
+def start_server(port: int) -> S3Server:
+    return S3Server(port)
 
 
 def _backdate(bucket: str, key: str, moments: list[datetime]) -> None:

@@ -344,6 +344,10 @@ def _services(rng, fake, now, span, n_customers, stamp) -> list[tuple[sa.Table, 
             started = _moment(rng, now, span)
             if customer == HELD_CUSTOMER:
                 ended = now - timedelta(days=730 + rng.randrange(30))
+                # It ran before it ended: its start, drawn over the whole span, is moved to the
+                # same place in the years before the end (no other draw changes).
+                origin = now - span
+                started = origin + (started - origin) * ((ended - origin) / span)
             elif all_ended:
                 ended = started + (now - started) * rng.random()
             else:
