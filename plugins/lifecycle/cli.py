@@ -94,53 +94,123 @@ def _check_hold_target(scope: str, subject: str) -> str | None:
     return f"--subject: {subject!r} is mapped by no policy in scope (known: {', '.join(known)})"
 
 
+# HoldError messages name the argument of place_hold/release_hold; the CLI user typed a flag.
+HOLD_FLAGS = {
+    "scope": "--scope",
+    "subject": "--subject",
+    "value": "--value",
+    "reason": "--reason",
+    "note": "--note",
+    "placed_by": "--by",
+    "released_by": "--by",
+    "expires_at": "--expires",
+}
+
+
+def _as_flags(message: str) -> str:
+    field, colon, rest = message.partition(": ")
+    return f"{HOLD_FLAGS[field]}: {rest}" if colon and field in HOLD_FLAGS else message
+
+
+def _visible(value: object) -> str:
+    """Text as a terminal should show it, not as it would act on it: a control character (a CR,
+    the ANSI sequence ESC [2K that erases the line) or another unprintable one (a bidi override)
+    as its Python escape (`\\r`, `\\x1b`, `\\u202e`); printable Unicode as is."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in str(value))
+
+
+def _hold_line(row: dict) -> str:
+    """One hold, every text field through _visible: a note or a name is whatever its author
+    typed, and must not rewrite the lines above it in the privacy officer's terminal."""
+    text = {name: _visible(value) for name, value in row.items() if isinstance(value, str)}
+    until = row["expires_at"].isoformat() if row["expires_at"] else "no expiry"
+    state = (
+        f"released {row['released_at']:%Y-%m-%d} by {text.get('released_by', '')}"
+        if row["released_at"]
+        else "active"
+    )
+    return (
+        f"{row['id']:>5}  {text['scope']:<26} {text['subject']}={row['value']!r}  "
+        f"{text['reason']:<11} placed {row['placed_at']:%Y-%m-%d} by "
+        f"{text['placed_by']}, {until}, {state}" + (f"  ({text['note']})" if row["note"] else "")
+    )
+
+
+def _place(engine, args: argparse.Namespace) -> int:
+    """Place a hold. Nothing printed here ever holds the value: it is personal data."""
+    from lifecycle.holds import check_lengths, place_hold
+
+    # Lengths first: a 10,000-character scope is "too long", not "no policy named <it>".
+    check_lengths(
+        scope=args.scope,
+        subject=args.subject,
+        value=args.value.strip(),
+        note=args.note,
+        placed_by=args.by,
+    )
+    problem = _check_hold_target(args.scope, args.subject)
+    if problem:
+        print(f"hold not placed: {problem}", file=sys.stderr)
+        return 1
+    hold_id = place_hold(
+        engine,
+        scope=args.scope,
+        subject=args.subject,
+        value=args.value,
+        reason=args.reason,
+        placed_by=args.by,
+        expires_at=args.expires,
+        note=args.note,
+    )
+    print(f"placed hold {hold_id}")
+    return 0
+
+
 def holds(args: argparse.Namespace) -> int:
-    from lifecycle.holds import HoldError, list_holds, place_hold, release_hold
+    import sqlalchemy as sa
+
+    from lifecycle.holds import HoldError, list_holds, release_hold
 
     engine = _control_engine(args.conn_id)
     try:
         if args.action == "list":
             rows = list_holds(engine, include_released=args.all)
             for row in rows:
-                until = row["expires_at"].isoformat() if row["expires_at"] else "no expiry"
-                state = (
-                    f"released {row['released_at']:%Y-%m-%d} by {row['released_by']}"
-                    if (row["released_at"])
-                    else "active"
-                )
-                print(
-                    f"{row['id']:>5}  {row['scope']:<26} {row['subject']}={row['value']!r}  "
-                    f"{row['reason']:<11} placed {row['placed_at']:%Y-%m-%d} by "
-                    f"{row['placed_by']}, {until}, {state}"
-                    + (f"  ({row['note']})" if row["note"] else "")
-                )
+                print(_hold_line(row))
             print(f"{len(rows)} holds")
             return 0
         if args.action == "place":
-            problem = _check_hold_target(args.scope, args.subject)
-            if problem:
-                print(f"hold not placed: {problem}", file=sys.stderr)
-                return 1
-            hold_id = place_hold(
-                engine,
-                scope=args.scope,
-                subject=args.subject,
-                value=args.value,
-                reason=args.reason,
-                placed_by=args.by,
-                expires_at=args.expires,
-                note=args.note,
-            )
-            print(f"placed hold {hold_id}")
-            return 0
+            return _place(engine, args)
         release_hold(engine, args.id, released_by=args.by)
         print(f"released hold {args.id}: its records are eligible from the next run")
         return 0
     except HoldError as exc:
-        print(f"hold: {exc}", file=sys.stderr)
+        print(f"hold: {_as_flags(str(exc))}", file=sys.stderr)
+        return 1
+    except sa.exc.DBAPIError as exc:
+        # The type only: the driver's message and the statement's parameters can hold the value.
+        print(
+            f"hold: the control database refused or did not answer ({type(exc.orig).__name__})",
+            file=sys.stderr,
+        )
         return 1
     finally:
         engine.dispose()
+
+
+class _HoldsParser(argparse.ArgumentParser):
+    """The parser of `holds list|place|release`. argparse repeats unexpected arguments in its
+    error, and an unquoted value with spaces (`--value 06 1234 5678`) is a held value split
+    into unexpected arguments: they are counted, never repeated."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(
+                f"{len(extras)} unexpected argument(s), not repeated here (they may be "
+                "personal data): quote a value that has spaces"
+            )
+        return namespace, extras
 
 
 def audit_init(conn_id: str) -> int:
@@ -246,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     schema_cmd.add_argument("--check", action="store_true", help="fail if they are stale")
     holds_cmd = commands.add_parser("holds", help="list, place or release holds")
     holds_cmd.add_argument("--conn-id", default="lifecycle_audit", help="control database")
-    actions = holds_cmd.add_subparsers(dest="action", required=True)
+    actions = holds_cmd.add_subparsers(dest="action", required=True, parser_class=_HoldsParser)
     list_cmd = actions.add_parser("list", help="active holds (--all: released ones too)")
     list_cmd.add_argument("--all", action="store_true")
     place_cmd = actions.add_parser("place", help="protect a subject's records from deletion")

@@ -49,6 +49,16 @@ class HoldError(ValueError):
     pass
 
 
+def check_lengths(**fields: str | None) -> None:
+    """Refuse a text longer than its column, naming the field. PostgreSQL and MariaDB refuse it
+    with a driver error whose traceback carries the statement's parameters (the held value is
+    personal data); SQLite stores it. Checked here, so all three behave alike, and never quoted."""
+    for name, text in fields.items():
+        limit = holds.c[name].type.length
+        if text is not None and len(text) > limit:
+            raise HoldError(f"{name}: longer than {limit} characters")
+
+
 def _stored(engine: sa.Engine, instant: datetime | None) -> datetime | None:
     if instant is None:
         return None
@@ -76,6 +86,7 @@ def place_hold(
 ) -> int:
     if reason not in REASONS:
         raise HoldError(f"reason: {reason!r} is not one of {', '.join(REASONS)}")
+    check_lengths(scope=scope, subject=subject, note=note, placed_by=placed_by)
     if not value.strip():
         raise HoldError("value: a hold needs the subject value it protects")
     try:
@@ -108,6 +119,12 @@ def place_hold(
 def release_hold(
     engine: sa.Engine, hold_id: int, *, released_by: str, now: datetime | None = None
 ) -> None:
+    # Who released a hold is part of the evidence: a blank name would release it anonymously.
+    if not released_by.strip():
+        raise HoldError("released_by: say who releases the hold")
+    check_lengths(released_by=released_by)
+    if not 1 <= hold_id <= 2**31 - 1:  # the id column: beyond, an OverflowError or a DataError
+        raise HoldError(f"hold {hold_id}: no such hold, or already released")
     ensure_schema(engine)
     with engine.begin() as conn:
         released = conn.execute(

@@ -224,3 +224,43 @@ def test_export_is_the_audit_trail_filtered_by_policy_and_time(page, api_server,
     assert {r["logical_date"][:10] for r in one_day} == {str(today)}
     bad = page.request.get(f"{api_server['base']}/retention/export.json?start=yesterday")
     assert bad.status == 422
+
+
+def test_odd_parameters_are_a_422_from_the_real_server(api_server, token):
+    # Through uvicorn and Airflow's mount: a CR/LF or a non-Latin-1 character that reached the
+    # Content-Disposition header dropped the connection; a year 9999 end overflowed into a 500.
+    headers = {"Authorization": f"Bearer {token}"}
+    for path in (
+        "/retention/export.csv?policy=../../x",
+        "/retention/export.csv?policy=cdrs%0D%0AX-Evil:%201",
+        "/retention/export.json?policy=%E6%97%A5",
+        "/retention/export.csv?policy=" + "a" * 10_000,
+        "/retention/export.json?policy=cdrs%00",
+        "/retention/export.csv?start=0001-01-01",
+        "/retention/export.csv?end=9999-12-31",
+        "/retention/export.json?end=9999-12-31T23:59:59-14:00",
+        "/retention/export.json?start=99999-01-01",
+        "/retention/export.csv?start=2026-13-01",
+        "/retention/policies/cdrs%00",
+        # (A line break in the path never reaches the app: Airflow's mount answers 404.)
+        "/retention/charts/cdrs%1B%5B2K/age.svg",
+        "/retention/runs/-1",
+        "/retention/runs/99999999999999999999",
+    ):
+        response = httpx.get(api_server["base"] + path, headers=headers)
+        assert response.status_code == 422, (path[:80], response.status_code)
+        assert response.json()["detail"].split(":")[0] in (
+            "policy",
+            "name",
+            "start",
+            "end",
+            "row_id",
+        )
+    # The overview's export form, left empty: everything, under a plain file name.
+    response = httpx.get(
+        api_server["base"] + "/retention/export.csv?policy=&start=&end=", headers=headers
+    )
+    assert response.status_code == 200
+    assert response.headers["content-disposition"] == (
+        'attachment; filename="retention-audit-all-begin-today.csv"'
+    )

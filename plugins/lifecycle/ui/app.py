@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import re
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated
@@ -18,15 +19,35 @@ from urllib.parse import quote
 
 import sqlalchemy as sa
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, Response, StreamingResponse
+from fastapi import Path as PathParameter
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.templating import Jinja2Templates
+from pydantic import BeforeValidator, StringConstraints
 
+from lifecycle.policy import NAME_PATTERN
 from lifecycle.ui import URL_PREFIX
 from lifecycle.ui.overview import history, overview, remaining_after
 
 log = logging.getLogger(__name__)
 
 NO_STORE = {"Cache-Control": "no-store"}
+# Logical dates the export filters on: wide enough for any trail, narrow enough that a day
+# after the end and an instant in UTC exist on every database (MariaDB's DATETIME starts in
+# year 1000, Python's date ends in 9999).
+FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(2999, 12, 31)
+LAST_ROW_ID = 2**31 - 1  # the audit table's id is a 32-bit integer on PostgreSQL and MariaDB
+NOT_A_NAME = (
+    "not a policy name (lower case letters, digits and _, starting with a letter, "
+    "at most 63 characters)"
+)
+PARAMETER_RULES = {
+    "policy": NOT_A_NAME,
+    "name": NOT_A_NAME,
+    "start": f"not a date from {FIRST_DAY} to {LAST_DAY} (YYYY-MM-DD); leave it empty for none",
+    "end": f"not a date from {FIRST_DAY} to {LAST_DAY} (YYYY-MM-DD); leave it empty for none",
+    "row_id": f"not an audit record id (a whole number from 1 to {LAST_ROW_ID})",
+}
 
 
 def _require_run_reader():
@@ -71,6 +92,18 @@ def _database_error(request: Request, exc: Exception) -> Response:
         media_type="text/plain",
         headers=NO_STORE,
     )
+
+
+@app.exception_handler(RequestValidationError)
+def _invalid_request(request: Request, exc: RequestValidationError) -> Response:
+    """A 422 naming each wrong parameter and what it must be, without the value sent: FastAPI's
+    own answer repeats the input (10,000 characters, control characters, a NUL byte)."""
+    problems = {}
+    for error in exc.errors():
+        where = str(error["loc"][-1]) if error.get("loc") else "request"
+        problems.setdefault(where, PARAMETER_RULES.get(where, error["msg"]))
+    detail = "; ".join(f"{where}: {problem}" for where, problem in problems.items())
+    return JSONResponse({"detail": detail}, status_code=422, headers=NO_STORE)
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -134,6 +167,22 @@ def _runs_of(policy: str | None, start: date | None, end: date | None):
     return iter_runs(audit_engine(), policy, start=lower, end=upper)
 
 
+def _empty_is_none(value: object) -> object:
+    """The overview's export form sends `policy=&start=&end=` for "all policies, no bounds"."""
+    return None if value == "" else value
+
+
+# Checked before any query: a name no policy can have (a NUL byte, which PostgreSQL refuses with
+# an error, 10,000 characters, `../`) is the client's mistake, not the database's.
+PolicyName = Annotated[str, PathParameter(pattern=NAME_PATTERN, max_length=63)]
+PolicyFilter = Annotated[
+    Annotated[str, StringConstraints(pattern=NAME_PATTERN, max_length=63)] | None,
+    BeforeValidator(_empty_is_none),
+    Query(description="one policy; empty: all"),
+]
+RowId = Annotated[int, PathParameter(ge=1, le=LAST_ROW_ID)]
+
+
 def _policy(name: str):
     for loaded in _policies().policies:
         if loaded.policy.name == name:
@@ -160,7 +209,7 @@ def overview_page(request: Request):
 
 
 @app.get("/policies/{name}", response_class=HTMLResponse)
-def policy_page(request: Request, name: str):
+def policy_page(request: Request, name: PolicyName):
     loaded = _policy(name)
     runs = list(_runs_of(name, None, None))
     return _page(
@@ -174,7 +223,7 @@ def policy_page(request: Request, name: str):
 
 
 @app.get("/runs/{row_id}", response_class=HTMLResponse)
-def run_page(request: Request, row_id: int):
+def run_page(request: Request, row_id: RowId):
     from lifecycle.audit import read_run
 
     run = read_run(audit_engine(), row_id)
@@ -200,7 +249,7 @@ def overview_chart():
 
 
 @app.get("/charts/{name}/deletions.svg")
-def deletions_chart(name: str):
+def deletions_chart(name: PolicyName):
     from lifecycle.ui.charts import deletions_svg
 
     _policy(name)
@@ -208,7 +257,7 @@ def deletions_chart(name: str):
 
 
 @app.get("/charts/{name}/age.svg")
-def age_chart(name: str):
+def age_chart(name: PolicyName):
     from lifecycle.ui.charts import age_svg
 
     _policy(name)
@@ -217,11 +266,29 @@ def age_chart(name: str):
 
 # -- export -------------------------------------------------------------------------------------
 
-Day = Annotated[date | None, Query(description="logical dates from (inclusive, UTC)")]
+
+def _day(value: object) -> object:
+    """A calendar day written YYYY-MM-DD, and nothing pydantic would also take for one: a Unix
+    time (`0`), a datetime whose offset would move the day, a year beyond the range."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
+        raise ValueError("not YYYY-MM-DD")
+    day = date.fromisoformat(value)  # 2026-13-01 raises ValueError
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise ValueError("out of range")
+    return day
+
+
+Day = Annotated[
+    date | None,
+    BeforeValidator(_day),
+    Query(description="logical dates from or to (inclusive, UTC); empty: no bound"),
+]
 
 
 def _export(kind: str, policy: str | None, start: date | None, end: date | None):
-    from lifecycle.ui.export import as_csv_lines, as_json_lines
+    from lifecycle.ui.export import as_csv_lines, as_json_lines, content_disposition
 
     if start and end and end < start:
         raise HTTPException(422, "end is before start")
@@ -238,18 +305,18 @@ def _export(kind: str, policy: str | None, start: date | None, end: date | None)
     return StreamingResponse(
         lines,
         media_type=media,
-        headers={"Content-Disposition": f'attachment; filename="{name}.{kind}"', **NO_STORE},
+        headers={"Content-Disposition": content_disposition(f"{name}.{kind}"), **NO_STORE},
     )
 
 
 @app.get("/export.csv")
-def export_csv(policy: str | None = None, start: Day = None, end: Day = None):
+def export_csv(policy: PolicyFilter = None, start: Day = None, end: Day = None):
     """The audit trail as CSV, optionally one policy and logical dates in [start, end]."""
     return _export("csv", policy, start, end)
 
 
 @app.get("/export.json")
-def export_json(policy: str | None = None, start: Day = None, end: Day = None):
+def export_json(policy: PolicyFilter = None, start: Day = None, end: Day = None):
     """The audit trail as a JSON array, optionally one policy and logical dates in [start, end]."""
     return _export("json", policy, start, end)
 
