@@ -70,6 +70,30 @@ runs = sa.Table(
     implicit_returning=False,
 )
 
+# The deletion ledger: what each run was approved to delete, and every committed batch, written
+# to the control database as it happens (the audit row above sums it). Append-only; counts only.
+ledger = sa.Table(
+    "retention_ledger",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("policy", sa.String(100), nullable=False),
+    sa.Column("dag_id", sa.String(250), nullable=False),
+    sa.Column("run_id", sa.String(250), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    # approved | begin | batch | unrecorded | recorded
+    sa.Column("event", sa.String(20), nullable=False),
+    sa.Column("slice", sa.Integer),
+    sa.Column("try_number", sa.Integer),
+    sa.Column("batch", sa.Integer),
+    sa.Column("deleted", sa.BigInteger),  # batch: records it deleted; approved: the ceiling
+    sa.Column("cutoff", Timestamp),
+    sa.Column("logical_date", Timestamp),
+    sa.Column("at", Timestamp, nullable=False),
+    sa.Index("ix_retention_ledger_run", "dag_id", "run_id", "attempt"),
+    sa.Index("ix_retention_ledger_policy", "policy", "event"),
+    implicit_returning=False,
+)
+
 STATUSES = ("purged", "dry_run", "refused", "failed", "verification_failed")
 
 
@@ -251,6 +275,58 @@ def _utc(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def _outcome(
+    extracted: dict[str, Any] | None,
+    decision: dict[str, Any] | None,
+    purged: dict[str, Any] | None,
+    verification: dict[str, Any] | None,
+) -> tuple[str, list[str]]:
+    """The run's status and why, from what its steps left (None where a step failed). Failures
+    are named by step, never by exception text: a database error can quote a record."""
+    if extracted is None:
+        return "failed", ["extract did not complete (see its task log)"]
+    if decision is None:
+        return "failed", ["check did not complete (see its task log)"]
+    if decision["outcome"] == "refused":
+        return "refused", list(decision["reasons"])
+    if decision["outcome"] == "dry_run":
+        return "dry_run", []
+    if purged is None:
+        return "failed", ["delete did not complete (see its task log)"]
+    if purged.get("incomplete"):
+        slices = ", ".join(map(str, purged["incomplete"]))
+        return "failed", [
+            f"delete of slice {slices} did not complete (see its task log); the other slices "
+            f"deleted {purged['deleted_by_finished']}"
+        ]
+    if verification is None:
+        return "failed", ["verify did not complete (see its task log)"]
+    if not verification["success"]:
+        return "verification_failed", [
+            f"{verification['remaining']} unheld records before the cutoff remain"
+        ]
+    return "purged", []
+
+
+def _purge_notes(purged: dict[str, Any] | None, ledger: dict[str, Any] | None) -> list[str]:
+    notes: list[str] = []
+    if purged and purged.get("failed"):
+        notes += [f"{n} not deleted: {code}" for code, n in sorted(purged["failed"].items())]
+    if purged and purged.get("earlier_tries"):
+        notes.append(
+            f"{purged['earlier_tries']} of the deleted records went in an interrupted try "
+            "(in the deletion ledger, batch by batch, or reconciled from what was left of its "
+            "slice past the window)"
+        )
+    for index, batches in sorted((ledger or {}).get("in_flight", {}).items()):
+        tried = ", ".join(f"batch {b} of try {t} ({n} records)" for t, b, n in batches)
+        notes.append(
+            f"slice {index}: {tried} was in flight when its try ended: it deleted all of them "
+            "or none (one transaction), not counted here; a retry of the slice reconciles it"
+        )
+    return notes
+
+
 def audit_row(
     policy: Any,
     *,
@@ -265,86 +341,43 @@ def audit_row(
     verification: dict[str, Any] | None,
     started_at: datetime | None,
     failures: list[str] | None = None,
+    ledger: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The audit row of a run from what its tasks left in XCom (None where a task failed).
-
-    Failures are named by step, never by exception text: a database error message can quote
-    the very record it failed on.
-    """
+    """The audit row of a run from what its tasks left in XCom, and from the deletion ledger
+    (`ledger`: what the attempt's batches deleted, recorded as each committed), which makes the
+    count true even when a slice failed midway."""
     plan = (extracted or {}).get("plan") or {}
-    reasons: list[str] = []
-    if extracted is None:
-        status, reasons = "failed", ["extract did not complete (see its task log)"]
-    elif decision is None:
-        status, reasons = "failed", ["check did not complete (see its task log)"]
-    elif decision["outcome"] == "refused":
-        status, reasons = "refused", list(decision["reasons"])
-    elif decision["outcome"] == "dry_run":
-        status = "dry_run"
-    elif purged is None:
-        status, reasons = "failed", ["delete did not complete (see its task log)"]
-    elif purged.get("incomplete"):
-        status = "failed"
-        slices = ", ".join(map(str, purged["incomplete"]))
-        reasons = [
-            f"delete of slice {slices} did not complete (see its task log); the other slices "
-            f"deleted {purged['deleted_by_finished']}"
-        ]
-        purged = None  # the run's total is unknown
-    elif verification is None:
-        status, reasons = "failed", ["verify did not complete (see its task log)"]
-    elif not verification["success"]:
-        status = "verification_failed"
-        reasons = [f"{verification['remaining']} unheld records before the cutoff remain"]
-    else:
-        status = "purged"
-    if purged and purged.get("failed"):
-        reasons += [f"{n} not deleted: {code}" for code, n in sorted(purged["failed"].items())]
-    if purged and purged.get("earlier_tries"):
-        reasons.append(
-            f"{purged['earlier_tries']} of the deleted records went in an interrupted try, "
-            "counted from what was left of its slice past the window"
-        )
-    if purged and purged.get("earlier_uncounted"):
-        reasons.append(
-            "an interrupted try may have deleted more than counted here (slice "
-            f"{', '.join(map(str, purged['earlier_uncounted']))}: the store is not recounted)"
-        )
+    status, reasons = _outcome(extracted, decision, purged, verification)
+    if purged and purged.get("incomplete"):
+        purged = None  # the XComs do not know the total; the ledger does
+    reasons += _purge_notes(purged, ledger)
     # Configuration errors that failed a step at once (a missing connection, a protected
     # table): their messages name settings, never records.
     reasons += [f for f in failures or () if f not in reasons]
-    if decision:
-        reasons += list(decision.get("warnings", ()))
-    elif extracted:
-        reasons += list(extracted.get("warnings", ()))
-    store = policy.store
+    warnings = (decision or {}).get("warnings") if decision else (extracted or {}).get("warnings")
+    reasons += list(warnings or ())
+    if ledger is not None:
+        deleted, batches = ledger["deleted"], ledger["batches"]
+    elif purged:
+        deleted, batches = purged["deleted"], purged["batches"]
+    else:  # unknown (None) when the delete failed without a ledger
+        deleted = batches = 0 if status != "failed" else None
     timings = {
         step: result.get("seconds")
         for step, result in (("delete", purged), ("verify", verification))
         if result
     }
-    return {
+    return _describe_policy(policy) | {
         "dag_id": dag_id,
         "run_id": run_id,
         "attempt": attempt,
-        "policy": policy.name,
-        "title": policy.title,
-        "controller": policy.controller,
-        "legal_basis": policy.legal_basis,
-        "store": f"{store.kind}:{store.conn_id}:{store.location}",
-        "period": policy.retention.period,
         "logical_date": logical_date,
         "cutoff": (extracted or {}).get("cutoff"),
         "status": status,
         "dry_run": dry_run,
-        "total": plan.get("total"),
-        "expired": plan.get("expired"),
-        "held": plan.get("held"),
-        "active": plan.get("active"),
-        "anomalies": plan.get("anomalies"),
-        # Unknown (None) when the delete failed: committed batches may have deleted some.
-        "deleted": purged["deleted"] if purged else (0 if status != "failed" else None),
-        "batches": purged["batches"] if purged else (0 if status != "failed" else None),
+        **{name: plan.get(name) for name in ("total", "expired", "held", "active", "anomalies")},
+        "deleted": deleted,
+        "batches": batches,
         "shards": purged.get("shards") if purged else None,
         "oldest_expired": plan.get("oldest_expired"),
         "holds": plan.get("held_by_hold") or {},
@@ -357,5 +390,52 @@ def audit_row(
         "verification": None if verification is None else verification.get("summary"),
         "timings": timings,
         "started_at": started_at,
+        "finished_at": datetime.now(UTC),
+    }
+
+
+def _describe_policy(policy: Any) -> dict[str, Any]:
+    store = policy.store
+    return {
+        "policy": policy.name,
+        "title": policy.title,
+        "controller": policy.controller,
+        "legal_basis": policy.legal_basis,
+        "store": f"{store.kind}:{store.conn_id}:{store.location}",
+        "period": policy.retention.period,
+    }
+
+
+def late_row(
+    policy: Any,
+    key: Any,
+    approval: dict[str, Any] | None,
+    totals: dict[str, Any],
+    *,
+    written_by: str,
+) -> dict[str, Any]:
+    """The audit row of a run whose own `record` never wrote it, from the deletion ledger: its
+    deletions are accounted to it, not to the run that found them."""
+    approval = approval or {}
+    reasons = [
+        f"the run's own record task did not complete: this row was written later, by run "
+        f"{written_by}, from the deletion ledger",
+        *_purge_notes(None, totals),
+    ]
+    return _describe_policy(policy) | {
+        "dag_id": key.dag_id,
+        "run_id": key.run_id,
+        "attempt": key.attempt,
+        "logical_date": approval.get("logical_date"),
+        "cutoff": approval.get("cutoff"),
+        "status": "failed",
+        "dry_run": False,
+        "deleted": totals["deleted"],
+        "batches": totals["batches"],
+        "reasons": reasons,
+        "holds": {},
+        "tenants": {},
+        "timings": {},
+        "started_at": approval.get("at"),
         "finished_at": datetime.now(UTC),
     }

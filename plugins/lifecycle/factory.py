@@ -179,7 +179,8 @@ def _no_retry_for_what_retries_cannot_fix(path: Path):
     purge that found more than was approved will not heal by retrying: fail at once, naming the
     policy file. The message (names, counts and settings, never a record) also goes to XCom,
     so that the audit row says why."""
-    from lifecycle.stores import PurgeLimitExceeded, StoreConfigError
+    from lifecycle.errors import PermanentError
+    from lifecycle.stores import StoreConfigError
     from lifecycle.tenants import TenantSettingsError
 
     try:
@@ -187,7 +188,7 @@ def _no_retry_for_what_retries_cannot_fix(path: Path):
     except (StoreConfigError, TenantSettingsError) as exc:
         _push_failure(f"{path.name}: {exc}")
         raise AirflowFailException(f"{path}: {exc}") from None
-    except PurgeLimitExceeded as exc:
+    except PermanentError as exc:  # a purge limit, a missing approval
         _push_failure(str(exc))
         raise AirflowFailException(str(exc)) from None
 
@@ -387,6 +388,9 @@ def invalid_dag_id(path: Path, taken: set[str]) -> str:
     return candidate
 
 
+_REPORTED: set[str] = set()
+
+
 def build_dags(directory: Path | None = None) -> dict[str, DAG]:
     """Every policy's DAG; a broken policy becomes a failing DAG, never an import error that
     would take the other DAGs down with it."""
@@ -400,7 +404,9 @@ def build_dags(directory: Path | None = None) -> dict[str, DAG]:
         except Exception as exc:  # whatever Airflow refuses, reported per file
             errors.append(PolicyError(loaded.path, (f"(file): Airflow refused the DAG: {exc}",)))
     for error in errors:
-        log.error("invalid retention policy: %s", error.message)
+        if error.message not in _REPORTED:  # once per process: dag.test() parses at every run
+            _REPORTED.add(error.message)
+            log.error("invalid retention policy: %s", error.message)
         dag = build_invalid_policy_dag(error, invalid_dag_id(error.path, set(dags)))
         dags[dag.dag_id] = dag
     return dags

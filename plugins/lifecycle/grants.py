@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql
 
-from lifecycle.audit import AUDIT_CONN_ID, runs
+from lifecycle.audit import AUDIT_CONN_ID, ledger, runs
 from lifecycle.holds import holds
 from lifecycle.policy import IDENTIFIER_PATTERN, Policy
 from lifecycle.protected import protected_table_problem
@@ -75,6 +75,9 @@ def required_grants(
             needs[settings.conn_id or store.conn_id][settings.table].add(READ)
     needs[audit_conn_id][holds.name].add(READ)
     needs[audit_conn_id][runs.name].add(APPEND)
+    # The deletion ledger: appended batch by batch, read back by retries and later runs to
+    # reconcile (counts only, no personal data).
+    needs[audit_conn_id][ledger.name] |= {READ, APPEND}
     return {
         conn_id: [
             TableGrant(table, tuple(sorted(privileges)))
@@ -143,8 +146,9 @@ def grant_statements(
         statements.append(
             f"GRANT {', '.join(grant.privileges)} ON {table_name(grant)} TO {grantee}"
         )
-        if dialect_name == "postgresql" and APPEND in grant.privileges and grant.name == runs.name:
-            sequence = ".".join(quote(p) for p in (grant.schema, _sequence_of(runs)) if p)
+        appended = {runs.name: runs, ledger.name: ledger}.get(grant.name)
+        if dialect_name == "postgresql" and APPEND in grant.privileges and appended is not None:
+            sequence = ".".join(quote(p) for p in (grant.schema, _sequence_of(appended)) if p)
             statements.append(f"GRANT USAGE ON SEQUENCE {sequence} TO {grantee}")
     return statements
 

@@ -37,7 +37,7 @@ def _matching(pattern: str, what: str):
     compiled = re.compile(pattern)
 
     def check(value: str) -> str:
-        if not compiled.match(value):
+        if not compiled.fullmatch(value):
             raise ValueError(f"{value!r} is not {what}")
         return value
 
@@ -56,7 +56,20 @@ def period_at_least(period: str, floor: str) -> bool:
 _UNITS = ("years", "months", "days", "hours", "minutes", "seconds")
 
 
+# Every value that reaches the audit trail fits its column (audit.py): a trail write can no
+# longer fail on content after a deletion.
+MAX_PERIOD_LENGTH = 40
+MAX_TITLE_LENGTH = 250
+MAX_PREFIX_LENGTH = 170  # "s3:<conn_id>:s3://<bucket>/<prefix>" fits the 500 of `store`
+
+
+def _bounded_period(value: str) -> None:
+    if isinstance(value, str) and len(value) > MAX_PERIOD_LENGTH:
+        raise ValueError(f"longer than {MAX_PERIOD_LENGTH} characters: not a retention period")
+
+
 def _period(value: str) -> str:
+    _bounded_period(value)
     parse_period(value)
     return value
 
@@ -217,6 +230,7 @@ class Retention(_Strict):
     @field_validator("period")
     @classmethod
     def _period(cls, value: str, info: ValidationInfo) -> str:
+        _bounded_period(value)
         parse_period(value, allow_zero=info.data.get("from_event") is not None)
         return value
 
@@ -440,8 +454,11 @@ class S3Store(_Strict):
     bucket: Annotated[str, AfterValidator(_bucket)] = Field(description="The bucket.")
     prefix: Annotated[
         str,
+        Field(max_length=MAX_PREFIX_LENGTH),
         AfterValidator(_matching(r"^([^/].*/)?$", "a key prefix (no leading /, ending in /)")),
-        WithJsonSchema({"type": "string", "pattern": r"^([^/].*/)?$"}),
+        WithJsonSchema(
+            {"type": "string", "pattern": r"^([^/].*/)?$", "maxLength": MAX_PREFIX_LENGTH}
+        ),
     ] = Field(
         default="", description="Key prefix ending in `/` (`support/`); empty: the whole bucket."
     )
@@ -484,7 +501,11 @@ class Policy(_Strict):
     )
 
     name: PolicyName = Field(description="Unique policy name; the DAG id is `retention_<name>`.")
-    title: str = Field(min_length=1, description="Human-readable name of the category.")
+    title: str = Field(
+        min_length=1,
+        max_length=MAX_TITLE_LENGTH,
+        description="Human-readable name of the category.",
+    )
     description: str | None = Field(default=None, description="Free text shown in the DAG doc.")
     statement: Statement = Field(description="The statement row this policy enforces.")
     controller: Literal["provider", "client"] = Field(

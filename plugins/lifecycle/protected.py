@@ -29,10 +29,11 @@ if TYPE_CHECKING:
 # The control database (connection `lifecycle_audit`): lifecycle.audit.metadata's tables. A
 # literal so that importing this module imports no SQLAlchemy model; a unit test keeps it equal
 # to the metadata.
-CONTROL_TABLES: tuple[str, ...] = ("retention_audit", "retention_holds")
+CONTROL_TABLES: tuple[str, ...] = ("retention_audit", "retention_holds", "retention_ledger")
 _CONTROL_ROLES = {
     "retention_audit": "the retention audit trail",
     "retention_holds": "the table of legal holds, restrictions and disputes",
+    "retention_ledger": "the deletion ledger",
 }
 
 # Airflow 3.3's metadata tables (airflow.models.base.Base.metadata after

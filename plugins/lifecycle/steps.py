@@ -8,6 +8,7 @@ ids only: hold values and records stay in the store and in the step's memory.
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -161,15 +162,20 @@ def _hold_warnings(policy: Policy, holds, unreached: list[str]) -> list[str]:
                 f"hold {hold.id} ({hold.subject}) names a subject this policy cannot reach "
                 f"(it reaches {', '.join(sorted(mapped)) or 'none'}): it protects nothing here"
             )
-        elif str(hold.id) in unreached:
+        elif str(hold.id) in unreached and hold.scope == policy.name:
             warnings.append(
                 f"hold {hold.id} ({hold.subject}) reaches no records in this policy: check its "
                 "value (it protects nothing here)"
+            )
+        elif str(hold.id) in unreached:  # a hold on all policies: this one may hold none
+            warnings.append(
+                f"hold {hold.id} ({hold.subject}, all policies) reaches no records in this policy"
             )
     return warnings
 
 
 def extract(policy: Policy, run: Run) -> dict[str, Any]:
+    started_at = datetime.now(UTC)  # the run's real start, for the evidence page
     current, periods = window(policy, run)
     with open_policy_store(policy) as store:
         plan = store.plan(current)
@@ -203,6 +209,7 @@ def extract(policy: Policy, run: Run) -> dict[str, Any]:
         "tenants": tenants,
         "plan": plan.to_dict(),
         "warnings": warnings,
+        "started_at": started_at.isoformat(),
         "attempt": run.attempt,
     }
 
@@ -232,7 +239,29 @@ def check(
     result["warnings"] = [*result["warnings"], *extracted.get("warnings", [])]
     for warning in result["warnings"]:
         log.warning("%s: %s", policy.name, warning)
+    if decision.outcome == "approved":
+        # Intent before action: the trail holds the approval (run, cutoff, ceiling) before a
+        # delete task may start; if the control database cannot take it, nothing is deleted.
+        with run_ledger(policy, run) as ledger:
+            ledger.approve(
+                datetime.fromisoformat(extracted["cutoff"]),
+                decision.approved_records,
+                run.logical_date,
+            )
     return result | {"attempt": run.attempt}
+
+
+@contextmanager
+def run_ledger(policy: Policy, run: Run):
+    """The deletion ledger of this run attempt (control database)."""
+    from lifecycle.audit import AUDIT_CONN_ID
+    from lifecycle.ledger import Ledger, RunKey
+
+    engine = sql_engine(AUDIT_CONN_ID, "the audit connection")
+    try:
+        yield Ledger(engine, RunKey(policy.name, run.dag_id, run.run_id, run.attempt))
+    finally:
+        engine.dispose()
 
 
 def split(policy: Policy, run: Run, extracted: dict[str, Any], decision: dict[str, Any]):
@@ -268,30 +297,51 @@ def delete(
     *,
     try_number: int = 1,
 ) -> dict[str, Any]:
-    """Purge one slice. A retry (after a worker died mid-purge, say) first counts what is left
-    of the slice past the window, held or not: what is gone since the split was deleted by the
-    interrupted try, and is reported with this one's, so the audit shows every record the run
-    removed. Where the store cannot count cheaply (object stores), it says so instead."""
+    """Purge one slice, every batch in the deletion ledger as it commits.
+
+    Nothing is deleted without the check's approval in the ledger. A retry (after a worker died
+    mid-purge, say) first reconciles: what is gone from the slice since the split (past the
+    window, held or not) and not in the ledger was deleted by the batch the interrupted try had
+    in flight, and is written to the ledger against that try. Where the store cannot count
+    cheaply (object stores), the in-flight batch stays reported as such."""
+    from lifecycle.errors import NotApproved
     from lifecycle.stores import Shard
 
     current, _ = window(policy, run, extracted)
     piece = Shard(**{k: v for k, v in shard.items() if k != "attempt"})
     earlier, uncounted = 0, False
-    with open_policy_store(policy) as store:
+    with run_ledger(policy, run) as ledger, open_policy_store(policy) as store:
+        if ledger.approved() is None:
+            raise NotApproved(
+                f"{policy.name}: no approval for run {run.run_id} (attempt {run.attempt}) in the "
+                "deletion ledger: nothing deleted"
+            )
         if try_number > 1:
             now = store.past_window(current, piece) if piece.past is not None else None
             if now is None:
                 uncounted = True
             else:
                 earlier = max(0, piece.past - now)
+                found = ledger.reconcile(piece.index, try_number, earlier)
                 log.info(
-                    "%s: slice %d: earlier tries deleted %d", policy.name, piece.index, earlier
+                    "%s: slice %d: earlier tries deleted %d (%d of them found by reconciling)",
+                    policy.name,
+                    piece.index,
+                    earlier,
+                    found,
                 )
-        result = store.purge(current, approved=max(0, piece.expired - earlier), shard=piece)
+        result = store.purge(
+            current,
+            approved=max(0, piece.expired - earlier),
+            shard=piece,
+            journal=ledger.journal(piece.index, try_number),
+        )
+        totals = ledger.slice_totals(piece.index)
     return result.to_dict() | {
-        "deleted": result.deleted + earlier,
-        "earlier_tries": earlier,
-        "earlier_uncounted": uncounted,
+        "deleted": totals.deleted,
+        "batches": totals.batches,
+        "earlier_tries": totals.deleted - result.deleted,
+        "earlier_uncounted": uncounted and bool(totals.in_flight),
         "shard": piece.index,
         "attempt": run.attempt,
     }
@@ -362,25 +412,85 @@ def record(
         for name, result in results.items()
     }
     results["purged"] = merge_purges(run, shards, purges)
-    row = audit_row(
-        policy,
-        dag_id=run.dag_id,
-        run_id=run.run_id,
-        attempt=run.attempt,
-        logical_date=run.logical_date,
-        dry_run=run.dry_run,
-        started_at=run.started_at,
-        failures=failures or [],
-        **results,
-    )
-    engine = sql_engine(AUDIT_CONN_ID)
+    engine = sql_engine(AUDIT_CONN_ID, "the audit connection")
     try:
+        totals = _ledger_totals(policy, run, engine)
+        row = audit_row(
+            policy,
+            dag_id=run.dag_id,
+            run_id=run.run_id,
+            attempt=run.attempt,
+            logical_date=run.logical_date,
+            dry_run=run.dry_run,
+            started_at=_started(run, results.get("extracted")),
+            failures=failures or [],
+            ledger=totals,
+            **results,
+        )
         if not record_run(engine, row):
             log.info(
                 "%s: the audit row of attempt %d was written by an earlier try",
                 policy.name,
                 run.attempt,
             )
+        if totals is not None:
+            _mark_recorded(policy, run, engine)
+        if _has_ledger(engine):
+            _write_late_rows(policy, run, engine)
     finally:
         engine.dispose()
     return row
+
+
+def _started(run: Run, extracted: dict[str, Any] | None) -> datetime | None:
+    """The run's real start: its first task's (a run of `dags test` or the demo would otherwise
+    say it started at its logical date)."""
+    if extracted and extracted.get("started_at"):
+        return datetime.fromisoformat(extracted["started_at"])
+    return run.started_at
+
+
+def _ledger_totals(policy: Policy, run: Run, engine) -> dict[str, Any] | None:
+    """What the ledger says this attempt deleted, or None when it was never approved."""
+    from lifecycle.ledger import Ledger, RunKey
+
+    if not _has_ledger(engine):
+        return None  # no approval can have been written: nothing was deleted
+    ledger = Ledger(engine, RunKey(policy.name, run.dag_id, run.run_id, run.attempt))
+    return None if ledger.approved() is None else ledger.totals()
+
+
+def _has_ledger(engine) -> bool:
+    import sqlalchemy as sa
+
+    from lifecycle.audit import ledger
+
+    return sa.inspect(engine).has_table(ledger.name)
+
+
+def _mark_recorded(policy: Policy, run: Run, engine) -> None:
+    from lifecycle.ledger import Ledger, RunKey
+
+    Ledger(engine, RunKey(policy.name, run.dag_id, run.run_id, run.attempt)).mark_recorded()
+
+
+def _write_late_rows(policy: Policy, run: Run, engine) -> None:
+    """The audit rows of earlier runs of this policy that deleted (or were approved to) but
+    whose own `record` never wrote: their deletions are accounted to them, from the ledger."""
+    from lifecycle.audit import late_row, record_run
+    from lifecycle.ledger import Ledger, unrecorded_runs
+
+    for key in unrecorded_runs(engine, policy.name):
+        if (key.dag_id, key.run_id, key.attempt) == (run.dag_id, run.run_id, run.attempt):
+            continue
+        ledger = Ledger(engine, key)
+        row = late_row(policy, key, ledger.approval(), ledger.totals(), written_by=run.run_id)
+        record_run(engine, row)  # False: the row was there, only the mark was missing
+        ledger.mark_recorded()
+        log.warning(
+            "%s: wrote the missing audit row of run %s (attempt %d): %d records deleted",
+            policy.name,
+            key.run_id,
+            key.attempt,
+            row["deleted"],
+        )

@@ -12,10 +12,11 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from lifecycle.errors import PermanentError
 from lifecycle.periods import compute_cutoff, parse_period
 
 
-class TenantSettingsError(ValueError):
+class TenantSettingsError(PermanentError, ValueError):
     pass
 
 

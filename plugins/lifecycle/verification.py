@@ -55,9 +55,17 @@ def _raised(exception_info) -> bool:
 
 
 def verify_sql(
-    *, url: str, engine_kwargs: dict[str, Any], expired_query: str, label: str, held: int = 0
+    *,
+    url: str,
+    engine_kwargs: dict[str, Any],
+    expired_query: str,
+    label: str,
+    held: int = 0,
+    expected: int = 0,
 ) -> Verification:
-    """Validate that `expired_query` (the unheld expired records) returns no row.
+    """Validate that `expired_query` (the records past the window) returns exactly `expected`
+    rows: the held ones, counted by the store with the hold values bound as parameters, so
+    the query GX runs needs none of them.
 
     GX pushes one `SELECT count(*) FROM (<expired_query>)` down to the database; the observed
     value is that count. `expired_query` must select a constant, never a column, so nothing
@@ -78,7 +86,9 @@ def verify_sql(
             name=f"retention {label}",
             expectations=[
                 gxe.ExpectTableRowCountToEqual(
-                    value=0, description=f"No unheld record of {label} before the cutoff remains"
+                    value=expected,
+                    description=f"No unheld record of {label} before the cutoff remains "
+                    f"(records past the window = the {expected} held)",
                 )
             ],
         )
@@ -93,10 +103,12 @@ def verify_sql(
             f"{label}: the verification query failed in Great Expectations (message withheld: "
             "it can quote record values; run the check again or see the database's logs)"
         )
-    remaining = int(outcome.result["observed_value"])
+    observed = int(outcome.result["observed_value"])
+    remaining = max(0, observed - expected)
     summary = result.describe_dict()
-    # Never the query itself: it carries the held subjects' values.
-    summary["checked"] = f"records past the window, {held} holds excepted"
+    summary["checked"] = (
+        f"records past the window: {observed}, of them held (by {held} holds): {expected}"
+    )
     return Verification(
         success=bool(result.success),
         remaining=remaining,

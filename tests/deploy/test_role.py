@@ -270,6 +270,8 @@ def test_the_role_purges_and_audits_and_may_do_nothing_else(
         assert table_privileges(owner_audit, cluster.role) == {
             ("retention_audit", "INSERT"),
             ("retention_holds", "SELECT"),
+            ("retention_ledger", "INSERT"),  # the deletion ledger: appended batch by batch,
+            ("retention_ledger", "SELECT"),  # read back to reconcile
         }
 
         # The jobs' part, logged in as the role.
@@ -371,6 +373,8 @@ def test_connections_to_one_database_are_granted_together(cluster, tmp_path, mon
             ("events", "DELETE"),
             ("retention_audit", "INSERT"),
             ("retention_holds", "SELECT"),
+            ("retention_ledger", "INSERT"),
+            ("retention_ledger", "SELECT"),
         }
     finally:
         owner.dispose()

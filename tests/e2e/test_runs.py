@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import pytest
 import sqlalchemy as sa
 
 from tests.e2e.conftest import task_states
@@ -97,7 +98,9 @@ def test_a_purge_that_crashes_midway_is_audited_and_a_rerun_finishes(deployment)
     assert len(remaining) == 12 + 3 - 6
     assert set(KEPT) <= set(remaining)  # nothing unexpired touched
     (row,) = deployment.audit("events")
-    assert (row["status"], row["expired"], row["deleted"]) == ("failed", 12, None)
+    # The deletion ledger recorded every committed batch: the failed run's row counts them.
+    assert (row["status"], row["expired"], row["deleted"], row["batches"]) == ("failed", 12, 6, 2)
+    # The failing batch never reached its commit: nothing of it in flight, nothing unaccounted.
     assert row["reasons"] == [
         "delete of slice 1 did not complete (see its task log); the other slices deleted 6"
     ]
@@ -108,8 +111,9 @@ def test_a_purge_that_crashes_midway_is_audited_and_a_rerun_finishes(deployment)
 
     assert str(rerun.state) == "success"
     assert survivors(engine, table) == KEPT
+    # Every deleted record accounted to exactly one run: 6 + 6 = the 12 that went.
     assert [(r["status"], r["deleted"]) for r in deployment.audit("events")] == [
-        ("failed", None),
+        ("failed", 6),
         ("purged", 6),
     ]
 
@@ -277,10 +281,12 @@ def test_a_large_purge_is_split_into_parallel_slices_and_audited_once(deployment
     assert row["verified"] is True
 
 
-def test_a_retried_slice_reports_what_its_interrupted_try_deleted(deployment):
-    # The steps as the tasks run them; the "interrupted try" is rows of slice 1 deleted without
-    # its task finishing (as committed batches of a killed worker are), then a second try.
+def test_a_retried_slice_reports_what_its_interrupted_try_deleted(deployment, monkeypatch):
+    # The steps as the tasks run them. The interrupted try commits its second batch and dies
+    # before the ledger hears of it (a worker killed, the control database gone): the retry
+    # reconciles that batch against the try that had it in flight.
     from lifecycle import steps
+    from lifecycle.ledger import Journal
     from lifecycle.loader import load_policies
 
     timestamps = [TIMESTAMPS[i % len(TIMESTAMPS)] for i in range(240)]
@@ -292,28 +298,38 @@ def test_a_retried_slice_reports_what_its_interrupted_try_deleted(deployment):
     slices = steps.split(policy, run, extracted, decision)
     assert [(s["expired"], s["past"]) for s in slices] == [(40, 40), (40, 40), (40, 40)]
     second = slices[1]
+    expired_ids = sorted_ids_of(engine, table, second)
+    recorded = Journal.after
+
+    def dies_after_the_second_commit(journal, batch, deleted):
+        if batch == 2:
+            raise ConnectionError("the worker died")
+        recorded(journal, batch, deleted)
+
+    monkeypatch.setattr(Journal, "after", dies_after_the_second_commit)
+    with pytest.raises(ConnectionError):
+        steps.delete(policy, run, extracted, second, try_number=1)
+    monkeypatch.setattr(Journal, "after", recorded)
+    # Someone else deletes a row of the slice meanwhile: not this run's deletion.
     with engine.begin() as conn:
-        conn.execute(
-            table.delete()
-            .where(
-                table.c.id > second["after"],
-                table.c.id <= second["through"],
-                table.c.seen_at < CUTOFF,
-            )
-            .where(table.c.id <= sorted_ids_of(engine, table, second)[14])
-        )
+        conn.execute(table.delete().where(table.c.id == expired_ids[-1]))
 
     retried = steps.delete(policy, run, extracted, second, try_number=2)
-    first_try = steps.delete(policy, run, extracted, slices[0], try_number=1)
+    first = steps.delete(policy, run, extracted, slices[0], try_number=1)
 
-    assert (retried["deleted"], retried["earlier_tries"]) == (40, 15)
-    assert (first_try["deleted"], first_try["earlier_tries"]) == (40, 0)
-    merged = steps.merge_purges(run, slices, [first_try, retried])
+    # Two batches of ten keys went in the first try: the first recorded, the second reconciled.
+    first_try = sum(1 for i in expired_ids if i <= second["after"] + 20)
+    assert (retried["deleted"], retried["earlier_tries"]) == (39, first_try)
+    assert (first["deleted"], first["earlier_tries"]) == (40, 0)
+    merged = steps.merge_purges(run, slices, [first, retried])
     assert merged["incomplete"] == [2]  # slice 2 has not run: the total is not known yet
     last = steps.delete(policy, run, extracted, slices[2], try_number=1)
-    merged = steps.merge_purges(run, slices, [first_try, retried, last])
-    assert (merged["deleted"], merged["earlier_tries"], merged["shards"]) == (120, 15, 3)
+    merged = steps.merge_purges(run, slices, [first, retried, last])
+    assert (merged["deleted"], merged["earlier_tries"], merged["shards"]) == (119, first_try, 3)
     assert survivors(engine, table) == sorted(t for t in timestamps if t >= CUTOFF)
+    with steps.run_ledger(policy, run) as ledger:
+        totals = ledger.totals()
+    assert (totals["deleted"], totals["in_flight"]) == (119, {})
 
 
 def sorted_ids_of(engine, table, piece) -> list[int]:

@@ -228,3 +228,42 @@ def test_a_hold_placed_during_a_purge_protects_from_the_next_batch(engine):
     # Batches 1-2 (keys 1-20) went whole; from batch 3 on customer 1's rows (odd ids) stay.
     assert survivors == [i for i in range(21, 101) if i % 2 == 1]
     assert result.deleted == 100 - len(survivors)
+
+
+def test_verification_binds_hold_values_and_survives_colons_in_literals(engine):
+    """A hold value like ':evil' made every verification fail: GX wraps its SQL in text(),
+    which read it as a bind parameter. Hold values are now bound by the store; client ids,
+    which stay literal for GX, are escaped."""
+    meta = sa.MetaData()
+    table = sa.Table(
+        "events",
+        meta,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("customer", sa.String(20)),
+        sa.Column("tenant", sa.String(20)),
+        sa.Column("seen_at", Timestamp),
+    )
+    meta.drop_all(engine)
+    meta.create_all(engine)
+    rows = [(1, ":evil", ":acme"), (2, "x", ":acme"), (3, "y", "other")]
+    with engine.begin() as conn:
+        conn.execute(
+            table.insert(),
+            [
+                {"id": i, "customer": c, "tenant": t, "seen_at": _stamp(engine, OLD)}
+                for i, c, t in rows
+            ],
+        )
+    policy = config(
+        subjects={"customer": "customer"},
+        retention={"period": "P6M", "per_tenant": {"column": "tenant"}},
+    )
+    store = SqlTableStore(policy, engine)
+    hold = Hold(1, "*", "customer", ":evil", "legal_hold")
+    window = RetentionWindow(CUTOFF, tenant_cutoffs={":acme": CUTOFF}, holds=(hold,))
+    assert not store.verify(window).success  # rows 2 and 3 are still there
+    purge(store, window)
+    assert kept(engine, table) == [1]
+    verification = store.verify(window)
+    assert (verification.success, verification.remaining) == (True, 0)
+    assert ":evil" not in str(verification.summary)  # the value never reaches the evidence

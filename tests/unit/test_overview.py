@@ -95,3 +95,30 @@ def test_a_hold_that_protects_nothing_needs_attention_on_the_overview():
     reasons = attention(warned, remaining_after(warned), DAY)
     assert reasons == [warned["reasons"][0]]
     assert attention(run(), remaining_after(run()), DAY) == []
+
+
+def test_a_hold_on_all_policies_that_reaches_nothing_in_one_is_no_alarm():
+    from lifecycle.loader import parse_policy
+    from lifecycle.steps import _hold_warnings
+    from lifecycle.stores import Hold
+    from tests.unit.test_policy import VALID
+
+    policy = parse_policy(
+        VALID.replace("timestamp: started_at}", "timestamp: started_at, subjects: {customer: id}}")
+    )
+    holds = (
+        Hold(1, "*", "customer", "1", "legal_hold"),
+        Hold(2, "cdrs", "customer", "9", "restriction"),
+        Hold(3, "cdrs", "ip", "10.0.0.1", "dispute"),
+        Hold(4, "*", "ip", "10.0.0.1", "dispute"),
+    )
+    warnings = _hold_warnings(policy, holds, unreached=["1", "2"])
+    assert warnings == [
+        "hold 1 (customer, all policies) reaches no records in this policy",
+        "hold 2 (customer) reaches no records in this policy: check its value (it protects "
+        "nothing here)",
+        "hold 3 (ip) names a subject this policy cannot reach (it reaches customer): it "
+        "protects nothing here",
+    ]
+    needing_attention = attention(run(reasons=warnings), remaining_after(run()), DAY)
+    assert needing_attention == warnings[1:]

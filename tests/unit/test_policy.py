@@ -226,3 +226,36 @@ def test_bad_object_store_policy_names_field_and_problem(change, field, problem)
         parse_policy(S3_VALID.replace(*change))
     assert f"{field}: " in str(raised.value)
     assert problem in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (("title: Call detail records", "title: " + "x" * 251), "title"),
+        (("period: P6M", "period: P" + "0" * 40 + "6M"), "retention.period"),
+        (
+            (
+                "retention: {period: P6M}",
+                "retention: {period: P6M}\nguards: {min_period: P" + "0" * 40 + "1D}",
+            ),
+            "guards.min_period",
+        ),
+    ],
+)
+def test_values_that_reach_the_audit_trail_fit_its_columns(change, field):
+    """A 251-character title or a zero-padded period validated, the purge ran, then the audit
+    insert failed on the column width: deletion without evidence."""
+    with pytest.raises(ValueError, match=r"longer than|at most 250") as raised:
+        parse_policy(VALID.replace(*change))
+    assert field in str(raised.value)
+
+
+def test_an_s3_prefix_fits_the_audit_trails_store_column():
+    from lifecycle.audit import runs
+
+    long = S3_VALID.replace("prefix: support/", "prefix: " + "p/" * 86)
+    with pytest.raises(ValueError, match="at most 170 characters"):
+        parse_policy(long)
+    widest = parse_policy(S3_VALID.replace("prefix: support/", "prefix: " + "p/" * 85))
+    store = widest.store.model_copy(update={"conn_id": "c" * 250, "bucket": "b" * 63})
+    assert len(f"s3:{store.conn_id}:{store.location}") <= runs.c.store.type.length

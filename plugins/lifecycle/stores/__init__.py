@@ -13,7 +13,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
+
+from lifecycle.errors import PermanentError
 
 _MODULES = {"sql": "lifecycle.stores.sql", "s3": "lifecycle.stores.s3"}
 
@@ -113,11 +115,31 @@ class Verification:
         return asdict(self)
 
 
-class PurgeLimitExceeded(RuntimeError):
+class PurgeJournal(Protocol):
+    """Where a purge records each batch as it goes (`lifecycle.ledger.Journal`): `before` once
+    the batch is ready to commit (with what it will delete), `after` once it has."""
+
+    def before(self, batch: int, expected: int) -> None: ...
+
+    def after(self, batch: int, deleted: int) -> None: ...
+
+
+class _NoJournal:
+    def before(self, batch: int, expected: int) -> None:
+        pass
+
+    def after(self, batch: int, deleted: int) -> None:
+        pass
+
+
+NO_JOURNAL = _NoJournal()
+
+
+class PurgeLimitExceeded(PermanentError, RuntimeError):
     """A purge found more to delete than the check approved; the batch was rolled back."""
 
 
-class StoreConfigError(ValueError):
+class StoreConfigError(PermanentError, ValueError):
     """The policy's store section does not match the real store (missing table or column)."""
 
 
@@ -137,10 +159,18 @@ class RetentionStore(ABC):
 
     @abstractmethod
     def purge(
-        self, window: RetentionWindow, *, approved: int, shard: Shard | None = None
+        self,
+        window: RetentionWindow,
+        *,
+        approved: int,
+        shard: Shard | None = None,
+        journal: PurgeJournal | None = None,
     ) -> PurgeResult:
         """Delete what is expired and not held in the slice (default: everything), in bounded
-        batches; never more than `approved`."""
+        batches; never more than `approved`. `journal.before(n, expected)` is called when batch
+        n is about to commit (SQL: inside its transaction, so a failure rolls it back) and
+        `journal.after(n, deleted)` right after it has (the deletion ledger): an error of the
+        journal stops the purge."""
 
     @abstractmethod
     def verify(self, window: RetentionWindow) -> Verification:

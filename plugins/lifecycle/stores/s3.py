@@ -26,7 +26,9 @@ from zoneinfo import ZoneInfo
 
 from lifecycle.policy import compile_key_pattern
 from lifecycle.stores import (
+    NO_JOURNAL,
     Plan,
+    PurgeJournal,
     PurgeLimitExceeded,
     PurgeResult,
     RetentionStore,
@@ -351,21 +353,37 @@ class S3PrefixStore(RetentionStore):
         return [v for v in batch if not v.key.startswith(prefixes)] if prefixes else batch
 
     def purge(
-        self, window: RetentionWindow, *, approved: int, shard: Shard | None = None
+        self,
+        window: RetentionWindow,
+        *,
+        approved: int,
+        shard: Shard | None = None,
+        journal: PurgeJournal | None = None,
     ) -> PurgeResult:
+        journal = journal or NO_JOURNAL
         if shard is not None and not shard.whole:
             raise ValueError(f"{self.label}: an object store purges as one slice")
         started = last_report = time.perf_counter()
         deleted = submitted = batches = 0
         errors: Counter[str] = Counter()
         in_flight: set[Future] = set()
+        numbers: dict[Future, int] = {}
 
         def collect(done: set[Future]) -> None:
+            """Each finished call into the ledger; a call that raised (the endpoint gone) stops
+            the purge once the others that finished are recorded."""
             nonlocal deleted, errors
-            for future in done:
+            raised = None
+            for future in sorted(done, key=numbers.__getitem__):
+                if future.exception() is not None:
+                    raised = raised or future.exception()
+                    continue
                 gone, failed = future.result()
+                journal.after(numbers.pop(future), gone)
                 deleted += gone
                 errors += failed
+            if raised is not None:
+                raise raised
 
         with ThreadPoolExecutor(max_workers=self.config.max_in_flight) as pool:
             for listed in self._batches(window):
@@ -382,7 +400,10 @@ class S3PrefixStore(RetentionStore):
                 while len(in_flight) >= self.config.max_in_flight:
                     done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                     collect(done)
-                in_flight.add(pool.submit(self._delete, batch))
+                journal.before(batches + 1, len(batch))  # at most: a key may fail
+                future = pool.submit(self._delete, batch)
+                numbers[future] = batches + 1
+                in_flight.add(future)
                 submitted += len(batch)
                 batches += 1
                 now = time.perf_counter()

@@ -10,6 +10,7 @@ simply by being run again: finished batches are gone, the rest is found again.
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from contextlib import contextmanager, suppress
@@ -21,8 +22,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
 
 from lifecycle.stores import (
+    NO_JOURNAL,
     Hold,
     Plan,
+    PurgeJournal,
     PurgeLimitExceeded,
     PurgeResult,
     RetentionStore,
@@ -464,8 +467,14 @@ class SqlTableStore(RetentionStore):
     # -- purge --------------------------------------------------------------------------------
 
     def purge(
-        self, window: RetentionWindow, *, approved: int, shard: Shard | None = None
+        self,
+        window: RetentionWindow,
+        *,
+        approved: int,
+        shard: Shard | None = None,
+        journal: PurgeJournal | None = None,
     ) -> PurgeResult:
+        journal = journal or NO_JOURNAL
         purgeable = sa.and_(self._purgeable(window), *self._bounds(shard))
         holds = window.holds
         batch_size = self.config.batch_size
@@ -506,8 +515,12 @@ class SqlTableStore(RetentionStore):
                         f"{self.label}: the purge reached {deleted + count} records, more than the "
                         f"{approved} approved by the check; batch rolled back, run again"
                     )
+                # Durable before the commit: the ledger knows the batch in flight and exactly
+                # what it deletes if it commits (a failure here rolls the batch back).
+                journal.before(batches + 1, count)
             deleted += count
             batches += 1
+            journal.after(batches, count)  # right after the commit
             now = time.perf_counter()
             if now - last_report >= PROGRESS_EVERY_SECONDS:
                 last_report = now
@@ -547,19 +560,41 @@ class SqlTableStore(RetentionStore):
     # -- verify -------------------------------------------------------------------------------
 
     def verify(self, window: RetentionWindow) -> Verification:
+        """Great Expectations counts, in the database, the records past the window; they must
+        be exactly the held ones, counted here with the hold values bound as parameters. The
+        SQL handed to GX carries cutoffs and client ids, never a hold's value."""
         from lifecycle.verification import verify_sql
 
-        # Rendered with literal values (hold values escaped by SQLAlchemy), for GX to run as is.
+        held = self._held(window.holds)
+        with _sanitized(self.label, "verify"), self.engine.connect() as conn:
+            held_count = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(self.table)
+                .where(self._expired(window), held)
+            ).scalar_one()
         query = sa.select(sa.literal(1).label("expired")).select_from(self.table)
-        query = query.where(self._purgeable(window))
+        query = query.where(self._expired(window))
         sql = str(query.compile(self.engine, compile_kwargs={"literal_binds": True}))
         return verify_sql(
             url=self.engine.url.render_as_string(hide_password=False),
             engine_kwargs=gx_engine_kwargs(self.engine.url),
-            expired_query=sql,
+            expired_query=escape_for_text(sql),
             label=self.label,
             held=len(window.holds),
+            expected=held_count,
         )
+
+
+def escape_for_text(sql: str) -> str:
+    """SQL for Great Expectations, which wraps a query asset in SQLAlchemy's text() twice (the
+    asset, then the batch's subquery): a colon before a word (a client id ':acme' in a literal)
+    would become a bind parameter there. Each text() turns a backslash-escaped colon into a
+    plain one, so it is escaped for both (tests/stores/test_sql_holds.py proves it per
+    database)."""
+    return _TEXT_BIND.sub(lambda _: "\\\\:", sql)
+
+
+_TEXT_BIND = re.compile(r"(?<![:\w\\]):(?=\w)")
 
 
 _SQLITE_SECONDS = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]"

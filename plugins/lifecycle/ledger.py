@@ -1,0 +1,237 @@
+"""The deletion ledger: evidence that cannot fall behind the deletions.
+
+Before anything is deleted, the check writes an `approved` row (policy, run, cutoff, ceiling);
+a delete task without it refuses to start. Every batch is bracketed: a `begin` row before it,
+a `batch` row with what it deleted (by this policy's own predicate) right after it commits. So a
+crash loses at most the batch in flight, and the ledger says which batch that was: a `begin`
+without its `batch`. A retry of the slice reconciles: what went from the slice since the split,
+less what the ledger holds, is written as `unrecorded`, attributed to the try that had the
+batch in flight (never to the retry itself), and never more than those in-flight batches could
+have deleted (a row that went by other means is not this policy's deletion). When the control
+database cannot be written, the purge stops before its next batch: a purge never outruns its
+evidence. `recorded` marks that the run's audit row was written; a later run writes the row of a
+run whose own `record` never did (see `steps.record`).
+
+Rows hold counts, batch numbers and cutoffs: never a key or a value.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from lifecycle.audit import ledger
+
+log = logging.getLogger(__name__)
+
+
+def _now(engine: sa.Engine, instant: datetime | None = None) -> datetime:
+    moment = (instant or datetime.now(UTC)).astimezone(UTC)
+    return moment.replace(tzinfo=None) if engine.dialect.name in ("mysql", "mariadb") else moment
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+@dataclass(frozen=True)
+class RunKey:
+    policy: str
+    dag_id: str
+    run_id: str
+    attempt: int
+
+
+@dataclass
+class SliceTotals:
+    deleted: int = 0
+    batches: int = 0
+    # (try, batch, records it deletes if committed) of the batches never closed
+    in_flight: list[tuple[int, int, int]] = field(default_factory=list)
+
+
+class Ledger:
+    """The ledger rows of one run attempt, in the control database."""
+
+    def __init__(self, engine: sa.Engine, key: RunKey):
+        self.engine = engine
+        self.key = key
+
+    def _write(self, event: str, **values: Any) -> None:
+        row = {
+            "policy": self.key.policy,
+            "dag_id": self.key.dag_id,
+            "run_id": self.key.run_id,
+            "attempt": self.key.attempt,
+            "event": event,
+            "at": _now(self.engine),
+        } | values
+        with self.engine.begin() as conn:
+            conn.execute(sa.insert(ledger).values(row))
+
+    def _rows(self, *conditions) -> list[sa.Row]:
+        query = sa.select(ledger).where(
+            ledger.c.dag_id == self.key.dag_id,
+            ledger.c.run_id == self.key.run_id,
+            ledger.c.attempt == self.key.attempt,
+            *conditions,
+        )
+        with self.engine.connect() as conn:
+            return list(conn.execute(query.order_by(ledger.c.id)))
+
+    # -- intent --------------------------------------------------------------------------------
+
+    def approve(self, cutoff: datetime, ceiling: int, logical_date: datetime) -> None:
+        self._write(
+            "approved",
+            deleted=ceiling,
+            cutoff=_now(self.engine, cutoff),
+            logical_date=_now(self.engine, logical_date),
+        )
+
+    def approved(self) -> int | None:
+        """The ceiling the check approved for this attempt, or None: nothing may be deleted."""
+        approval = self.approval()
+        return None if approval is None else int(approval["ceiling"])
+
+    def approval(self) -> dict[str, Any] | None:
+        rows = self._rows(ledger.c.event == "approved")
+        if not rows:
+            return None
+        row = rows[-1]
+        return {
+            "ceiling": row.deleted,
+            "cutoff": _aware(row.cutoff),
+            "logical_date": _aware(row.logical_date),
+            "at": _aware(row.at),
+        }
+
+    # -- batches -------------------------------------------------------------------------------
+
+    def journal(self, slice_index: int, try_number: int) -> Journal:
+        return Journal(self, slice_index, try_number)
+
+    def slice_totals(self, slice_index: int, before_try: int | None = None) -> SliceTotals:
+        """What the ledger holds for a slice (optionally: of the tries before `before_try`)."""
+        conditions = [ledger.c.slice == slice_index]
+        if before_try is not None:
+            conditions.append(ledger.c.try_number < before_try)
+        totals = SliceTotals()
+        begun: dict[tuple[int, int], int] = {}  # (try, batch) -> what it deletes if committed
+        closed: set[tuple[int, int]] = set()
+        for row in self._rows(*conditions):
+            if row.event in ("batch", "unrecorded"):
+                totals.deleted += int(row.deleted or 0)
+            if row.event == "batch":
+                totals.batches += 1
+                closed.add((row.try_number, row.batch))
+            elif row.event == "begin":
+                begun[(row.try_number, row.batch)] = int(row.deleted or 0)
+            elif row.event == "unrecorded":  # reconciled by a retry: this try's batch is known
+                closed |= {tb for tb in begun if tb[0] == row.try_number}
+        totals.in_flight = sorted(
+            (t, b, expected) for (t, b), expected in begun.items() if (t, b) not in closed
+        )
+        return totals
+
+    def reconcile(self, slice_index: int, try_number: int, gone: int) -> int:
+        """A retry's accounting of earlier tries. `gone` records of the slice went (by this
+        policy's predicate) since the split; the ledger lacks those the batches in flight had
+        committed when their tries ended. Each such batch deleted all it was about to or nothing
+        (one transaction), so the in-flight batches whose counts fit what is missing are taken
+        as committed, written as `unrecorded` against their try (never the retry's). What is
+        missing beyond them went by other means: not this run's deletion, not counted."""
+        totals = self.slice_totals(slice_index, before_try=try_number)
+        missing = max(0, gone - totals.deleted)
+        counted = 0
+        for try_of_batch, batch, expected in totals.in_flight:
+            if expected and counted + expected <= missing:
+                counted += expected
+                self._write(
+                    "unrecorded",
+                    slice=slice_index,
+                    try_number=try_of_batch,
+                    batch=batch,
+                    deleted=expected,
+                )
+        if missing > counted:
+            log.warning(
+                "%s: slice %d: %d records went since the split that no try of this run "
+                "deleted (deleted by other means): not counted",
+                self.key.policy,
+                slice_index,
+                missing - counted,
+            )
+        if totals.in_flight and not counted:
+            # Rolled back: mark them closed so they are not reported as in flight again.
+            try_of_batch = totals.in_flight[-1][0]
+            self._write("unrecorded", slice=slice_index, try_number=try_of_batch, deleted=0)
+        return counted
+
+    # -- the run's totals ----------------------------------------------------------------------
+
+    def totals(self) -> dict[str, Any]:
+        """Deleted and batches of the attempt, and the batches still in flight per slice."""
+        rows = self._rows(ledger.c.event.in_(("batch", "unrecorded", "begin")))
+        slices = sorted({row.slice for row in rows if row.slice is not None})
+        deleted = batches = 0
+        in_flight: dict[int, list[tuple[int, int, int]]] = {}
+        for index in slices:
+            totals = self.slice_totals(index)
+            deleted += totals.deleted
+            batches += totals.batches
+            if totals.in_flight:
+                in_flight[index] = totals.in_flight
+        return {"deleted": deleted, "batches": batches, "in_flight": in_flight}
+
+    def mark_recorded(self) -> None:
+        self._write("recorded")
+
+
+class Journal:
+    """What a purge calls around each batch: durable before, durable after."""
+
+    def __init__(self, owner: Ledger, slice_index: int, try_number: int):
+        self.owner, self.slice, self.try_number = owner, slice_index, try_number
+
+    def before(self, batch: int, expected: int) -> None:
+        self.owner._write(
+            "begin", slice=self.slice, try_number=self.try_number, batch=batch, deleted=expected
+        )
+
+    def after(self, batch: int, deleted: int) -> None:
+        self.owner._write(
+            "batch", slice=self.slice, try_number=self.try_number, batch=batch, deleted=deleted
+        )
+
+
+def unrecorded_runs(engine: sa.Engine, policy: str) -> list[RunKey]:
+    """Run attempts of `policy` approved to delete whose audit row was never written (their
+    `record` task failed with no retry left): a later run writes it from the ledger."""
+    approved = (
+        sa.select(ledger.c.dag_id, ledger.c.run_id, ledger.c.attempt)
+        .where(ledger.c.policy == policy, ledger.c.event == "approved")
+        .distinct()
+    )
+    recorded = _keys(engine, policy, "recorded")
+    return [
+        RunKey(policy, row.dag_id, row.run_id, row.attempt)
+        for row in _select(engine, approved)
+        if (row.dag_id, row.run_id, row.attempt) not in recorded
+    ]
+
+
+def _keys(engine: sa.Engine, policy: str, event: str) -> set[tuple[str, str, int]]:
+    query = sa.select(ledger.c.dag_id, ledger.c.run_id, ledger.c.attempt).where(
+        ledger.c.policy == policy, ledger.c.event == event
+    )
+    return {(row.dag_id, row.run_id, row.attempt) for row in _select(engine, query)}
+
+
+def _select(engine: sa.Engine, query) -> list[sa.Row]:
+    with engine.connect() as conn:
+        return list(conn.execute(query))
