@@ -229,7 +229,31 @@ def run_page(request: Request, row_id: RowId):
     run = read_run(audit_engine(), row_id)
     if run is None:
         raise HTTPException(404, f"no audit record {row_id}")
-    return _page(request, "run.html", run=run, remaining=remaining_after(run))
+    return _page(
+        request,
+        "run.html",
+        run=run,
+        remaining=remaining_after(run),
+        in_airflow=airflow_run_exists(run["dag_id"], run["run_id"]),
+    )
+
+
+def airflow_run_exists(dag_id: str, run_id: str) -> bool | None:
+    """Whether Airflow still has the DAG run (the page links to it only then: `db clean` or a
+    `dags test` of the same date removes runs, the evidence stays). None when Airflow's
+    database cannot be asked (the link is then shown, as before)."""
+    try:
+        from airflow.models.dagrun import DagRun
+        from airflow.utils.session import create_session
+
+        with create_session() as session:
+            found = session.scalar(
+                sa.select(DagRun.id).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)
+            )
+    except Exception:  # no Airflow here (unit tests), or its database is down
+        log.warning("could not ask Airflow whether run %s of %s exists", run_id, dag_id)
+        return None
+    return found is not None
 
 
 # -- charts -------------------------------------------------------------------------------------
