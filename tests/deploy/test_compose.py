@@ -22,8 +22,8 @@ import pytest
 import yaml
 
 from lifecycle.loader import DEFAULT_POLICY_DIR, load_policies
+from tests.conftest import PROJECT
 
-PROJECT = Path(__file__).resolve().parents[2]
 COMPOSE = PROJECT / "docker-compose.yml"
 ENV_EXAMPLE = PROJECT / ".env.example"
 SCHEMA = Path(__file__).with_name("compose-spec.json")
