@@ -4,6 +4,8 @@ Airflow 3 tasks may not use the metadata database, and evidence must outlive Air
 cleanup, so the trail lives in a database of ours. A row holds counts, bounds, settings and the
 verification summary: never a key, a phone number, an address, an e-mail address or an IP.
 
+The tables are defined in `lifecycle.control`, which alone creates or alters them.
+
 A row is keyed on (dag_id, run_id, attempt), where attempt is the run's clear number. The trail
 is append-only: a row, once written, is never changed (the jobs' database role may INSERT here,
 nothing else). A retried `record` task finds its attempt's row already written from the same
@@ -19,103 +21,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql
 
-AUDIT_CONN_ID = "lifecycle_audit"
+from lifecycle.connections import AUDIT_CONN_ID  # noqa: F401 - importable from here too
+from lifecycle.control import (  # noqa: F401 - the trail's tables, importable from here too
+    Timestamp,
+    ensure_schema,
+    ledger,
+    metadata,
+    require,
+    runs,
+)
+
 log = logging.getLogger(__name__)
 
-# Microseconds everywhere (MariaDB's plain DATETIME would drop them).
-Timestamp = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
-metadata = sa.MetaData()
-runs = sa.Table(
-    "retention_audit",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("dag_id", sa.String(250), nullable=False),
-    sa.Column("run_id", sa.String(250), nullable=False),
-    sa.Column("attempt", sa.Integer, nullable=False),
-    sa.Column("policy", sa.String(100), nullable=False),
-    sa.Column("title", sa.String(250), nullable=False),
-    sa.Column("controller", sa.String(20), nullable=False),
-    sa.Column("legal_basis", sa.String(40), nullable=False),
-    sa.Column("store", sa.String(500), nullable=False),  # kind, connection id and table/prefix
-    sa.Column("period", sa.String(40), nullable=False),
-    sa.Column("logical_date", Timestamp),
-    sa.Column("cutoff", Timestamp),
-    sa.Column("status", sa.String(30), nullable=False),
-    sa.Column("dry_run", sa.Boolean, nullable=False),
-    sa.Column("total", sa.BigInteger),
-    sa.Column("expired", sa.BigInteger),
-    sa.Column("held", sa.BigInteger),
-    sa.Column("active", sa.BigInteger),
-    sa.Column("anomalies", sa.BigInteger),
-    sa.Column("deleted", sa.BigInteger),
-    sa.Column("batches", sa.Integer),
-    sa.Column("shards", sa.Integer),  # parallel delete tasks (mapped) the purge was split into
-    sa.Column("oldest_expired", Timestamp),
-    sa.Column("newest_expired", Timestamp),
-    sa.Column("oldest_retained", Timestamp),  # the oldest record still in its window
-    sa.Column("verified", sa.Boolean),
-    sa.Column("remaining", sa.BigInteger),
-    sa.Column("holds", sa.JSON),  # hold id -> records it kept: listed by hold, never by content
-    sa.Column("tenants", sa.JSON),  # tenant -> period, on the default or not, total, expired
-    sa.Column("reasons", sa.JSON),
-    sa.Column("verification", sa.JSON),  # the Great Expectations result summary
-    sa.Column("timings", sa.JSON),
-    sa.Column("started_at", Timestamp),
-    sa.Column("finished_at", Timestamp),
-    sa.UniqueConstraint("dag_id", "run_id", "attempt", name="uq_retention_audit_run"),
-    sa.Index("ix_retention_audit_policy_time", "policy", "logical_date"),
-    # No INSERT ... RETURNING id: RETURNING needs SELECT, and the jobs' role may only INSERT.
-    implicit_returning=False,
-)
-
-# The deletion ledger: what each run was approved to delete, and every committed batch, written
-# to the control database as it happens (the audit row above sums it). Append-only; counts only.
-ledger = sa.Table(
-    "retention_ledger",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("policy", sa.String(100), nullable=False),
-    sa.Column("dag_id", sa.String(250), nullable=False),
-    sa.Column("run_id", sa.String(250), nullable=False),
-    sa.Column("attempt", sa.Integer, nullable=False),
-    # approved | begin | batch | unrecorded | recorded
-    sa.Column("event", sa.String(20), nullable=False),
-    sa.Column("slice", sa.Integer),
-    sa.Column("try_number", sa.Integer),
-    sa.Column("batch", sa.Integer),
-    sa.Column("deleted", sa.BigInteger),  # batch: records it deleted; approved: the ceiling
-    sa.Column("cutoff", Timestamp),
-    sa.Column("logical_date", Timestamp),
-    sa.Column("at", Timestamp, nullable=False),
-    sa.Index("ix_retention_ledger_run", "dag_id", "run_id", "attempt"),
-    sa.Index("ix_retention_ledger_policy", "policy", "event"),
-    implicit_returning=False,
-)
-
 STATUSES = ("purged", "dry_run", "refused", "failed", "verification_failed")
-
-
-def ensure_schema(engine: sa.Engine) -> None:
-    """Create the tables, and add the nullable columns a newer version introduced."""
-    metadata.create_all(engine, checkfirst=True)
-    inspector = sa.inspect(engine)
-    for table in metadata.sorted_tables:
-        present = {column["name"] for column in inspector.get_columns(table.name)}
-        missing = [column for column in table.columns if column.name not in present]
-        if not missing:
-            continue
-        preparer = engine.dialect.identifier_preparer
-        with engine.begin() as conn:
-            for column in missing:
-                kind = column.type.compile(dialect=engine.dialect)
-                conn.execute(
-                    sa.text(
-                        f"ALTER TABLE {preparer.format_table(table)} "
-                        f"ADD COLUMN {preparer.format_column(column)} {kind}"
-                    )
-                )
 
 
 def _as_utc(value: Any, naive: bool) -> datetime | None:
@@ -140,34 +59,21 @@ def record_run(engine: sa.Engine, row: dict[str, Any]) -> bool:
         name: _as_utc(value, naive) if isinstance(runs.c[name].type, sa.DateTime) else value
         for name, value in row.items()
     }
+    require(engine, runs)  # never created here: `lifecycle audit-init` (or the demo) does
     with engine.connect() as conn:
-        present = (
-            {c["name"] for c in sa.inspect(conn).get_columns(runs.name)}
-            if sa.inspect(conn).has_table(runs.name)
-            else None
-        )
-    if present is None or not set(values) <= present:
-        try:
-            ensure_schema(engine)  # the demo's and the owner's case: create, add the columns
-            present = set(values)
-        except sa.exc.DBAPIError as exc:
-            if present is None:
-                raise  # no trail at all: `lifecycle audit-init` has not run
-            # The jobs' role may not ALTER: write what the table holds, say what it lacks, so
-            # a run after an upgrade (before `audit-init`) still leaves its evidence.
-            lacking = sorted(set(values) - present)
-            log.warning(
-                "audit table lacks %s (%s): run `lifecycle audit-init`",
-                lacking,
-                type(exc.orig).__name__,
-            )
-            values = {k: v for k, v in values.items() if k in present}
-            if "reasons" in values:
-                values["reasons"] = [
-                    *(values["reasons"] or []),
-                    f"audit schema outdated, not recorded: {', '.join(lacking)} "
-                    "(run `lifecycle audit-init`)",
-                ]
+        present = {c["name"] for c in sa.inspect(conn).get_columns(runs.name)}
+    lacking = sorted(set(values) - present)
+    if lacking:
+        # A run after an upgrade, before `audit-init` added the new columns (the jobs' role may
+        # not ALTER): write what the table holds and say what it lacks; the evidence stays.
+        log.warning("audit table lacks %s: run `lifecycle audit-init`", lacking)
+        values = {k: v for k, v in values.items() if k in present}
+        if "reasons" in values:
+            values["reasons"] = [
+                *(values["reasons"] or []),
+                f"audit schema outdated, not recorded: {', '.join(lacking)} "
+                "(run `lifecycle audit-init`)",
+            ]
     try:
         with engine.begin() as conn:
             conn.execute(sa.insert(runs).values(values))
@@ -308,7 +214,9 @@ def _outcome(
     return "purged", []
 
 
-def _purge_notes(purged: dict[str, Any] | None, ledger: dict[str, Any] | None) -> list[str]:
+def _purge_notes(
+    purged: dict[str, Any] | None, ledger_totals: dict[str, Any] | None
+) -> list[str]:
     notes: list[str] = []
     if purged and purged.get("failed"):
         notes += [f"{n} not deleted: {code}" for code, n in sorted(purged["failed"].items())]
@@ -318,7 +226,7 @@ def _purge_notes(purged: dict[str, Any] | None, ledger: dict[str, Any] | None) -
             "(in the deletion ledger, batch by batch, or reconciled from what was left of its "
             "slice past the window)"
         )
-    for index, batches in sorted((ledger or {}).get("in_flight", {}).items()):
+    for index, batches in sorted((ledger_totals or {}).get("in_flight", {}).items()):
         tried = ", ".join(f"batch {b} of try {t} ({n} records)" for t, b, n in batches)
         notes.append(
             f"slice {index}: {tried} was in flight when its try ended: it deleted all of them "
@@ -341,23 +249,23 @@ def audit_row(
     verification: dict[str, Any] | None,
     started_at: datetime | None,
     failures: list[str] | None = None,
-    ledger: dict[str, Any] | None = None,
+    ledger_totals: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The audit row of a run from what its tasks left in XCom, and from the deletion ledger
-    (`ledger`: what the attempt's batches deleted, recorded as each committed), which makes the
-    count true even when a slice failed midway."""
+    (`ledger_totals`: what the attempt's batches deleted, recorded as each committed), which
+    makes the count true even when a slice failed midway."""
     plan = (extracted or {}).get("plan") or {}
     status, reasons = _outcome(extracted, decision, purged, verification)
     if purged and purged.get("incomplete"):
         purged = None  # the XComs do not know the total; the ledger does
-    reasons += _purge_notes(purged, ledger)
+    reasons += _purge_notes(purged, ledger_totals)
     # Configuration errors that failed a step at once (a missing connection, a protected
     # table): their messages name settings, never records.
     reasons += [f for f in failures or () if f not in reasons]
     warnings = (decision or {}).get("warnings") if decision else (extracted or {}).get("warnings")
     reasons += list(warnings or ())
-    if ledger is not None:
-        deleted, batches = ledger["deleted"], ledger["batches"]
+    if ledger_totals is not None:
+        deleted, batches = ledger_totals["deleted"], ledger_totals["batches"]
     elif purged:
         deleted, batches = purged["deleted"], purged["batches"]
     else:  # unknown (None) when the delete failed without a ledger

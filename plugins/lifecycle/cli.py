@@ -72,9 +72,9 @@ def schema(check: bool) -> int:
 
 
 def _control_engine(conn_id: str):
-    from lifecycle.steps import sql_engine
+    from lifecycle.connections import new_engine
 
-    return sql_engine(conn_id)
+    return new_engine(conn_id, "--conn-id")
 
 
 def _check_hold_target(scope: str, subject: str) -> str | None:
@@ -169,6 +169,7 @@ def _place(engine, args: argparse.Namespace) -> int:
 def holds(args: argparse.Namespace) -> int:
     import sqlalchemy as sa
 
+    from lifecycle.control import ControlSchemaMissing
     from lifecycle.holds import HoldError, list_holds, release_hold
 
     engine = _control_engine(args.conn_id)
@@ -184,7 +185,7 @@ def holds(args: argparse.Namespace) -> int:
         release_hold(engine, args.id, released_by=args.by)
         print(f"released hold {args.id}: its records are eligible from the next run")
         return 0
-    except HoldError as exc:
+    except (HoldError, ControlSchemaMissing) as exc:
         print(f"hold: {_as_flags(str(exc))}", file=sys.stderr)
         return 1
     except sa.exc.DBAPIError as exc:
@@ -215,8 +216,7 @@ class _HoldsParser(argparse.ArgumentParser):
 
 def audit_init(conn_id: str) -> int:
     """Create (or complete) the audit schema as its owner: the jobs' role may not run DDL."""
-    from lifecycle import holds as _registers_the_holds_table  # noqa: F401
-    from lifecycle.audit import ensure_schema, metadata
+    from lifecycle.control import ensure_schema, metadata
 
     engine = _control_engine(conn_id)
     try:

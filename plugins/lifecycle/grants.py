@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql
 
-from lifecycle.audit import AUDIT_CONN_ID, ledger, runs
-from lifecycle.holds import holds
+from lifecycle.connections import AUDIT_CONN_ID
+from lifecycle.control import holds, ledger, runs
 from lifecycle.policy import IDENTIFIER_PATTERN, Policy
 from lifecycle.protected import protected_table_problem
 

@@ -20,30 +20,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from lifecycle.audit import Timestamp, ensure_schema, metadata
+from lifecycle.control import holds, require
 from lifecycle.stores import Hold
 from lifecycle.subjects import SubjectValueError, canonical
 
 REASONS = ("legal_hold", "restriction", "dispute")
 ALL_POLICIES = "*"
-
-holds = sa.Table(
-    "retention_holds",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("scope", sa.String(100), nullable=False),  # a policy name, or * for all
-    sa.Column("subject", sa.String(63), nullable=False),
-    sa.Column("value", sa.String(500), nullable=False),
-    sa.Column("reason", sa.String(20), nullable=False),
-    sa.Column("note", sa.String(500)),  # a case reference; not the subject's data
-    sa.Column("placed_at", Timestamp, nullable=False),
-    sa.Column("placed_by", sa.String(200), nullable=False),
-    sa.Column("expires_at", Timestamp),
-    sa.Column("released_at", Timestamp),
-    sa.Column("released_by", sa.String(200)),
-    sa.Index("ix_retention_holds_scope", "scope"),
-)
-
 
 class HoldError(ValueError):
     pass
@@ -100,7 +82,7 @@ def place_hold(
     now = now or datetime.now(UTC)
     if expires_at is not None and expires_at <= now:
         raise HoldError(f"expires_at: {expires_at.isoformat()} is not in the future")
-    ensure_schema(engine)
+    require(engine, holds)
     with engine.begin() as conn:
         return conn.execute(
             holds.insert().values(
@@ -125,7 +107,7 @@ def release_hold(
     check_lengths(released_by=released_by)
     if not 1 <= hold_id <= 2**31 - 1:  # the id column: beyond, an OverflowError or a DataError
         raise HoldError(f"hold {hold_id}: no such hold, or already released")
-    ensure_schema(engine)
+    require(engine, holds)
     with engine.begin() as conn:
         released = conn.execute(
             holds.update()
@@ -137,7 +119,7 @@ def release_hold(
 
 
 def list_holds(engine: sa.Engine, *, include_released: bool = False) -> list[dict[str, Any]]:
-    ensure_schema(engine)
+    require(engine, holds)
     query = sa.select(holds).order_by(holds.c.id)
     if not include_released:
         query = query.where(holds.c.released_at.is_(None))
@@ -151,7 +133,7 @@ def list_holds(engine: sa.Engine, *, include_released: bool = False) -> list[dic
 
 def active_holds(engine: sa.Engine, policy: str, as_of: datetime) -> tuple[Hold, ...]:
     """The holds protecting `policy`'s records in the run of logical date `as_of`."""
-    ensure_schema(engine)
+    require(engine, holds)
     columns = (holds.c.id, holds.c.scope, holds.c.subject, holds.c.value, holds.c.reason)
     query = sa.select(*columns).where(
         holds.c.scope.in_([policy, ALL_POLICIES]),

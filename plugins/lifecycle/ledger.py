@@ -24,7 +24,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from lifecycle.audit import ledger
+from lifecycle.control import ledger
 
 log = logging.getLogger(__name__)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from lifecycle.connections import sql_engine
 from lifecycle.policy import Policy
 
 log = logging.getLogger(__name__)
@@ -31,34 +32,11 @@ class Run:
     max_delete_fraction: float | None = None
 
 
-def connection(conn_id: str, field: str = "store.conn_id"):
-    """An Airflow connection; one that is not defined is a configuration error that fails at
-    once (no retry) and names the connection."""
-    from airflow.sdk import BaseHook
-    from airflow.sdk.exceptions import AirflowNotFoundException
-
-    from lifecycle.stores import StoreConfigError
-
-    try:
-        return BaseHook.get_connection(conn_id)
-    except AirflowNotFoundException:
-        raise StoreConfigError(
-            f"{field}: connection {conn_id!r} is not defined (set AIRFLOW_CONN_"
-            f"{conn_id.upper()}, create it in the UI or in your secrets backend)"
-        ) from None
-
-
-def sql_engine(conn_id: str, field: str = "store.conn_id"):
-    """A SQLAlchemy engine for an Airflow connection (resolved inside the task, never at parse)."""
-    from lifecycle.stores.sql import create_engine, url_from_connection
-
-    return create_engine(url_from_connection(connection(conn_id, field)))
-
-
 def open_policy_store(policy: Policy):
+    from lifecycle.connections import airflow_connection
     from lifecycle.stores import open_store
 
-    store_connection = connection(policy.store.conn_id)
+    store_connection = airflow_connection(policy.store.conn_id)
     if policy.store.kind == "sql":
         from lifecycle.stores.sql import url_from_connection
 
@@ -70,13 +48,12 @@ def open_policy_store(policy: Policy):
 def _refuse_protected_target(policy: Policy, store_url) -> None:
     """The control database's tables and Airflow's metadata are never a purge target, whatever
     the connection is called: compared as resolved databases and tables."""
-    from lifecycle.audit import AUDIT_CONN_ID
+    from lifecycle.connections import AUDIT_CONN_ID, sql_url
     from lifecycle.protected import ProtectedTableError, airflow_metadata_url, check_purge_target
     from lifecycle.stores import StoreConfigError
-    from lifecycle.stores.sql import url_from_connection
 
     try:
-        control = url_from_connection(connection(AUDIT_CONN_ID, "the audit connection"))
+        control = sql_url(AUDIT_CONN_ID, "the audit connection")
     except StoreConfigError:
         control = None
     try:
@@ -95,14 +72,11 @@ class _HoldSource:
         self.policy, self.run = policy, run
 
     def __call__(self):
-        from lifecycle.audit import AUDIT_CONN_ID
+        from lifecycle.connections import control_engine
         from lifecycle.holds import active_holds
 
-        engine = sql_engine(AUDIT_CONN_ID, "the audit connection")
-        try:
+        with control_engine() as engine:
             return active_holds(engine, self.policy.name, self.run.logical_date)
-        finally:
-            engine.dispose()
 
 
 def _tenant_periods(policy: Policy) -> dict[str, str]:
@@ -111,11 +85,9 @@ def _tenant_periods(policy: Policy) -> dict[str, str]:
     settings = policy.retention.per_tenant
     if settings is None:
         return {}
-    engine = sql_engine(settings.conn_id or policy.store.conn_id, "retention.per_tenant.conn_id")
-    try:
+    conn_id = settings.conn_id or policy.store.conn_id
+    with sql_engine(conn_id, "retention.per_tenant.conn_id") as engine:
         return read_tenant_periods(engine, settings.table, policy.name)
-    finally:
-        engine.dispose()
 
 
 def window(policy: Policy, run: Run, extracted: dict[str, Any] | None = None):
@@ -254,14 +226,13 @@ def check(
 @contextmanager
 def run_ledger(policy: Policy, run: Run):
     """The deletion ledger of this run attempt (control database)."""
-    from lifecycle.audit import AUDIT_CONN_ID
+    from lifecycle.connections import control_engine
+    from lifecycle.control import ledger, require
     from lifecycle.ledger import Ledger, RunKey
 
-    engine = sql_engine(AUDIT_CONN_ID, "the audit connection")
-    try:
+    with control_engine() as engine:
+        require(engine, ledger)
         yield Ledger(engine, RunKey(policy.name, run.dag_id, run.run_id, run.attempt))
-    finally:
-        engine.dispose()
 
 
 def split(policy: Policy, run: Run, extracted: dict[str, Any], decision: dict[str, Any]):
@@ -405,15 +376,15 @@ def record(
     A cleared run keeps the XComs of the steps that have not run again yet: a result of another
     attempt is ignored, or the row would claim deletions and verifications it did not do.
     """
-    from lifecycle.audit import AUDIT_CONN_ID, audit_row, record_run
+    from lifecycle.audit import audit_row, record_run
+    from lifecycle.connections import control_engine
 
     results = {
         name: result if result and result.get("attempt") == run.attempt else None
         for name, result in results.items()
     }
     results["purged"] = merge_purges(run, shards, purges)
-    engine = sql_engine(AUDIT_CONN_ID, "the audit connection")
-    try:
+    with control_engine() as engine:
         totals = _ledger_totals(policy, run, engine)
         row = audit_row(
             policy,
@@ -424,7 +395,7 @@ def record(
             dry_run=run.dry_run,
             started_at=_started(run, results.get("extracted")),
             failures=failures or [],
-            ledger=totals,
+            ledger_totals=totals,
             **results,
         )
         if not record_run(engine, row):
@@ -437,8 +408,6 @@ def record(
             _mark_recorded(policy, run, engine)
         if _has_ledger(engine):
             _write_late_rows(policy, run, engine)
-    finally:
-        engine.dispose()
     return row
 
 
@@ -461,11 +430,10 @@ def _ledger_totals(policy: Policy, run: Run, engine) -> dict[str, Any] | None:
 
 
 def _has_ledger(engine) -> bool:
-    import sqlalchemy as sa
 
-    from lifecycle.audit import ledger
+    from lifecycle.control import ledger, present
 
-    return sa.inspect(engine).has_table(ledger.name)
+    return present(engine, ledger)
 
 
 def _mark_recorded(policy: Policy, run: Run, engine) -> None:

@@ -197,6 +197,7 @@ def test_a_hold_placed_during_a_purge_protects_from_the_next_batch(engine):
     meta.drop_all(engine)
     meta.create_all(engine)
     holds.drop(engine, checkfirst=True)
+    holds.create(engine)
     with engine.begin() as conn:
         conn.execute(
             table.insert(),

@@ -304,6 +304,7 @@ def test_hold_lifecycle_in_the_control_database(engine):
     from lifecycle.holds import holds, list_holds
 
     holds.drop(engine, checkfirst=True)
+    holds.create(engine)  # the owner's audit-init: holds are never created on the fly
     now = datetime(2026, 11, 29, 9, tzinfo=UTC)
     legal = place_hold(
         engine,

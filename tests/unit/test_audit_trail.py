@@ -28,8 +28,25 @@ def row(run_id: str, logical_date: datetime, attempt: int = 0, **fields) -> dict
     } | fields
 
 
-def test_a_retry_never_rewrites_the_row_of_its_attempt(tmp_path):
+@pytest.fixture
+def initialised(tmp_path) -> sa.Engine:
+    """A control database after the owner's `lifecycle audit-init`."""
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'audit.db'}")
+    ensure_schema(engine)
+    return engine
+
+
+def test_a_run_never_creates_the_trail_and_names_the_fix(tmp_path):
+    from lifecycle.control import ControlSchemaMissing
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'audit.db'}")
+    with pytest.raises(ControlSchemaMissing, match="audit-init"):
+        record_run(engine, row("r1", DAY))
+    assert not sa.inspect(engine).has_table(runs.name)
+
+
+def test_a_retry_never_rewrites_the_row_of_its_attempt(initialised):
+    engine = initialised
     assert record_run(engine, row("r1", DAY)) is True
     assert record_run(engine, row("r1", DAY, deleted=99)) is False  # a retry: kept as written
     assert record_run(engine, row("r1", DAY, attempt=1, deleted=0)) is True  # a cleared run
@@ -53,8 +70,8 @@ def test_reading_creates_nothing_and_reads_a_trail_of_an_older_version(tmp_path)
     assert latest_runs(engine)["cdrs"]["run_id"] == "r1"
 
 
-def test_only_a_duplicate_run_counts_as_already_written(tmp_path):
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'audit.db'}")
+def test_only_a_duplicate_run_counts_as_already_written(initialised):
+    engine = initialised
     record_run(engine, row("r1", DAY))
     with pytest.raises(sa.exc.IntegrityError):  # a NOT NULL violation is a bug, not a retry
         record_run(engine, row("r2", DAY, title=None))

@@ -20,6 +20,7 @@ def control_db(tmp_path, monkeypatch) -> str:
     url = f"sqlite:///{tmp_path / 'audit.db'}"
     monkeypatch.setenv("AIRFLOW_CONN_LIFECYCLE_AUDIT", url)
     monkeypatch.setenv("LIFECYCLE_POLICY_DIR", str(PROJECT / "include/policies"))
+    assert cli.main(["audit-init"]) == 0  # as the owner, once
     return url
 
 
@@ -156,3 +157,9 @@ def test_a_database_error_is_reported_by_type_without_the_statement(control_db, 
     out, err = capsys.readouterr()
     assert err == "hold: the control database refused or did not answer (IntegrityError)\n"
     assert "+31612345678" not in out + err
+
+
+def test_holds_before_audit_init_name_the_fix(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("AIRFLOW_CONN_LIFECYCLE_AUDIT", f"sqlite:///{tmp_path / 'fresh.db'}")
+    assert cli.main(["holds", "list"]) == 1
+    assert "run `python -m lifecycle audit-init`" in capsys.readouterr().err

@@ -227,6 +227,7 @@ def _run(day: date, server) -> int:
     import sqlalchemy as sa
 
     from lifecycle.audit import read_runs
+    from lifecycle.control import ensure_schema
     from lifecycle.demo.seed import seed_telecom
     from lifecycle.demo.selection import select_demo_dags, skip_line
     from lifecycle.factory import build_dags
@@ -234,6 +235,7 @@ def _run(day: date, server) -> int:
     quiet()  # again: importing Airflow added its own warning filters
     telecom = DEMO_DIR / "telecom.db"
     audit = sa.create_engine(f"sqlite:///{DEMO_DIR / 'audit.db'}")
+    ensure_schema(audit)  # the demo is its own owner: its `lifecycle audit-init`
     store = sa.create_engine(f"sqlite:///{telecom}")
     if not telecom.exists():
         counts = seed_telecom(store, datetime.now(ZoneInfo(TIMEZONE)))
@@ -369,6 +371,7 @@ def serve() -> int:
         print("no demo database yet: run `make demo` first", file=sys.stderr)
         return 1
     _refuse_beside_serve()
+    _init_demo_control_schema()
     api_port = ports.api_port()  # checked before anything starts: a busy port stops us at once
     server = start_s3_server()
     serving = None
@@ -386,6 +389,19 @@ def serve() -> int:
             serving.unlink(missing_ok=True)
         server.stop()
     return 0
+
+
+def _init_demo_control_schema() -> None:
+    """The demo owns its control database: its `lifecycle audit-init` (after an upgrade too)."""
+    import sqlalchemy as sa
+
+    from lifecycle.control import ensure_schema
+
+    engine = sa.create_engine(f"sqlite:///{DEMO_DIR / 'audit.db'}")
+    try:
+        ensure_schema(engine)
+    finally:
+        engine.dispose()
 
 
 def _standalone(env: dict[str, str], server, api_port: int) -> None:

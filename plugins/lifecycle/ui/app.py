@@ -111,10 +111,9 @@ def _invalid_request(request: Request, exc: RequestValidationError) -> Response:
 
 @functools.cache
 def _audit_engine():
-    from lifecycle.audit import AUDIT_CONN_ID
-    from lifecycle.steps import sql_engine
+    from lifecycle.connections import AUDIT_CONN_ID, new_engine
 
-    return sql_engine(AUDIT_CONN_ID)
+    return new_engine(AUDIT_CONN_ID, "the audit connection")
 
 
 def audit_engine():

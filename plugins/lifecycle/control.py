@@ -1,0 +1,140 @@
+"""The control database (connection `lifecycle_audit`): its schema, owned by this module alone.
+
+Three tables: the audit trail (`retention_audit`, one row per run attempt), the holds
+(`retention_holds`) and the deletion ledger (`retention_ledger`). Only `lifecycle audit-init`
+(run as the tables' owner) and the demo create or alter them (`ensure_schema`); every reader and
+writer of a run inspects what is there and copes: the jobs' least-privileged role may not run
+DDL, so a run after an upgrade never fails on an ALTER it may not make.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+
+from lifecycle.errors import PermanentError
+
+# Microseconds everywhere (MariaDB's plain DATETIME would drop them).
+Timestamp = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+metadata = sa.MetaData()
+runs = sa.Table(
+    "retention_audit",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("dag_id", sa.String(250), nullable=False),
+    sa.Column("run_id", sa.String(250), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("policy", sa.String(100), nullable=False),
+    sa.Column("title", sa.String(250), nullable=False),
+    sa.Column("controller", sa.String(20), nullable=False),
+    sa.Column("legal_basis", sa.String(40), nullable=False),
+    sa.Column("store", sa.String(500), nullable=False),  # kind, connection id and table/prefix
+    sa.Column("period", sa.String(40), nullable=False),
+    sa.Column("logical_date", Timestamp),
+    sa.Column("cutoff", Timestamp),
+    sa.Column("status", sa.String(30), nullable=False),
+    sa.Column("dry_run", sa.Boolean, nullable=False),
+    sa.Column("total", sa.BigInteger),
+    sa.Column("expired", sa.BigInteger),
+    sa.Column("held", sa.BigInteger),
+    sa.Column("active", sa.BigInteger),
+    sa.Column("anomalies", sa.BigInteger),
+    sa.Column("deleted", sa.BigInteger),
+    sa.Column("batches", sa.Integer),
+    sa.Column("shards", sa.Integer),  # parallel delete tasks (mapped) the purge was split into
+    sa.Column("oldest_expired", Timestamp),
+    sa.Column("newest_expired", Timestamp),
+    sa.Column("oldest_retained", Timestamp),  # the oldest record still in its window
+    sa.Column("verified", sa.Boolean),
+    sa.Column("remaining", sa.BigInteger),
+    sa.Column("holds", sa.JSON),  # hold id -> records it kept: listed by hold, never by content
+    sa.Column("tenants", sa.JSON),  # tenant -> period, on the default or not, total, expired
+    sa.Column("reasons", sa.JSON),
+    sa.Column("verification", sa.JSON),  # the Great Expectations result summary
+    sa.Column("timings", sa.JSON),
+    sa.Column("started_at", Timestamp),
+    sa.Column("finished_at", Timestamp),
+    sa.UniqueConstraint("dag_id", "run_id", "attempt", name="uq_retention_audit_run"),
+    sa.Index("ix_retention_audit_policy_time", "policy", "logical_date"),
+    # No INSERT ... RETURNING id: RETURNING needs SELECT, and the jobs' role may only INSERT.
+    implicit_returning=False,
+)
+
+# The deletion ledger: what each run was approved to delete, and every committed batch, written
+# to the control database as it happens (the audit row above sums it). Append-only; counts only.
+ledger = sa.Table(
+    "retention_ledger",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("policy", sa.String(100), nullable=False),
+    sa.Column("dag_id", sa.String(250), nullable=False),
+    sa.Column("run_id", sa.String(250), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    # approved | begin | batch | unrecorded | recorded
+    sa.Column("event", sa.String(20), nullable=False),
+    sa.Column("slice", sa.Integer),
+    sa.Column("try_number", sa.Integer),
+    sa.Column("batch", sa.Integer),
+    sa.Column("deleted", sa.BigInteger),  # batch: records it deleted; approved: the ceiling
+    sa.Column("cutoff", Timestamp),
+    sa.Column("logical_date", Timestamp),
+    sa.Column("at", Timestamp, nullable=False),
+    sa.Index("ix_retention_ledger_run", "dag_id", "run_id", "attempt"),
+    sa.Index("ix_retention_ledger_policy", "policy", "event"),
+    implicit_returning=False,
+)
+
+holds = sa.Table(
+    "retention_holds",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("scope", sa.String(100), nullable=False),  # a policy name, or * for all
+    sa.Column("subject", sa.String(63), nullable=False),
+    sa.Column("value", sa.String(500), nullable=False),
+    sa.Column("reason", sa.String(20), nullable=False),
+    sa.Column("note", sa.String(500)),  # a case reference; not the subject's data
+    sa.Column("placed_at", Timestamp, nullable=False),
+    sa.Column("placed_by", sa.String(200), nullable=False),
+    sa.Column("expires_at", Timestamp),
+    sa.Column("released_at", Timestamp),
+    sa.Column("released_by", sa.String(200)),
+    sa.Index("ix_retention_holds_scope", "scope"),
+)
+
+
+class ControlSchemaMissing(PermanentError, RuntimeError):
+    """A control table does not exist: `lifecycle audit-init` has not run on this database."""
+
+
+def require(engine: sa.Engine, table: sa.Table) -> None:
+    """Fail, naming the fix, when `table` is missing (never create it: readers may not)."""
+    if not sa.inspect(engine).has_table(table.name):
+        raise ControlSchemaMissing(
+            f"the control database has no table {table.name}: run `python -m lifecycle "
+            "audit-init` (as the tables' owner) on the lifecycle_audit connection"
+        )
+
+
+def present(engine: sa.Engine, table: sa.Table) -> bool:
+    return sa.inspect(engine).has_table(table.name)
+
+
+def ensure_schema(engine: sa.Engine) -> None:
+    """Create the tables, and add the nullable columns a newer version introduced."""
+    metadata.create_all(engine, checkfirst=True)
+    inspector = sa.inspect(engine)
+    for table in metadata.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        missing = [column for column in table.columns if column.name not in present]
+        if not missing:
+            continue
+        preparer = engine.dialect.identifier_preparer
+        with engine.begin() as conn:
+            for column in missing:
+                kind = column.type.compile(dialect=engine.dialect)
+                conn.execute(
+                    sa.text(
+                        f"ALTER TABLE {preparer.format_table(table)} "
+                        f"ADD COLUMN {preparer.format_column(column)} {kind}"
+                    )
+                )
