@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/plugins
 
-.PHONY: demo airflow env holds test validate schema lint bench clean-demo
+.PHONY: demo airflow env holds test test-fast validate schema lint typecheck bench clean-demo
 
 # The virtualenv is rebuilt whenever the pinned requirements change.
 $(VENV)/.installed: requirements.txt constraints.txt
@@ -30,6 +30,12 @@ test: $(VENV)/.installed  ## the whole test suite (PostgreSQL, MariaDB, Redis on
 	$(PY) -m lifecycle.demo check-test-setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Selects (never skips) the tests that need nothing beyond Python and SQLite files: the markers
+# come from each test's fixtures and folder (tests/conftest.py). No set-up check: no server used.
+FAST := not postgresql and not mariadb and not s3 and not airflow and not browser and not cluster
+test-fast: $(VENV)/.installed  ## the unit and SQLite tests only, under a minute (no servers, no Airflow)
+	$(PY) -m pytest -m "$(FAST)" $(PYTEST_ARGS)
+
 # An invalid file: `python -m lifecycle validate` exits 1, so make fails (make's own exit code is 2).
 validate: $(VENV)/.installed  ## check every policy file (for CI or a pre-commit hook)
 	$(PY) -m lifecycle validate $(DIR)
@@ -39,6 +45,11 @@ schema: $(VENV)/.installed  ## regenerate the JSON Schema and the field referenc
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+# mypy, strict on the engine ([tool.mypy] in pyproject.toml). Not part of lint until the engine
+# passes it.
+typecheck: $(VENV)/.installed
+	$(VENV)/bin/mypy
 
 bench: $(VENV)/.installed  ## performance scripts (PostgreSQL on 127.0.0.1)
 	$(PY) benchmarks/dag_parse.py

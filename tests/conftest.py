@@ -2,6 +2,10 @@
 
 PostgreSQL and MariaDB are expected at 127.0.0.1 (override with LIFECYCLE_TEST_POSTGRES_URL and
 LIFECYCLE_TEST_MARIADB_URL). A test that needs one fails when it is missing; it never skips.
+
+Every test is marked with what it needs beyond Python and SQLite files (`postgresql`, `mariadb`,
+`s3`, `airflow`, `browser`, `cluster`, registered in pyproject.toml), from its fixtures and its
+folder, so that `make test-fast` can select the others; nothing is skipped.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ ARTIFACTS = PROJECT / "test-artifacts"
 
 def pytest_configure(config):
     # Airflow reads its configuration at import: set the home before any test module imports it.
-    from lifecycle.demo.__main__ import airflow_environment
+    from tests.airflow_env import airflow_environment
 
     home = Path(tempfile.mkdtemp(prefix="lifecycle-airflow-"))
     os.environ.update(
@@ -40,10 +44,60 @@ def pytest_configure(config):
     os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "INFO"
 
 
+# What a test needs, from the fixtures it uses (directly or through other fixtures)...
+FIXTURE_MARKERS = {
+    "postgres_url": "postgresql",
+    "mariadb_url": "mariadb",
+    "s3_endpoint": "s3",
+    "s3_connection": "s3",
+    "airflow_home": "airflow",
+    "deployment": "airflow",
+}
+# ... from the server of its `sql_url` parameter ...
+SQL_URL_MARKERS = {"postgresql": "postgresql", "mariadb": "mariadb"}
+# ... and from its folder under tests/.
+FOLDER_MARKERS = {
+    "e2e": ("airflow",),
+    "dags": ("airflow",),
+    "ui": ("browser",),
+    "cluster": ("cluster",),
+}
+
+
+def needs(item: pytest.Item) -> set[str]:
+    """The markers of what `item` needs (see FIXTURE_MARKERS and FOLDER_MARKERS)."""
+    marks = {
+        FIXTURE_MARKERS[name]
+        for name in getattr(item, "fixturenames", ())
+        if name in FIXTURE_MARKERS
+    }
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and callspec.params.get("sql_url") in SQL_URL_MARKERS:
+        marks.add(SQL_URL_MARKERS[callspec.params["sql_url"]])
+    if item.path.is_relative_to(PROJECT / "tests"):
+        folder = item.path.relative_to(PROJECT / "tests").parts[0]
+        marks.update(FOLDER_MARKERS.get(folder, ()))
+    return marks
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for mark in sorted(needs(item)):
+            item.add_marker(mark)
+
+
+@pytest.fixture
+def make_policy():
+    """tests.policies.make_policy: a validated test policy, the shared base with overrides."""
+    from tests.policies import make_policy
+
+    return make_policy
+
+
 @pytest.fixture(scope="session")
 def airflow_home() -> Path:
     """A migrated metadata DB, once per session (the first dag.test() costs ~10 s)."""
-    from lifecycle.demo.__main__ import migrate_metadata_db
+    from tests.airflow_env import migrate_metadata_db
 
     home = Path(os.environ["AIRFLOW_HOME"])
     migrate_metadata_db(home)

@@ -40,6 +40,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import POSTGRES_URL
+from tests.policies import policy_yaml
 
 REDIS_URL = os.environ.get("LIFECYCLE_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
 META_DB = "retention_cluster_meta"
@@ -67,24 +68,16 @@ class PolicySpec:
         return f"retention_{self.name}"
 
     def yaml(self) -> str:
-        return (
-            f"name: {self.name}\n"
-            f"title: Cluster test {self.name}\n"
-            "statement: {service: VoIP en mobiel, data: Gebruikgegevens, retention: Zes maanden}\n"
-            "controller: provider\n"
-            "legal_basis: contract\n"
-            "retention: {period: P6M}\n"
-            f"schedule: '{NO_SCHEDULED_RUNS}'\n"
-            "store:\n"
-            "  kind: sql\n"
-            "  conn_id: telecom_db\n"
-            f"  table: {self.table}\n"
-            "  key: id\n"
-            "  timestamp: started_at\n"
-            f"  batch_size: {self.batch_size}\n"
-            "  subjects: {subscriber: subscriber_id}\n"
-            "guards: {max_delete_fraction: 1}\n"
-            "retries: 2\n"
+        return policy_yaml(
+            name=self.name,
+            title=f"Cluster test {self.name}",
+            schedule=f"'{NO_SCHEDULED_RUNS}'",
+            store__table=self.table,
+            store__batch_size=self.batch_size,
+            store__subjects={"subscriber": "subscriber_id"},
+            guards={"max_delete_fraction": 1},
+            retries=2,
+            block=("store",),
         )
 
 
@@ -370,7 +363,7 @@ class Cluster:
 
 
 def _environment(directory: Path, api_port: int, meta_url: sa.URL, store_url: sa.URL) -> dict:
-    from lifecycle.demo.__main__ import airflow_environment
+    from tests.airflow_env import airflow_environment
 
     home = directory / "airflow"
     policies = directory / "policies"

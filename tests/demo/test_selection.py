@@ -17,17 +17,21 @@ import sqlalchemy as sa
 from lifecycle.demo.__main__ import run_all
 from lifecycle.demo.selection import DEMO_POLICIES, select_demo_dags, skip_line
 from lifecycle.loader import DEFAULT_POLICY_DIR
+from tests.policies import TEST_STATEMENT, policy_yaml
 
 AMS = ZoneInfo("Europe/Amsterdam")
 
 
 def policy(name: str, conn_id: str, table: str, guards: str = "{max_delete_fraction: 0.2}") -> str:
-    return (
-        f"name: {name}\ntitle: Test {name}\n"
-        "statement: {service: Test, data: Test data, retention: Zes maanden}\n"
-        "controller: provider\nlegal_basis: contract\nretention: {period: P6M}\n"
-        f"store:\n  kind: sql\n  conn_id: {conn_id}\n  table: {table}\n  key: id\n"
-        f"  timestamp: started_at\nguards: {guards}\nretries: 0\n"
+    return policy_yaml(
+        name=name,
+        title=f"Test {name}",
+        statement=TEST_STATEMENT,
+        store__conn_id=conn_id,
+        store__table=table,
+        guards=guards,
+        retries=0,
+        block=("store",),
     )
 
 

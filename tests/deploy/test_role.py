@@ -23,6 +23,7 @@ from lifecycle.grants import required_grants
 from lifecycle.holds import place_hold
 from lifecycle.loader import DEFAULT_POLICY_DIR, load_policies
 from tests.e2e.conftest import Deployment, task_states
+from tests.policies import DROP, TEST_STATEMENT, policy_yaml
 from tests.stores.test_sql import make_table, survivors
 
 AMS = ZoneInfo("Europe/Amsterdam")
@@ -32,19 +33,25 @@ ONE_US = timedelta(microseconds=1)
 EVENT_TIMES = [CUTOFF - timedelta(days=40), CUTOFF - ONE_US, CUTOFF, CUTOFF + timedelta(days=3)]
 INSUFFICIENT_PRIVILEGE = "42501"
 
-CONTACTS_POLICY = """\
-name: contacts
-title: Test contacts
-statement: {service: Test, data: Test data, retention: Tot einde dienst}
-controller: provider
-legal_basis: contract
-retention:
-  period: P0D
-  from_event: {table: contracts, subject: customer_id, key: customer_id, timestamp: ended_at}
-store: {kind: sql, conn_id: telecom_db, table: contacts, key: id, subjects: {customer: customer_id}}
-guards: {max_delete_fraction: 1}
-retries: 0
-"""
+CONTACTS_POLICY = policy_yaml(
+    name="contacts",
+    title="Test contacts",
+    statement=TEST_STATEMENT | {"retention": "Tot einde dienst"},
+    retention={
+        "period": "P0D",
+        "from_event": {
+            "table": "contracts",
+            "subject": "customer_id",
+            "key": "customer_id",
+            "timestamp": "ended_at",
+        },
+    },
+    store__table="contacts",
+    store__timestamp=DROP,
+    store__subjects={"customer": "customer_id"},
+    guards={"max_delete_fraction": 1},
+    retries=0,
+)
 
 
 @dataclass

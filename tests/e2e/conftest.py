@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from lifecycle.audit import read_runs
+from tests.policies import TEST_STATEMENT, policy_yaml
 
 
 @dataclass
@@ -22,15 +23,21 @@ class Deployment:
     audit_url: str
 
     def write_policy(self, name: str, table: str, timestamp: str, **store: Any) -> None:
+        """`<name>.yaml`: P6M on `table` of telecom_db, the guard lifted unless `guards` (a YAML
+        fragment) says otherwise, no retries; `store` holds the store's other fields."""
         guards = store.pop("guards", "{max_delete_fraction: 1}")
-        options = "".join(f"  {key}: {value}\n" for key, value in store.items())
         (self.policy_dir / f"{name}.yaml").write_text(
-            f"name: {name}\ntitle: Test {name}\n"
-            "statement: {service: Test, data: Test data, retention: Zes maanden}\n"
-            "controller: provider\nlegal_basis: contract\nretention: {period: P6M}\n"
-            f"store:\n  kind: sql\n  conn_id: telecom_db\n  table: {table}\n  key: id\n"
-            f"  timestamp: {timestamp}\n{options}"
-            f"guards: {guards}\nretries: 0\n",
+            policy_yaml(
+                name=name,
+                title=f"Test {name}",
+                statement=TEST_STATEMENT,
+                store__table=table,
+                store__timestamp=timestamp,
+                **{f"store__{key}": value for key, value in store.items()},
+                guards=guards,
+                retries=0,
+                block=("store",),
+            ),
             encoding="utf-8",
         )
 

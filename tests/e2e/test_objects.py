@@ -9,32 +9,24 @@ import sqlalchemy as sa
 from lifecycle.demo.__main__ import s3_connection_uri
 from lifecycle.stores.s3 import client_from_connection
 from tests.e2e.test_runs import LOGICAL_DATE
+from tests.policies import policy_yaml
 from tests.stores.test_s3 import SECOND, inventory, new_bucket, put
 
-POLICY = """\
-name: {name}
-title: Recordings
-statement: {{service: Algemeen, data: Gespreksopnames, retention: 90 dagen}}
-controller: provider
-legal_basis: legitimate_interest
-retention: {retention}
-store: {{kind: s3, conn_id: recordings, bucket: {bucket}, prefix: {prefix}, {timestamp}}}
-guards: {{max_delete_fraction: 1}}
-retries: 0
-"""
 
-
-def write(
-    deployment,
-    name,
-    bucket,
-    prefix,
-    retention="{period: P90D}",
-    timestamp="timestamp: last_modified",
-):
+def write(deployment, name, bucket, prefix, retention="{period: P90D}", timestamp="last_modified"):
+    """`<name>.yaml`: the S3 base policy on `bucket`/`prefix`, the guard lifted, no retries
+    (`retention` and `timestamp` are YAML fragments)."""
     (deployment.policy_dir / f"{name}.yaml").write_text(
-        POLICY.format(
-            name=name, bucket=bucket, prefix=prefix, retention=retention, timestamp=timestamp
+        policy_yaml(
+            "s3",
+            name=name,
+            title="Recordings",
+            retention=retention,
+            store__bucket=bucket,
+            store__prefix=prefix,
+            store__timestamp=timestamp,
+            guards={"max_delete_fraction": 1},
+            retries=0,
         )
     )
 
@@ -96,7 +88,7 @@ def test_client_periods_for_recordings(deployment, s3_connection, monkeypatch):
         bucket,
         "tenants/",
         retention="{period: P1Y, per_tenant: {conn_id: telecom_db}}",
-        timestamp="timestamp: {metadata: recorded-at}",
+        timestamp="{metadata: recorded-at}",
     )
 
     run = deployment.run("retention_clients", LOGICAL_DATE)

@@ -11,6 +11,7 @@ import pytest
 from lifecycle.policy import Policy
 from lifecycle.stores import Hold, PurgeLimitExceeded, RetentionWindow, StoreConfigError
 from lifecycle.stores.s3 import S3PrefixStore, client_from_connection
+from tests.policies import make_policy
 
 CUTOFF = datetime(2026, 8, 31, 22, 0, tzinfo=UTC)  # 1 September 00:00 in Amsterdam
 SECOND = timedelta(seconds=1)
@@ -18,28 +19,17 @@ _names = itertools.count()
 
 
 def s3_policy(prefix="support/", timestamp="last_modified", **retention) -> Policy:
-    return Policy.model_validate(
-        {
-            "name": "recordings",
-            "title": "Recordings",
-            "statement": {
-                "service": "Algemeen",
-                "data": "Gespreksopnames",
-                "retention": "90 dagen",
-            },
-            "controller": "provider",
-            "legal_basis": "legitimate_interest",
-            "retention": {"period": "P90D", **retention},
-            "store": {
-                "kind": "s3",
-                "conn_id": "recordings",
-                "bucket": "placeholder",
-                "prefix": prefix,
-                "timestamp": timestamp,
-                "batch_size": 2,
-                "max_in_flight": 2,
-            },
-        }
+    """The S3 base policy on `prefix` (P90D plus `retention`'s fields), two keys a batch."""
+    return make_policy(
+        "s3",
+        name="recordings",
+        title="Recordings",
+        **{f"retention__{name}": value for name, value in retention.items()},
+        store__bucket="placeholder",  # store_for() points the store at a real bucket
+        store__prefix=prefix,
+        store__timestamp=timestamp,
+        store__batch_size=2,
+        store__max_in_flight=2,
     )
 
 

@@ -14,6 +14,7 @@ from sqlalchemy.dialects import mysql
 from lifecycle.policy import Policy
 from lifecycle.stores import PurgeLimitExceeded, RetentionWindow, StoreConfigError
 from lifecycle.stores.sql import SqlTableStore, StoreError, create_engine, url_from_connection
+from tests.policies import TEST_STATEMENT, make_policy
 
 CUTOFF = datetime(2026, 5, 28, 22, 0, tzinfo=UTC)
 ONE_US = timedelta(microseconds=1)
@@ -67,18 +68,15 @@ def make_table(
 
 
 def config(table: str = "events", retention: dict | None = None, **store) -> Policy:
-    """A policy on `table` (P6M from seen_at unless `retention` says otherwise)."""
-    fields = {"kind": "sql", "conn_id": "test", "table": table, "key": "id", "timestamp": "seen_at"}
-    return Policy.model_validate(
-        {
-            "name": "events",
-            "title": "Events",
-            "statement": {"service": "Test", "data": "Test", "retention": "Zes maanden"},
-            "controller": "provider",
-            "legal_basis": "contract",
-            "retention": retention or {"period": "P6M"},
-            "store": fields | store,
-        }
+    """A policy on `table` (P6M from seen_at unless `retention` says otherwise); `store` holds
+    the store's other fields."""
+    store = {"conn_id": "test", "table": table, "timestamp": "seen_at"} | store
+    return make_policy(
+        name="events",
+        title="Events",
+        statement=TEST_STATEMENT,
+        retention=retention or {"period": "P6M"},
+        **{f"store__{name}": value for name, value in store.items()},
     )
 
 

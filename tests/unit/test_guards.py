@@ -9,14 +9,14 @@ from lifecycle.loader import parse_policy
 from lifecycle.periods import compute_cutoff
 from lifecycle.policy import Guards
 from lifecycle.stores import Plan
-from tests.unit.test_policy import VALID
+from tests.policies import DROP, make_policy, policy_yaml
 
 NOW = datetime(2026, 11, 29, 12, tzinfo=UTC)
 CUTOFF = datetime(2026, 5, 28, 22, tzinfo=UTC)
 
 
-def policy(extra: str = ""):
-    return parse_policy(VALID + extra)
+def policy(**overrides):
+    return make_policy(**overrides)
 
 
 def test_within_limits_is_approved_for_the_expired_count():
@@ -42,7 +42,7 @@ def test_one_run_override_of_the_fraction():
 
 
 def test_row_limit():
-    limited = policy("guards: {max_delete_fraction: 1, max_delete_rows: 10}\n")
+    limited = policy(guards={"max_delete_fraction": 1, "max_delete_rows": 10})
     assert check(limited, Plan(total=100, expired=10), CUTOFF, wall_clock=NOW).approved
     refused = check(limited, Plan(total=100, expired=11), CUTOFF, wall_clock=NOW)
     assert "more than max_delete_rows 10" in refused.reasons[0]
@@ -57,7 +57,7 @@ def test_cutoff_in_the_future_is_refused():
 def test_period_below_the_floor_is_refused():
     # Validation refuses this too; the check refuses it again at run time, in case a policy
     # reached the run some other way.
-    lowered = parse_policy(VALID.replace("P6M", "PT1H") + "guards: {min_period: PT1H}\n")
+    lowered = policy(retention={"period": "PT1H"}, guards={"min_period": "PT1H"})
     short = lowered.model_copy(update={"guards": Guards()})
     decision = check(short, Plan(total=10, expired=1), CUTOFF, wall_clock=NOW)
     assert "shorter than the floor guards.min_period P1D" in decision.reasons[0]
@@ -97,7 +97,7 @@ def test_no_override_lifts_the_window_check():
 
 
 def test_a_client_period_below_the_floor_is_refused_naming_the_client_and_value():
-    floored = policy("guards: {min_period: P30D}\n")
+    floored = policy(guards={"min_period": "P30D"})
     decision = check(
         floored,
         Plan(total=10, expired=1),
@@ -128,9 +128,9 @@ def test_a_client_cutoff_computed_from_a_future_date_is_refused():
 
 
 def test_an_event_grace_obeys_a_floor_the_policy_sets():
-    event = VALID.replace(
-        "retention: {period: P6M}", "retention: {period: P0D, from_event: {timestamp: ended_at}}"
-    ).replace(", timestamp: started_at", "")
+    event = policy_yaml(
+        retention={"period": "P0D", "from_event": {"timestamp": "ended_at"}}, store__timestamp=DROP
+    )
     assert parse_policy(event).period_floor == "P0D"  # until end of service: at the event
     with pytest.raises(ValueError, match=r"shorter than guards\.min_period P1D"):
         parse_policy(event + "guards: {min_period: P1D}\n")

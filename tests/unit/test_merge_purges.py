@@ -35,13 +35,11 @@ def test_one_slice_comes_back_as_a_value_not_a_list():
     assert (merged["deleted"], merged["failed"]) == (5, {"AccessDenied": 2})
 
 
-def test_an_unfinished_slice_fails_the_run_and_names_what_the_others_deleted():
+def test_an_unfinished_slice_fails_the_run_and_names_what_the_others_deleted(make_policy):
     from lifecycle.audit import audit_row
-    from lifecycle.loader import parse_policy
-    from tests.unit.test_policy import VALID
 
     row = audit_row(
-        parse_policy(VALID),
+        make_policy(),
         dag_id="retention_cdrs",
         run_id="r",
         attempt=1,

@@ -97,15 +97,11 @@ def test_a_hold_that_protects_nothing_needs_attention_on_the_overview():
     assert attention(run(), remaining_after(run()), DAY) == []
 
 
-def test_a_hold_on_all_policies_that_reaches_nothing_in_one_is_no_alarm():
-    from lifecycle.loader import parse_policy
+def test_a_hold_on_all_policies_that_reaches_nothing_in_one_is_no_alarm(make_policy):
     from lifecycle.steps import _hold_warnings
     from lifecycle.stores import Hold
-    from tests.unit.test_policy import VALID
 
-    policy = parse_policy(
-        VALID.replace("timestamp: started_at}", "timestamp: started_at, subjects: {customer: id}}")
-    )
+    policy = make_policy(store__subjects={"customer": "id"})
     holds = (
         Hold(1, "*", "customer", "1", "legal_hold"),
         Hold(2, "cdrs", "customer", "9", "restriction"),

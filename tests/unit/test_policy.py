@@ -8,22 +8,25 @@ import pytest
 from lifecycle import cli
 from lifecycle.loader import DEFAULT_POLICY_DIR, load_policies, parse_policy
 from lifecycle.policy import Policy, json_schema
+from tests.policies import make_policy, policy_fields, policy_yaml
 
-VALID = """\
-name: cdrs
-title: Call detail records
-statement: {service: VoIP en mobiel, data: Gebruikgegevens, retention: Zes maanden}
-controller: provider
-legal_basis: contract
-retention: {period: P6M}
-store: {kind: sql, conn_id: telecom_db, table: cdrs, key: id, timestamp: started_at}
-"""
+# The shared base policies as policy files (tests.policies); other test modules import these.
+VALID = policy_yaml()
+S3_VALID = policy_yaml("s3")
 
 
 def write(directory: Path, name: str, text: str) -> Path:
     path = directory / name
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def test_the_shared_policy_files_hold_the_shared_fields():
+    import yaml
+
+    assert yaml.safe_load(VALID) == policy_fields()
+    assert yaml.safe_load(S3_VALID) == policy_fields("s3")
+    assert parse_policy(VALID) == make_policy()
 
 
 def test_valid_policy_has_defaults():
@@ -170,17 +173,6 @@ def test_schema_accepts_the_shipped_policies_and_rejects_unknown_fields():
     bad_period["retention"]["period"] = "six months"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad_period, schema)
-
-
-S3_VALID = """\
-name: support_call_recordings
-title: Support line call recordings
-statement: {service: Algemeen, data: Gespreksopnames, retention: 90 dagen}
-controller: provider
-legal_basis: legitimate_interest
-retention: {period: P90D}
-store: {kind: s3, conn_id: recordings, bucket: call-recordings, prefix: support/}
-"""
 
 
 @pytest.mark.parametrize(

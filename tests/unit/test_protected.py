@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from lifecycle.grants import TableGrant, grant_statements, required_grants
-from lifecycle.loader import DEFAULT_POLICY_DIR, load_policies, parse_policy
+from lifecycle.loader import DEFAULT_POLICY_DIR, load_policies
 from lifecycle.protected import (
     AIRFLOW_METADATA_TABLES,
     CONTROL_TABLES,
@@ -19,16 +19,8 @@ from lifecycle.protected import (
     check_purge_target,
     protected_table_problem,
 )
+from tests.policies import make_policy
 
-POLICY = """\
-name: cdrs
-title: Call detail records
-statement: {service: VoIP en mobiel, data: Gebruikgegevens, retention: Zes maanden}
-controller: provider
-legal_basis: contract
-retention: {period: P6M}
-store: {kind: sql, conn_id: telecom_db, table: cdrs, key: id, timestamp: started_at}
-"""
 PROTECTED = [
     "retention_audit",
     "retention_holds",
@@ -109,7 +101,7 @@ def test_other_tables_are_not(table):
 
 
 def test_a_policy_that_escaped_validation_gets_no_grants():
-    valid = parse_policy(POLICY)
+    valid = make_policy()
     for table in CONTROL_TABLES:
         # model_copy does not validate: as a policy built with model_construct, or by a version
         # that had no such validation.
