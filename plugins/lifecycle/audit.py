@@ -283,15 +283,11 @@ def audit_row(
         "cutoff": (extracted or {}).get("cutoff"),
         "status": status,
         "dry_run": dry_run,
-        **{name: plan.get(name) for name in ("total", "expired", "held", "active", "anomalies")},
+        **_plan_fields(plan),
         "deleted": deleted,
         "batches": batches,
         "shards": purged.get("shards") if purged else None,
-        "oldest_expired": plan.get("oldest_expired"),
-        "holds": plan.get("held_by_hold") or {},
         "tenants": (extracted or {}).get("tenants") or {},
-        "newest_expired": plan.get("newest_expired"),
-        "oldest_retained": plan.get("oldest_retained"),
         "verified": None if verification is None else bool(verification["success"]),
         "remaining": None if verification is None else verification["remaining"],
         "reasons": reasons,
@@ -299,6 +295,17 @@ def audit_row(
         "timings": timings,
         "started_at": started_at,
         "finished_at": datetime.now(UTC),
+    }
+
+
+_PLAN_COUNTS = ("total", "expired", "held", "active", "anomalies")
+_PLAN_BOUNDS = ("oldest_expired", "newest_expired", "oldest_retained")
+
+
+def _plan_fields(plan: dict[str, Any]) -> dict[str, Any]:
+    """What the plan (extract) found: counts and timestamp bounds, hold ids with their counts."""
+    return {name: plan.get(name) for name in (*_PLAN_COUNTS, *_PLAN_BOUNDS)} | {
+        "holds": plan.get("held_by_hold") or {}
     }
 
 

@@ -16,6 +16,7 @@ import json
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from lifecycle.loader import DEFAULT_POLICY_DIR, load_policies, policy_dir
@@ -232,18 +233,7 @@ def grants(
 ) -> int:
     """Print the grants, or apply them connection by connection: one unreachable connection
     does not keep the others' grants back (exit 1 tells it)."""
-    import sqlalchemy as sa
-    from airflow.sdk.exceptions import AirflowNotFoundException
-
-    from lifecycle.grants import (
-        TableGrant,
-        apply_grants,
-        check_role,
-        grant_statements,
-        reader_grants,
-        required_grants,
-    )
-    from lifecycle.stores import StoreConfigError
+    from lifecycle.grants import check_role, grant_statements, reader_grants, required_grants
 
     check_role(role)
     result = load_policies()
@@ -253,16 +243,28 @@ def grants(
     needed = required_grants((loaded.policy for loaded in result.policies), audit_conn_id)
     if audit_reader:
         needed = reader_grants(audit_conn_id)
-    failed = False
     if not apply:
         for conn_id, table_grants in needed.items():
             print(f"-- connection {conn_id}: run as the tables' owner, in its database")
             for statement in grant_statements(dialect, role, table_grants):
                 print(f"{statement};")
         return 0
-    # Connections to the same database are granted together, in one pass: each pass first
-    # revokes what the role held there, so one per connection would undo the others.
-    databases: dict[str, tuple[list[str], sa.Engine, dict[str, set[str]]]] = {}
+    databases, failed = _databases_of(needed)
+    for conn_ids, engine, tables in databases.values():
+        failed = not _apply_to_database(role, ", ".join(conn_ids), engine, tables) or failed
+    return 1 if failed else 0
+
+
+def _databases_of(needed: dict) -> tuple[dict, bool]:
+    """The grants grouped by database: connections to the same database are granted together,
+    in one pass (each pass first revokes what the role held there, so one per connection would
+    undo the others). Also whether a connection could not be resolved."""
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    from lifecycle.stores import StoreConfigError
+
+    databases: dict[str, tuple[list[str], Any, dict[str, set[str]]]] = {}
+    failed = False
     for conn_id, table_grants in needed.items():
         try:
             engine = _control_engine(conn_id)
@@ -277,29 +279,35 @@ def grants(
         conn_ids.append(conn_id)
         for grant in table_grants:
             tables.setdefault(grant.table, set()).update(grant.privileges)
-    for conn_ids, engine, tables in databases.values():
-        label = ", ".join(conn_ids)
-        merged = [TableGrant(table, tuple(sorted(p))) for table, p in sorted(tables.items())]
-        try:
-            if engine.dialect.name == "sqlite":
-                print(f"{label}: SQLite has no roles (protect the file instead)")
-                continue
-            missing = apply_grants(engine, role, merged)
-        except sa.exc.DBAPIError as exc:
-            # The type only: a driver's message can quote values.
-            print(f"{label}: no grants: {type(exc.orig).__name__}", file=sys.stderr)
-            failed = True
-            continue
-        finally:
-            engine.dispose()
-        print(f"{label}: {role} granted on {len(merged) - len(missing)} tables")
-        for table in missing:
-            print(
-                f"{label}: table {table} does not exist, no grant: create it, then run "
-                "`lifecycle grants --apply` again",
-                file=sys.stderr,
-            )
-    return 1 if failed else 0
+    return databases, failed
+
+
+def _apply_to_database(role: str, label: str, engine: Any, tables: dict[str, set[str]]) -> bool:
+    """Grant on one database; False when it refused (said on stderr, by error type only: a
+    driver's message can quote values)."""
+    import sqlalchemy as sa
+
+    from lifecycle.grants import TableGrant, apply_grants
+
+    merged = [TableGrant(table, tuple(sorted(p))) for table, p in sorted(tables.items())]
+    try:
+        if engine.dialect.name == "sqlite":
+            print(f"{label}: SQLite has no roles (protect the file instead)")
+            return True
+        missing = apply_grants(engine, role, merged)
+    except sa.exc.DBAPIError as exc:
+        print(f"{label}: no grants: {type(exc.orig).__name__}", file=sys.stderr)
+        return False
+    finally:
+        engine.dispose()
+    print(f"{label}: {role} granted on {len(merged) - len(missing)} tables")
+    for table in missing:
+        print(
+            f"{label}: table {table} does not exist, no grant: create it, then run "
+            "`lifecycle grants --apply` again",
+            file=sys.stderr,
+        )
+    return True
 
 
 def _instant(text: str) -> datetime:

@@ -39,6 +39,7 @@ import psutil
 import pytest
 import sqlalchemy as sa
 
+from lifecycle.control import ensure_schema
 from tests.conftest import POSTGRES_URL
 from tests.policies import policy_yaml
 
@@ -454,6 +455,11 @@ def cluster(tmp_path_factory, postgres_url) -> Iterator[Cluster]:
         _recreate_database(admin, STORE_DB)
     finally:
         admin.dispose()
+    control = sa.create_engine(store_url)
+    try:
+        ensure_schema(control)  # the owner's `lifecycle audit-init`: runs never create it
+    finally:
+        control.dispose()
     _reachable_redis(REDIS_URL)
     _prepare(directory)
     password = secrets.token_urlsafe(16)

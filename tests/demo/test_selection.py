@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
+from lifecycle.control import ensure_schema
 from lifecycle.demo.__main__ import run_all
 from lifecycle.demo.selection import DEMO_POLICIES, select_demo_dags, skip_line
 from lifecycle.loader import DEFAULT_POLICY_DIR
@@ -133,6 +134,7 @@ def test_run_all_on_the_selection_deletes_only_in_the_demos_store(
     selection = selection_of(folder)
     assert list(selection.dags) == ["retention_cdrs"]
     audit = sa.create_engine(audit_url)
+    ensure_schema(audit)  # the demo's own audit-init
     try:
         failed = run_all(selection.dags, audit, datetime(2026, 11, 29, tzinfo=AMS))
     finally:

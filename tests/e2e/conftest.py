@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from lifecycle.audit import read_runs
+from lifecycle.control import ensure_schema
 from tests.policies import TEST_STATEMENT, policy_yaml
 
 
@@ -72,6 +73,10 @@ def deployment(airflow_home, tmp_path, monkeypatch) -> Deployment:
     monkeypatch.setenv("LIFECYCLE_POLICY_DIR", str(policy_dir))
     monkeypatch.setenv("AIRFLOW_CONN_TELECOM_DB", f"sqlite:///{store_path}")
     monkeypatch.setenv("AIRFLOW_CONN_LIFECYCLE_AUDIT", f"sqlite:///{audit_path}")
+    # The owner's `lifecycle audit-init`: runs never create the control schema themselves.
+    audit = sa.create_engine(f"sqlite:///{audit_path}")
+    ensure_schema(audit)
+    audit.dispose()
     return Deployment(policy_dir, f"sqlite:///{store_path}", f"sqlite:///{audit_path}")
 
 

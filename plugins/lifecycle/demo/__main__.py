@@ -186,8 +186,10 @@ def object_store(server, telecom):
 
 
 def migrate_metadata_db(home: Path) -> None:
-    """`airflow db migrate` once per Airflow home (it is idempotent but costs seconds)."""
-    if (home / "airflow.db").exists():
+    """`airflow db migrate` once per Airflow home (it is idempotent but costs seconds). A file
+    without Airflow's tables (an engine opened it before the migration) is migrated too."""
+    database = home / "airflow.db"
+    if database.exists() and _migrated(database):
         return
     home.mkdir(parents=True, exist_ok=True)
     subprocess.run(
@@ -196,6 +198,16 @@ def migrate_metadata_db(home: Path) -> None:
         stdout=subprocess.DEVNULL,
         env=os.environ.copy(),
     )
+
+
+def _migrated(database: Path) -> bool:
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(database)) as conn:
+        found = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'"
+        ).fetchone()
+    return found is not None
 
 
 def local_midnight(day: date) -> datetime:
