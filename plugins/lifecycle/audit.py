@@ -214,9 +214,7 @@ def _outcome(
     return "purged", []
 
 
-def _purge_notes(
-    purged: dict[str, Any] | None, ledger_totals: dict[str, Any] | None
-) -> list[str]:
+def _purge_notes(purged: dict[str, Any] | None, ledger_totals: dict[str, Any] | None) -> list[str]:
     notes: list[str] = []
     if purged and purged.get("failed"):
         notes += [f"{n} not deleted: {code}" for code, n in sorted(purged["failed"].items())]

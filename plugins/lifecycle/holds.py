@@ -27,6 +27,7 @@ from lifecycle.subjects import SubjectValueError, canonical
 REASONS = ("legal_hold", "restriction", "dispute")
 ALL_POLICIES = "*"
 
+
 class HoldError(ValueError):
     pass
 
