@@ -97,13 +97,6 @@ AROUND_CUTOFF = [
 ]
 
 
-@pytest.fixture
-def engine(sql_url):
-    engine = create_engine(sql_url)
-    yield engine
-    engine.dispose()
-
-
 @pytest.mark.parametrize("key_type", list(KEY_TYPES))
 def test_purge_deletes_exactly_the_expired_rows(engine, key_type):
     # Many rows per microsecond-distinct timestamp, keys in an order unrelated to time.

@@ -5,32 +5,19 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import pytest
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql
 
 from lifecycle.holds import active_holds, holds, place_hold
 from lifecycle.stores import Hold, RetentionWindow
-from lifecycle.stores.sql import SqlTableStore, create_engine
+from lifecycle.stores.sql import SqlTableStore
 from tests.stores.test_sql import CUTOFF, config
+from tests.stores.test_sql_windows import Timestamp, stamp
 
-Timestamp = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 OLD = CUTOFF - timedelta(days=30)
 CUSTOMER_LINK = {
     "column": "subscriber_id",
     "through": [{"table": "subscribers", "key": "id", "column": "customer_id"}],
 }
-
-
-@pytest.fixture
-def engine(sql_url):
-    engine = create_engine(sql_url)
-    yield engine
-    engine.dispose()
-
-
-def _stamp(engine, instant):
-    return instant if engine.dialect.name == "postgresql" else instant.replace(tzinfo=None)
 
 
 def calls_with_subscribers(engine, calls: list[tuple[int, str, str]]) -> sa.Table:
@@ -71,7 +58,7 @@ def calls_with_subscribers(engine, calls: list[tuple[int, str, str]]) -> sa.Tabl
                     "subscriber_id": s,
                     "caller": c,
                     "email": e,
-                    "seen_at": _stamp(engine, OLD),
+                    "seen_at": stamp(engine, OLD),
                 }
                 for i, (s, c, e) in enumerate(calls, start=1)
             ],
@@ -201,10 +188,7 @@ def test_a_hold_placed_during_a_purge_protects_from_the_next_batch(engine):
     with engine.begin() as conn:
         conn.execute(
             table.insert(),
-            [
-                {"id": i, "customer_id": i % 2, "seen_at": _stamp(engine, OLD)}
-                for i in range(1, 101)
-            ],
+            [{"id": i, "customer_id": i % 2, "seen_at": stamp(engine, OLD)} for i in range(1, 101)],
         )
     store = SqlTableStore(config(subjects={"customer": "customer_id"}, batch_size=10), engine)
     as_of = datetime(2026, 11, 29, tzinfo=UTC)
@@ -251,7 +235,7 @@ def test_verification_binds_hold_values_and_survives_colons_in_literals(engine):
         conn.execute(
             table.insert(),
             [
-                {"id": i, "customer": c, "tenant": t, "seen_at": _stamp(engine, OLD)}
+                {"id": i, "customer": c, "tenant": t, "seen_at": stamp(engine, OLD)}
                 for i, c, t in rows
             ],
         )

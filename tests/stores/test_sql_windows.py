@@ -17,13 +17,6 @@ Timestamp = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysq
 GRACE_CUTOFF = CUTOFF  # with P0D the cutoff is the run's own instant
 
 
-@pytest.fixture
-def engine(sql_url):
-    engine = create_engine(sql_url)
-    yield engine
-    engine.dispose()
-
-
 def stamp(engine, instant):
     if instant is None:
         return None
