@@ -12,9 +12,8 @@ import sqlalchemy as sa
 
 from lifecycle.stores import PurgeLimitExceeded, Shard
 from lifecycle.stores.sql import SqlTableStore, create_engine
-from tests.stores.test_sql import CUTOFF, ONE_US, WINDOW, config, engine, make_table, survivors
+from tests.stores.test_sql import CUTOFF, ONE_US, WINDOW, config, make_table, survivors
 
-__all__ = ["engine"]  # the fixture, reused
 
 
 def _timestamps(count: int) -> list:
