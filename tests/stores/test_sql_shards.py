@@ -15,7 +15,6 @@ from lifecycle.stores.sql import SqlTableStore, create_engine
 from tests.stores.test_sql import CUTOFF, ONE_US, WINDOW, config, make_table, survivors
 
 
-
 def _timestamps(count: int) -> list:
     """Expired and kept rows interleaved in key order, plus rows without a timestamp."""
     pattern = [CUTOFF - timedelta(days=3), CUTOFF - ONE_US, CUTOFF, CUTOFF + timedelta(days=1)]
