@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, Self, cast
 
 from lifecycle.errors import PermanentError
 
@@ -179,10 +179,10 @@ class RetentionStore(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
 
@@ -196,4 +196,4 @@ def subjects_of(policy: Any) -> set[str]:
 def open_store(policy: Any, connection: Any) -> RetentionStore:
     """The store of a policy, reached through an Airflow connection."""
     module = importlib.import_module(_MODULES[policy.store.kind])
-    return module.open_store(policy, connection)
+    return cast(RetentionStore, module.open_store(policy, connection))

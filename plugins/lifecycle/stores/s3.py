@@ -52,7 +52,7 @@ _UNITS = (  # the precision a key pattern names -> how long that period lasts
 )
 
 
-def client_from_connection(connection: Any):
+def client_from_connection(connection: Any) -> Any:  # boto3 is untyped
     """A boto3 S3 client from an Airflow AWS connection: login/password are the key pair, the
     extra may give `endpoint_url` (MinIO, a local server) and `region_name`."""
     import boto3
@@ -136,7 +136,7 @@ class S3PrefixStore(RetentionStore):
         self.client = client
         self.label = policy.name
         self.zone = ZoneInfo(policy.timezone)
-        self.pattern = None
+        self.pattern: Any = None  # a compiled re2 pattern (re2 is untyped)
         if not isinstance(config.timestamp, str) and hasattr(config.timestamp, "key_pattern"):
             self.pattern = compile_key_pattern(config.timestamp.key_pattern)
         self.metadata_key = getattr(config.timestamp, "metadata", None)
@@ -280,7 +280,9 @@ class S3PrefixStore(RetentionStore):
             anomalies += verdict.unreadable()
             if verdict.held_by is not None and verdict.held():
                 held_by_hold[str(verdict.held_by)] += verdict.held()
-            for moment in (verdict.moment(v) for v in deletable if not v.is_marker):
+            # Deletable data versions are expired, so dated: the None filter only narrows the type.
+            dated = (verdict.moment(v) for v in deletable if not v.is_marker)
+            for moment in (m for m in dated if m is not None):
                 oldest = min(oldest or moment, moment)
                 newest = max(newest or moment, moment)
             for moment in verdict.retained():
@@ -321,7 +323,8 @@ class S3PrefixStore(RetentionStore):
         """One DeleteObjects call, and retries of its transient per-key errors: how many
         versions are gone, and the error codes of those that are not. A 200 response can carry
         per-key errors (a locked version, a throttled key): they are never counted as deleted."""
-        pending, deleted, errors = batch, 0, Counter()
+        pending, deleted = batch, 0
+        errors: Counter[str] = Counter()
         for attempt in range(RETRIES + 1):
             objects = [self._address(v) for v in pending]
             response = self.client.delete_objects(
@@ -366,10 +369,10 @@ class S3PrefixStore(RetentionStore):
         started = last_report = time.perf_counter()
         deleted = submitted = batches = 0
         errors: Counter[str] = Counter()
-        in_flight: set[Future] = set()
-        numbers: dict[Future, int] = {}
+        in_flight: set[Future[tuple[int, Counter[str]]]] = set()
+        numbers: dict[Future[tuple[int, Counter[str]]], int] = {}
 
-        def collect(done: set[Future]) -> None:
+        def collect(done: set[Future[tuple[int, Counter[str]]]]) -> None:
             """Each finished call into the ledger; a call that raised (the endpoint gone) stops
             the purge once the others that finished are recorded."""
             nonlocal deleted, errors
@@ -424,7 +427,9 @@ class S3PrefixStore(RetentionStore):
             deleted=deleted, batches=batches, seconds=round(seconds, 3), failed=dict(errors)
         )
 
-    def _log_progress(self, batches: int, versions: int, seconds: float, final: bool = False):
+    def _log_progress(
+        self, batches: int, versions: int, seconds: float, final: bool = False
+    ) -> None:
         log.info(
             "%s %s: %d DeleteObjects calls, %d versions, %.0f versions/s",
             self.label,

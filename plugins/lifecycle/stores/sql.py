@@ -13,13 +13,15 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
+from sqlalchemy.sql.selectable import NamedFromClause
 
 from lifecycle.stores import (
     NO_JOURNAL,
@@ -100,7 +102,7 @@ def create_engine(url: URL | str) -> Engine:
     if statement is not None:
 
         @sa.event.listens_for(engine, "connect")
-        def _utc_session(dbapi_connection, _record):
+        def _utc_session(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
             cursor.execute(statement)
             cursor.close()
@@ -115,12 +117,14 @@ class StoreError(RuntimeError):
 
 
 @contextmanager
-def _sanitized(label: str, operation: str):
+def _sanitized(label: str, operation: str) -> Iterator[None]:
     try:
         yield
     except sa.exc.DBAPIError as exc:
         orig = exc.orig
-        code = getattr(orig, "sqlstate", None) or (orig.args[0] if orig.args else None)
+        code = getattr(orig, "sqlstate", None) or (
+            orig.args[0] if orig is not None and orig.args else None
+        )
         raise StoreError(
             f"{label}: {operation} failed: {type(orig).__name__} (code {code}); the database's "
             "own message is withheld from the logs because it can quote record values"
@@ -144,7 +148,7 @@ def _iso(value: Any) -> str | None:
         value = datetime.fromisoformat(value)
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat()
+    return cast(str, value.astimezone(UTC).isoformat())
 
 
 class SqlTableStore(RetentionStore):
@@ -209,10 +213,11 @@ class SqlTableStore(RetentionStore):
             raise StoreConfigError(f"{field}: table {qualified!r} does not exist") from None
 
     @staticmethod
-    def _column(table, name: str, field: str) -> sa.Column:
+    def _column(table: NamedFromClause, name: str, field: str) -> sa.Column[Any]:
         if name not in table.c:
             raise StoreConfigError(f"{field}: column {name!r} not found in table {table.name!r}")
-        return table.c[name]
+        # A Table's and an alias's columns are all Column objects (the alias's proxies).
+        return cast("sa.Column[Any]", table.c[name])
 
     @property
     def dialect(self) -> str:
@@ -223,7 +228,7 @@ class SqlTableStore(RetentionStore):
 
     # -- the window as SQL --------------------------------------------------------------------
 
-    def _bound(self, column, cutoff: datetime):
+    def _bound(self, column: sa.Column[Any], cutoff: datetime) -> sa.BindParameter[Any]:
         """A cutoff as a bind parameter the database compares like with like with `column`."""
         if self.dialect == "sqlite":
             # SQLite keeps timestamps as text: compare text with text, not through DATETIME.
@@ -233,14 +238,14 @@ class SqlTableStore(RetentionStore):
         # A naive column is UTC by contract; the session time zone is UTC too.
         return sa.bindparam(None, cutoff.astimezone(UTC).replace(tzinfo=None), type_=column.type)
 
-    def _threshold(self, window: RetentionWindow):
+    def _threshold(self, window: RetentionWindow) -> sa.ColumnElement[Any]:
         """The cutoff of each record: one value, or a CASE on its tenant (flat, so a thousand
         client organisations do not nest a thousand ORs)."""
         default = self._bound(self.ts, window.cutoff)
         if self.tenant is None or not window.tenant_cutoffs:
             return default
 
-        def value(cutoff: datetime):
+        def value(cutoff: datetime) -> sa.ColumnElement[Any]:
             # Rendered with literal values for the verification, a CASE of quoted strings reads
             # as text in PostgreSQL: cast them to the column's type there.
             if self.dialect != "postgresql":
@@ -251,20 +256,22 @@ class SqlTableStore(RetentionStore):
             text = sa.bindparam(None, utc.isoformat(sep=" "), type_=sa.String)
             return sa.cast(text, self.ts.type)
 
-        whens = []
+        whens: list[tuple[sa.ColumnElement[bool], sa.ColumnElement[Any]]] = []
         for tenant, cutoff in sorted(window.tenant_cutoffs.items()):
             # Tenant ids come as text; an id that fits not the column's type has no records here.
             with suppress(ValueError, TypeError):
                 whens.append((self.tenant == _coerce(tenant, self.tenant), value(cutoff)))
         return sa.case(*whens, else_=value(window.cutoff)) if whens else default
 
-    def _before(self, column, threshold):
+    def _before(
+        self, column: sa.ColumnElement[Any], threshold: sa.ColumnElement[Any]
+    ) -> sa.ColumnElement[bool]:
         if self.dialect == "sqlite":
             # Only text in the one format where text order is time order (_sqlite_well_formed).
             return sa.and_(_sqlite_well_formed(column), column < threshold)
         return column < threshold
 
-    def _expired(self, window: RetentionWindow):
+    def _expired(self, window: RetentionWindow) -> sa.ColumnElement[bool]:
         """Past the window (held or not), by the record's timestamp or its subject's event."""
         threshold = self._threshold(window)
         if self.event_table is None:
@@ -277,7 +284,7 @@ class SqlTableStore(RetentionStore):
         )
         return sa.and_(ended, sa.not_(keeps))
 
-    def _held(self, holds: tuple[Hold, ...]) -> sa.ColumnElement:
+    def _held(self, holds: tuple[Hold, ...]) -> sa.ColumnElement[bool]:
         """Rows reached by any of the holds, through the policy's subject links."""
         values: dict[str, set[str]] = {}
         for hold in holds:
@@ -286,23 +293,23 @@ class SqlTableStore(RetentionStore):
             return sa.false()
         return sa.or_(*(self.subjects.matches(subject, vs) for subject, vs in values.items()))
 
-    def _purgeable(self, window: RetentionWindow):
+    def _purgeable(self, window: RetentionWindow) -> sa.ColumnElement[bool]:
         """Past the window and not held (a NULL subject column matches no hold)."""
         return sa.and_(self._expired(window), sa.not_(self._held(window.holds)))
 
     # -- plan ---------------------------------------------------------------------------------
 
-    def _counted(self, condition):
+    def _counted(self, condition: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:
         return sa.func.count(sa.case((condition, 1)))
 
     def plan(self, window: RetentionWindow) -> Plan:
         expired = self._expired(window)
         purgeable = self._purgeable(window)
         if self.event_table is None:
-            moment = self.ts
+            moment: sa.ColumnElement[Any] = self.ts
             not_started = self.ts.is_(None)
-            active = not_started if self.null_means_active else sa.false()
-            anomaly = sa.false() if self.null_means_active else not_started
+            active: sa.ColumnElement[bool] = not_started if self.null_means_active else sa.false()
+            anomaly: sa.ColumnElement[bool] = sa.false() if self.null_means_active else not_started
             if self.dialect == "sqlite":  # text that is no timestamp: never expires, reported
                 malformed = sa.and_(self.ts.is_not(None), sa.not_(_sqlite_well_formed(self.ts)))
                 anomaly = sa.or_(anomaly, malformed)
@@ -409,18 +416,16 @@ class SqlTableStore(RetentionStore):
         alone = [self.key.name]
         if [c.name for c in self.table.primary_key.columns] == alone:
             return True
-        return any(
-            [c.name for c in unique.columns] == alone
-            for unique in [
-                *(i for i in self.table.indexes if i.unique),
-                *(c for c in self.table.constraints if isinstance(c, sa.UniqueConstraint)),
-            ]
-        )
+        uniques: list[sa.Index | sa.UniqueConstraint] = [
+            *(i for i in self.table.indexes if i.unique),
+            *(c for c in self.table.constraints if isinstance(c, sa.UniqueConstraint)),
+        ]
+        return any([c.name for c in unique.columns] == alone for unique in uniques)
 
-    def _bounds(self, shard: Shard | None) -> list:
+    def _bounds(self, shard: Shard | None) -> list[sa.ColumnElement[bool]]:
         if shard is None:
             return []
-        bounds = []
+        bounds: list[sa.ColumnElement[bool]] = []
         if shard.after is not None:
             bounds.append(self.key > _coerce(str(shard.after), self.key))
         if shard.through is not None:
@@ -533,7 +538,9 @@ class SqlTableStore(RetentionStore):
         self._refresh_statistics()
         return PurgeResult(deleted=deleted, batches=batches, seconds=round(seconds, 3))
 
-    def _log_progress(self, batches: int, deleted: int, seconds: float, final: bool = False):
+    def _log_progress(
+        self, batches: int, deleted: int, seconds: float, final: bool = False
+    ) -> None:
         rate = deleted / seconds if seconds > 0 else 0.0
         log.info(
             "%s %s: %d batches, %d rows deleted, %.0f rows/s",
@@ -600,7 +607,7 @@ _TEXT_BIND = re.compile(r"(?<![:\w\\]):(?=\w)")
 _SQLITE_SECONDS = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]"
 
 
-def _sqlite_well_formed(column):
+def _sqlite_well_formed(column: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
     """UTC text as 'YYYY-MM-DD HH:MM:SS' or with six fraction digits (SQLite's datetime() and
     SQLAlchemy's formats), the only forms whose text order is time order. An offset, a 'T' or
     a number would compare wrongly, so such values are never deleted and are reported."""

@@ -26,17 +26,17 @@ from lifecycle.stores import Hold, StoreConfigError
 @dataclass(frozen=True)
 class _Hop:
     table: Any  # an aliased sa.Table
-    key: sa.ColumnElement
-    column: sa.ColumnElement
+    key: sa.ColumnElement[Any]
+    column: sa.ColumnElement[Any]
 
 
 @dataclass(frozen=True)
 class ResolvedLink:
-    column: sa.ColumnElement  # the record's own column
+    column: sa.ColumnElement[Any]  # the record's own column
     hops: tuple[_Hop, ...]
 
     @property
-    def final(self) -> tuple[Any, sa.ColumnElement]:
+    def final(self) -> tuple[Any, sa.ColumnElement[Any]]:
         """The table and column holding the subject's value."""
         return (self.hops[-1].table, self.hops[-1].column) if self.hops else (None, self.column)
 
@@ -55,7 +55,7 @@ class SubjectMatcher:
         table: sa.Table,
         policy: Any,
         reflect: Callable[[str, str], sa.Table],
-        column: Callable[[Any, str, str], sa.Column],
+        column: Callable[[Any, str, str], sa.Column[Any]],
         connect: Callable[[], Any],
     ):
         self.table = table
@@ -95,7 +95,7 @@ class SubjectMatcher:
     def subjects(self) -> set[str]:
         return set(self.links)
 
-    def matches(self, subject: str, values: Iterable[str]) -> sa.ColumnElement:
+    def matches(self, subject: str, values: Iterable[str]) -> sa.ColumnElement[bool]:
         """Rows reaching any of `values` (canonical) of `subject` through any of its links.
         False where the subject is not mapped; never NULL (a NULL column matches nothing)."""
         values = sorted(set(values))
@@ -103,7 +103,9 @@ class SubjectMatcher:
             return sa.false()
         return sa.or_(*(self._through(subject, link, values) for link in self.links[subject]))
 
-    def _through(self, subject: str, link: ResolvedLink, values: list[str]) -> sa.ColumnElement:
+    def _through(
+        self, subject: str, link: ResolvedLink, values: list[str]
+    ) -> sa.ColumnElement[bool]:
         table, final_column = link.final
         condition = self._value_match(subject, table, final_column, values)
         # From the last hop back: EXISTS (hop_i WHERE hop_i.key = previous column AND ...).
@@ -114,9 +116,10 @@ class SubjectMatcher:
         return condition
 
     def _value_match(
-        self, subject: str, table: Any, column: sa.ColumnElement, values: list[str]
-    ) -> sa.ColumnElement:
+        self, subject: str, table: Any, column: sa.ColumnElement[Any], values: list[str]
+    ) -> sa.ColumnElement[bool]:
         kind = canon.kind_of(subject)
+        match: sa.ColumnElement[bool]
         if kind == "email":
             match = sa.func.lower(sa.func.trim(column)).in_(values)
         elif kind == "phone":
@@ -131,7 +134,7 @@ class SubjectMatcher:
             match = column.in_(typed) if typed else sa.false()
         return sa.and_(column.is_not(None), match)
 
-    def _spellings(self, table: Any, column: sa.ColumnElement, values: list[str]) -> list[str]:
+    def _spellings(self, table: Any, column: sa.ColumnElement[Any], values: list[str]) -> list[str]:
         """The stored spellings of held phone numbers in `column` (cached per number)."""
         source = self.table if table is None else table
         found: list[str] = []
@@ -142,7 +145,7 @@ class SubjectMatcher:
             found += self._phone_spellings[cache_key]
         return sorted(set(found))
 
-    def _find_spellings(self, source: Any, column: sa.ColumnElement, value: str) -> list[str]:
+    def _find_spellings(self, source: Any, column: sa.ColumnElement[Any], value: str) -> list[str]:
         try:
             pattern = canon.stored_phone_candidates_pattern(value)
         except Exception:  # not an E.164 number (a hold stored before canonical forms)
@@ -156,7 +159,7 @@ class SubjectMatcher:
         )
 
 
-def coerce(value: str, column: sa.ColumnElement) -> Any:
+def coerce(value: str, column: sa.ColumnElement[Any]) -> Any:
     """A hold value as the column's Python type (holds are stored as text)."""
     try:
         python_type = column.type.python_type
