@@ -14,9 +14,11 @@ import stat
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from lifecycle.policy import STORE_KINDS, Policy
 
@@ -89,7 +91,7 @@ class _Refusal(yaml.MarkedYAMLError):
     """A rule of policy files, in our words (PyYAML's are redacted: they quote the file)."""
 
 
-def _refuse(problem: str, mark) -> _Refusal:
+def _refuse(problem: str, mark: Any) -> _Refusal:  # a Mark of PyYAML's or of libyaml's
     return _Refusal(None, None, problem, mark)
 
 
@@ -105,16 +107,17 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
     _depth = 0
     _nodes = 0
-    _anchor = None
+    _anchor: Any = None  # the first anchor's Mark
 
-    def compose_document(self):
+    def compose_document(self) -> yaml.Node | None:
         node = super().compose_document()
         if self._anchor is not None:
             raise _refuse(_ANCHORS, self._anchor)
         return node
 
-    def compose_node(self, parent, index):
-        event = self.peek_event()
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        # PyYAML's stubs leave Parser.peek_event untyped; the event is a NodeEvent or an alias.
+        event: Any = self.peek_event()  # type: ignore[no-untyped-call]
         if isinstance(event, yaml.AliasEvent):
             raise _refuse(_ANCHORS, event.start_mark)
         if event.anchor is not None:
@@ -135,7 +138,12 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             node = super().compose_node(parent, index)
         finally:
             self._depth -= 1
-        if isinstance(parent, yaml.MappingNode) and index is None and node.tag == _MERGE_TAG:
+        if (
+            isinstance(parent, yaml.MappingNode)
+            and index is None
+            and node is not None
+            and node.tag == _MERGE_TAG
+        ):
             raise _refuse(
                 "YAML merge keys (<<) are not supported in policy files: write the fields out",
                 node.start_mark,
@@ -143,8 +151,10 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return node
 
 
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
-    seen: set = set()
+def _construct_mapping(
+    loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False
+) -> dict[Any, Any]:
+    seen: set[Hashable] = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
         if not isinstance(key, Hashable):
@@ -164,7 +174,7 @@ _HARMLESS = re.compile(r".?|<[a-z ]+>|\\[a-z0-9]{1,9}")
 
 
 def _redact(text: str) -> str:
-    def replace(match: re.Match) -> str:
+    def replace(match: re.Match[str]) -> str:
         inner = match.group(1) if match.group(1) is not None else match.group(2)
         return match.group(0) if _HARMLESS.fullmatch(inner) else "…"
 
@@ -181,7 +191,8 @@ def _yaml_problem(exc: Exception) -> str:
     problem = exc.problem or ""
     if problem.startswith("could not determine a constructor for the tag"):
         problem = "unsupported YAML tag: policy files are plain YAML, without !tags"
-    context, mark = exc.context, exc.problem_mark or exc.context_mark
+    # No context (most scanner errors): only the problem is told.
+    context, mark = exc.context or "", exc.problem_mark or exc.context_mark
     if context and exc.context_mark is not None and exc.context_mark is not mark:
         context += f" (from line {exc.context_mark.line + 1}, column {exc.context_mark.column + 1})"
     parts = [text if isinstance(exc, _Refusal) else _redact(text) for text in (context, problem)]
@@ -189,7 +200,7 @@ def _yaml_problem(exc: Exception) -> str:
     return f"not valid YAML{where}: {', '.join(part for part in parts if part)}"
 
 
-def _describe(error: dict) -> str:
+def _describe(error: ErrorDetails) -> str:
     loc = list(error["loc"])
     if len(loc) > 1 and loc[0] == "store" and loc[1] in STORE_KINDS:
         del loc[1]  # pydantic puts the union tag in the path: store.sql.table -> store.table
@@ -292,7 +303,7 @@ def _load_one(path: Path, folder: Path) -> Policy | PolicyError:
         return PolicyError(path, (f"(file): cannot be loaded ({type(exc).__name__})",))
 
 
-def _store_scope(policy: Policy) -> tuple:
+def _store_scope(policy: Policy) -> tuple[str, ...]:
     """What a store deletes from, normalised for comparison: (kind, connection, where).
     Connection ids compare case-insensitively (AIRFLOW_CONN_<ID> is upper case either way), SQL
     names too (unquoted identifiers fold), and a bare table is PostgreSQL's `public` schema."""
@@ -309,7 +320,7 @@ def _overlap(mine: LoadedPolicy, theirs: LoadedPolicy) -> str | None:
     if a[:2] != b[:2] or a[2] != b[2]:
         return None
     store, other = mine.policy.store, theirs.policy.name
-    if a[0] == "sql":
+    if store.kind == "sql":  # as a[0]; the kind narrows the store's type
         what, records = f"same table {store.table} on connection {store.conn_id}", "table"
         where = f"as policy {other!r} ({theirs.path.name})"
     elif a[3].startswith(b[3]) or b[3].startswith(a[3]):

@@ -115,6 +115,15 @@ def test_loader_isolates_broken_files_and_names_them(tmp_path):
     assert "must be a YAML mapping" in messages["list.yaml"]
 
 
+def test_a_yaml_error_without_context_is_told_not_a_type_error(tmp_path):
+    """PyYAML gives most scanner errors no context (None): the message is the problem alone."""
+    write(tmp_path, "scanner.yaml", "name: cdrs: events\n")
+    (error,) = load_policies(tmp_path).errors
+    assert error.problems == (
+        "not valid YAML (line 1, column 11): mapping values are not allowed here",
+    )
+
+
 def test_cli_validate_gives_the_loader_messages_and_exit_codes(tmp_path, capsys):
     write(tmp_path, "cdrs.yaml", VALID)
     assert cli.main(["validate", str(tmp_path)]) == 0

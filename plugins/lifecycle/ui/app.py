@@ -12,9 +12,10 @@ import functools
 import itertools
 import logging
 import re
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, cast
 from urllib.parse import quote
 
 import sqlalchemy as sa
@@ -28,6 +29,9 @@ from pydantic import BeforeValidator, StringConstraints
 from lifecycle.policy import NAME_PATTERN
 from lifecycle.ui import URL_PREFIX
 from lifecycle.ui.overview import history, overview, remaining_after
+
+if TYPE_CHECKING:
+    from lifecycle.loader import LoadedPolicy, LoadResult
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +54,7 @@ PARAMETER_RULES = {
 }
 
 
-def _require_run_reader():
+def _require_run_reader() -> Any:  # FastAPI's Depends() is typed Any
     """Airflow's own login and permissions: an authenticated user (401 without a valid token)
     allowed to read the runs of every DAG (403 otherwise). Not `requires_access_dag`: it takes
     a `dag_id` from the query string, so a user allowed one DAG could name it and pass."""
@@ -61,7 +65,7 @@ def _require_run_reader():
     )
     from airflow.api_fastapi.core_api.security import get_user
 
-    def check(user=Depends(get_user)) -> None:  # noqa: B008 - FastAPI's dependency idiom
+    def check(user: Any = Depends(get_user)) -> None:  # noqa: B008 - FastAPI's dependency idiom
         allowed = get_auth_manager().is_authorized_dag(
             method="GET", access_entity=DagAccessEntity.RUN, details=DagDetails(id=None), user=user
         )
@@ -98,7 +102,7 @@ def _database_error(request: Request, exc: Exception) -> Response:
 def _invalid_request(request: Request, exc: RequestValidationError) -> Response:
     """A 422 naming each wrong parameter and what it must be, without the value sent: FastAPI's
     own answer repeats the input (10,000 characters, control characters, a NUL byte)."""
-    problems = {}
+    problems: dict[str, str] = {}
     for error in exc.errors():
         where = str(error["loc"][-1]) if error.get("loc") else "request"
         problems.setdefault(where, PARAMETER_RULES.get(where, error["msg"]))
@@ -110,13 +114,13 @@ def _invalid_request(request: Request, exc: RequestValidationError) -> Response:
 
 
 @functools.cache
-def _audit_engine():
+def _audit_engine() -> sa.Engine:
     from lifecycle.connections import AUDIT_CONN_ID, new_engine
 
     return new_engine(AUDIT_CONN_ID, "the audit connection")
 
 
-def audit_engine():
+def audit_engine() -> sa.Engine:
     try:
         return _audit_engine()
     except Exception as exc:  # a missing or broken connection: say which, never its URL
@@ -124,7 +128,7 @@ def audit_engine():
         raise HTTPException(503, "the audit connection `lifecycle_audit` is not usable") from None
 
 
-def _policies():
+def _policies() -> LoadResult:
     """The policy files as the DAGs see them, reread when a file changes."""
     from lifecycle.loader import policy_dir
 
@@ -134,14 +138,14 @@ def _policies():
 
 
 @functools.lru_cache(maxsize=4)
-def _load(directory: Path, stamp: tuple):
+def _load(directory: Path, stamp: tuple[tuple[str, int], ...]) -> LoadResult:
     from lifecycle.loader import load_policies
 
     return load_policies(directory)
 
 
 def _root(request: Request) -> str:
-    return request.scope.get("root_path", "").rstrip("/")
+    return cast(str, request.scope.get("root_path", "")).rstrip("/")
 
 
 def _airflow_root(request: Request) -> str:
@@ -149,7 +153,7 @@ def _airflow_root(request: Request) -> str:
     return root[: -len(URL_PREFIX)] if root.endswith(URL_PREFIX) else ""
 
 
-def _page(request: Request, template: str, **context) -> HTMLResponse:
+def _page(request: Request, template: str, **context: Any) -> HTMLResponse:
     return templates.TemplateResponse(
         request,
         template,
@@ -158,7 +162,7 @@ def _page(request: Request, template: str, **context) -> HTMLResponse:
     )
 
 
-def _runs_of(policy: str | None, start: date | None, end: date | None):
+def _runs_of(policy: str | None, start: date | None, end: date | None) -> Iterator[dict[str, Any]]:
     from lifecycle.audit import iter_runs
 
     lower = datetime.combine(start, time(), UTC) if start else None
@@ -182,7 +186,7 @@ PolicyFilter = Annotated[
 RowId = Annotated[int, PathParameter(ge=1, le=LAST_ROW_ID)]
 
 
-def _policy(name: str):
+def _policy(name: str) -> LoadedPolicy:
     for loaded in _policies().policies:
         if loaded.policy.name == name:
             return loaded
@@ -193,7 +197,7 @@ def _policy(name: str):
 
 
 @app.get("/", response_class=HTMLResponse)
-def overview_page(request: Request):
+def overview_page(request: Request) -> HTMLResponse:
     from lifecycle.audit import latest_runs
 
     loaded = _policies()
@@ -208,7 +212,7 @@ def overview_page(request: Request):
 
 
 @app.get("/policies/{name}", response_class=HTMLResponse)
-def policy_page(request: Request, name: PolicyName):
+def policy_page(request: Request, name: PolicyName) -> HTMLResponse:
     loaded = _policy(name)
     runs = list(_runs_of(name, None, None))
     return _page(
@@ -222,7 +226,7 @@ def policy_page(request: Request, name: PolicyName):
 
 
 @app.get("/runs/{row_id}", response_class=HTMLResponse)
-def run_page(request: Request, row_id: RowId):
+def run_page(request: Request, row_id: RowId) -> HTMLResponse:
     from lifecycle.audit import read_run
 
     run = read_run(audit_engine(), row_id)
@@ -263,7 +267,7 @@ def _svg(text: str) -> Response:
 
 
 @app.get("/charts/overview.svg")
-def overview_chart():
+def overview_chart() -> Response:
     from lifecycle.audit import latest_runs
     from lifecycle.ui.charts import overview_svg
 
@@ -272,7 +276,7 @@ def overview_chart():
 
 
 @app.get("/charts/{name}/deletions.svg")
-def deletions_chart(name: PolicyName):
+def deletions_chart(name: PolicyName) -> Response:
     from lifecycle.ui.charts import deletions_svg
 
     _policy(name)
@@ -280,7 +284,7 @@ def deletions_chart(name: PolicyName):
 
 
 @app.get("/charts/{name}/age.svg")
-def age_chart(name: PolicyName):
+def age_chart(name: PolicyName) -> Response:
     from lifecycle.ui.charts import age_svg
 
     _policy(name)
@@ -310,7 +314,9 @@ Day = Annotated[
 ]
 
 
-def _export(kind: str, policy: str | None, start: date | None, end: date | None):
+def _export(
+    kind: str, policy: str | None, start: date | None, end: date | None
+) -> StreamingResponse:
     from lifecycle.ui.export import as_csv_lines, as_json_lines, content_disposition
 
     if start and end and end < start:
@@ -333,13 +339,17 @@ def _export(kind: str, policy: str | None, start: date | None, end: date | None)
 
 
 @app.get("/export.csv")
-def export_csv(policy: PolicyFilter = None, start: Day = None, end: Day = None):
+def export_csv(
+    policy: PolicyFilter = None, start: Day = None, end: Day = None
+) -> StreamingResponse:
     """The audit trail as CSV, optionally one policy and logical dates in [start, end]."""
     return _export("csv", policy, start, end)
 
 
 @app.get("/export.json")
-def export_json(policy: PolicyFilter = None, start: Day = None, end: Day = None):
+def export_json(
+    policy: PolicyFilter = None, start: Day = None, end: Day = None
+) -> StreamingResponse:
     """The audit trail as a JSON array, optionally one policy and logical dates in [start, end]."""
     return _export("json", policy, start, end)
 

@@ -18,7 +18,7 @@ UTC_SCALE = {"type": "utc"}
 DATE_AXIS = {"format": "%Y-%m-%d", "labelAngle": 0, "tickCount": "day"}
 
 
-def _svg(chart) -> str:
+def _svg(chart: Any) -> str:  # an altair chart (altair is untyped)
     import vl_convert
 
     return vl_convert.vegalite_to_svg(chart.to_dict())

@@ -17,7 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from lifecycle.audit import runs
+from lifecycle.control import runs
 
 COLUMNS = [column.name for column in runs.columns]
 JSON_COLUMNS = {column.name for column in runs.columns if isinstance(column.type, sa.JSON)}
