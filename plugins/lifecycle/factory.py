@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -31,7 +32,7 @@ from airflow.sdk import (
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from lifecycle.loader import PolicyError, load_policies
-from lifecycle.policy import Policy
+from lifecycle.policy import Policy, S3Store, SqlStore, SubjectLink
 from lifecycle.ui import URL_PREFIX
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ def _retention_text(policy: Policy) -> str:
     return text
 
 
-def _store_rows(store) -> list[tuple[str, str]]:
+def _store_rows(store: SqlStore | S3Store) -> list[tuple[str, str]]:
     if store.kind == "s3":
         return [
             ("Object time", str(store.timestamp) if isinstance(store.timestamp, str) else
@@ -96,7 +97,7 @@ def _store_rows(store) -> list[tuple[str, str]]:
     ]
 
 
-def _link_text(link) -> str:
+def _link_text(link: SubjectLink) -> str:
     hops = "".join(f" → `{hop.table}.{hop.key}`, `{hop.column}`" for hop in link.through)
     return f"`{link.column}`{hops}"
 
@@ -174,7 +175,7 @@ def _run() -> Any:
 
 
 @contextmanager
-def _no_retry_for_what_retries_cannot_fix(path: Path):
+def _no_retry_for_what_retries_cannot_fix(path: Path) -> Iterator[None]:
     """A policy that does not match its store, a missing connection, a bad client setting, or a
     purge that found more than was approved will not heal by retrying: fail at once, naming the
     policy file. The message (names, counts and settings, never a record) also goes to XCom,
@@ -343,8 +344,9 @@ def build_dag(policy: Policy, path: Path, conflict: str | None = None) -> DAG:
         def record() -> None:
             _record(policy, asset)
 
-        extracted = extract()
-        decision = check(extracted)
+        # XComArgs, which TaskFlow resolves to the tasks' dicts at run time (typed Any here).
+        extracted: Any = extract()
+        decision: Any = check(extracted)
         shards = split(extracted, decision)
         purged = delete.partial(extracted=extracted).expand(shard=shards)
         verified = verify(extracted)

@@ -8,13 +8,20 @@ ids only: hold values and records stay in the store and in the step's memory.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lifecycle.connections import sql_engine
 from lifecycle.policy import Policy
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from lifecycle.ledger import Ledger
+    from lifecycle.stores import Hold, RetentionStore, RetentionWindow
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +39,7 @@ class Run:
     max_delete_fraction: float | None = None
 
 
-def open_policy_store(policy: Policy):
+def open_policy_store(policy: Policy) -> RetentionStore:
     from lifecycle.connections import airflow_connection
     from lifecycle.stores import open_store
 
@@ -45,20 +52,23 @@ def open_policy_store(policy: Policy):
     return open_store(policy, store_connection)
 
 
-def _refuse_protected_target(policy: Policy, store_url) -> None:
+def _refuse_protected_target(policy: Policy, store_url: sa.URL) -> None:
     """The control database's tables and Airflow's metadata are never a purge target, whatever
     the connection is called: compared as resolved databases and tables."""
     from lifecycle.connections import AUDIT_CONN_ID, sql_url
     from lifecycle.protected import ProtectedTableError, airflow_metadata_url, check_purge_target
     from lifecycle.stores import StoreConfigError
 
+    store = policy.store
+    if store.kind != "sql":  # never: the caller asks for SQL stores only
+        raise StoreConfigError("store.kind: only a SQL table is checked against protected ones")
     try:
         control = sql_url(AUDIT_CONN_ID, "the audit connection")
     except StoreConfigError:
         control = None
     try:
         check_purge_target(
-            store_url, policy.store.table, control_url=control, airflow_url=airflow_metadata_url()
+            store_url, store.table, control_url=control, airflow_url=airflow_metadata_url()
         )
     except ProtectedTableError as exc:
         raise StoreConfigError(f"store.table: {exc}") from None
@@ -71,7 +81,7 @@ class _HoldSource:
     def __init__(self, policy: Policy, run: Run):
         self.policy, self.run = policy, run
 
-    def __call__(self):
+    def __call__(self) -> tuple[Hold, ...]:
         from lifecycle.connections import control_engine
         from lifecycle.holds import active_holds
 
@@ -90,7 +100,9 @@ def _tenant_periods(policy: Policy) -> dict[str, str]:
         return read_tenant_periods(engine, settings.table, policy.name)
 
 
-def window(policy: Policy, run: Run, extracted: dict[str, Any] | None = None):
+def window(
+    policy: Policy, run: Run, extracted: dict[str, Any] | None = None
+) -> tuple[RetentionWindow, dict[str, str]]:
     """The run's retention window, and the client periods it was computed from. Cutoffs are
     computed once, by extract, and reused by the later steps (a settings change mid-run cannot
     move them); holds are read again by each step, so a hold placed mid-run protects at once."""
@@ -120,7 +132,7 @@ def window(policy: Policy, run: Run, extracted: dict[str, Any] | None = None):
     return current, periods
 
 
-def _hold_warnings(policy: Policy, holds, unreached: list[str]) -> list[str]:
+def _hold_warnings(policy: Policy, holds: Iterable[Hold], unreached: list[str]) -> list[str]:
     """Holds that protect nothing in this policy, said once per run (ids and subjects only,
     never the value): a hold scoped to this policy on a subject it cannot reach, and any hold
     on a subject it maps whose value reaches no record here (another formatting, a typo)."""
@@ -224,7 +236,7 @@ def check(
 
 
 @contextmanager
-def run_ledger(policy: Policy, run: Run):
+def run_ledger(policy: Policy, run: Run) -> Iterator[Ledger]:
     """The deletion ledger of this run attempt (control database)."""
     from lifecycle.connections import control_engine
     from lifecycle.control import ledger, require
@@ -235,7 +247,9 @@ def run_ledger(policy: Policy, run: Run):
         yield Ledger(engine, RunKey(policy.name, run.dag_id, run.run_id, run.attempt))
 
 
-def split(policy: Policy, run: Run, extracted: dict[str, Any], decision: dict[str, Any]):
+def split(
+    policy: Policy, run: Run, extracted: dict[str, Any], decision: dict[str, Any]
+) -> list[dict[str, Any]]:
     """Cut the approved purge into slices, one mapped delete task each (see `store.shards`)."""
     from lifecycle.stores import PurgeLimitExceeded
 
@@ -289,7 +303,7 @@ def delete(
             )
         if try_number > 1:
             now = store.past_window(current, piece) if piece.past is not None else None
-            if now is None:
+            if now is None or piece.past is None:  # now is None whenever past is
                 uncounted = True
             else:
                 earlier = max(0, piece.past - now)
@@ -419,7 +433,7 @@ def _started(run: Run, extracted: dict[str, Any] | None) -> datetime | None:
     return run.started_at
 
 
-def _ledger_totals(policy: Policy, run: Run, engine) -> dict[str, Any] | None:
+def _ledger_totals(policy: Policy, run: Run, engine: sa.Engine) -> dict[str, Any] | None:
     """What the ledger says this attempt deleted, or None when it was never approved."""
     from lifecycle.ledger import Ledger, RunKey
 
@@ -429,20 +443,20 @@ def _ledger_totals(policy: Policy, run: Run, engine) -> dict[str, Any] | None:
     return None if ledger.approved() is None else ledger.totals()
 
 
-def _has_ledger(engine) -> bool:
+def _has_ledger(engine: sa.Engine) -> bool:
 
     from lifecycle.control import ledger, present
 
     return present(engine, ledger)
 
 
-def _mark_recorded(policy: Policy, run: Run, engine) -> None:
+def _mark_recorded(policy: Policy, run: Run, engine: sa.Engine) -> None:
     from lifecycle.ledger import Ledger, RunKey
 
     Ledger(engine, RunKey(policy.name, run.dag_id, run.run_id, run.attempt)).mark_recorded()
 
 
-def _write_late_rows(policy: Policy, run: Run, engine) -> None:
+def _write_late_rows(policy: Policy, run: Run, engine: sa.Engine) -> None:
     """The audit rows of earlier runs of this policy that deleted (or were approved to) but
     whose own `record` never wrote: their deletions are accounted to them, from the ledger."""
     from lifecycle.audit import late_row, record_run
