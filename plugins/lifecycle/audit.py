@@ -55,7 +55,7 @@ def record_run(engine: sa.Engine, row: dict[str, Any]) -> bool:
     if row["status"] not in STATUSES:
         raise ValueError(f"unknown audit status {row['status']!r}")
     naive = engine.dialect.name in ("mysql", "mariadb")
-    values = {
+    values: dict[str, Any] = {
         name: _as_utc(value, naive) if isinstance(runs.c[name].type, sa.DateTime) else value
         for name, value in row.items()
     }
@@ -78,7 +78,7 @@ def record_run(engine: sa.Engine, row: dict[str, Any]) -> bool:
         with engine.begin() as conn:
             conn.execute(sa.insert(runs).values(values))
     except sa.exc.IntegrityError as exc:
-        if _is_duplicate(exc.orig):
+        if exc.orig is not None and _is_duplicate(exc.orig):
             return False  # an earlier try of this attempt wrote it
         raise
     return True
@@ -97,7 +97,9 @@ def _is_duplicate(error: BaseException) -> bool:
 # -- reading: never creates or alters anything (the audit UI's role may only SELECT) -------------
 
 
-def _filtered(query, engine: sa.Engine, policy: str | None, start: Any, end: Any):
+def _filtered(
+    query: sa.Select[Any], engine: sa.Engine, policy: str | None, start: Any, end: Any
+) -> sa.Select[Any]:
     naive = engine.dialect.name in ("mysql", "mariadb")
     if policy is not None:
         query = query.where(runs.c.policy == policy)
@@ -108,7 +110,7 @@ def _filtered(query, engine: sa.Engine, policy: str | None, start: Any, end: Any
     return query
 
 
-def _present(conn: sa.Connection) -> list[sa.Column] | None:
+def _present(conn: sa.Connection) -> list[sa.Column[Any]] | None:
     """The model's columns the table has: a trail written by an older version (before the next
     `audit-init` or run adds the new columns) still reads, its new fields as None."""
     inspector = sa.inspect(conn)
@@ -118,7 +120,7 @@ def _present(conn: sa.Connection) -> list[sa.Column] | None:
     return [column for column in runs.columns if column.name in present]
 
 
-def _complete(row: sa.Row) -> dict[str, Any]:
+def _complete(row: sa.Row[Any]) -> dict[str, Any]:
     return _utc(dict.fromkeys(runs.c.keys()) | dict(row._mapping))
 
 

@@ -14,14 +14,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from lifecycle.loader import DEFAULT_POLICY_DIR, load_policies, policy_dir
 from lifecycle.policy import json_schema
 from lifecycle.reference import REFERENCE_PATH, render_reference_section, update_reference
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
 SCHEMA_PATH = DEFAULT_POLICY_DIR / "policy.schema.json"
 
@@ -72,7 +76,7 @@ def schema(check: bool) -> int:
     return 0
 
 
-def _control_engine(conn_id: str):
+def _control_engine(conn_id: str) -> sa.Engine:
     from lifecycle.connections import new_engine
 
     return new_engine(conn_id, "--conn-id")
@@ -120,7 +124,7 @@ def _visible(value: object) -> str:
     return "".join(char if char.isprintable() else repr(char)[1:-1] for char in str(value))
 
 
-def _hold_line(row: dict) -> str:
+def _hold_line(row: dict[str, Any]) -> str:
     """One hold, every text field through _visible: a note or a name is whatever its author
     typed, and must not rewrite the lines above it in the privacy officer's terminal."""
     text = {name: _visible(value) for name, value in row.items() if isinstance(value, str)}
@@ -137,7 +141,7 @@ def _hold_line(row: dict) -> str:
     )
 
 
-def _place(engine, args: argparse.Namespace) -> int:
+def _place(engine: sa.Engine, args: argparse.Namespace) -> int:
     """Place a hold. Nothing printed here ever holds the value: it is personal data."""
     from lifecycle.holds import check_lengths, place_hold
 
@@ -205,7 +209,9 @@ class _HoldsParser(argparse.ArgumentParser):
     error, and an unquoted value with spaces (`--value 06 1234 5678`) is a held value split
     into unexpected arguments: they are counted, never repeated."""
 
-    def parse_known_args(self, args=None, namespace=None):
+    def parse_known_args(  # type: ignore[override]  # typeshed's overloads; one behaviour here
+        self, args: Sequence[str] | None = None, namespace: Any = None
+    ) -> tuple[Any, list[str]]:
         namespace, extras = super().parse_known_args(args, namespace)
         if extras:
             self.error(
@@ -255,7 +261,9 @@ def grants(
     return 1 if failed else 0
 
 
-def _databases_of(needed: dict) -> tuple[dict, bool]:
+def _databases_of(
+    needed: dict[str, Any],
+) -> tuple[dict[str, tuple[list[str], Any, dict[str, set[str]]]], bool]:
     """The grants grouped by database: connections to the same database are granted together,
     in one pass (each pass first revokes what the role held there, so one per connection would
     undo the others). Also whether a connection could not be resolved."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from lifecycle.periods import compute_cutoff
 from lifecycle.policy import Policy, period_at_least
@@ -50,8 +50,12 @@ def window_problems(
     reasons: list[str] = []
     zero_ok = policy.retention.from_event is not None
     floor = policy.period_floor
-    periods = {None: policy.retention.period, **(tenant_periods or {})}
-    cutoffs = {None: cutoff, **(tenant_cutoffs or {})}
+    # None is the policy's own period and cutoff; str keys are tenants (the casts widen the key).
+    periods = {
+        None: policy.retention.period,
+        **cast(Mapping[str | None, str], tenant_periods or {}),
+    }
+    cutoffs = {None: cutoff, **cast(Mapping[str | None, datetime], tenant_cutoffs or {})}
     for tenant, period in sorted(periods.items(), key=lambda item: str(item[0] or "")):
         who = "the policy's period" if tenant is None else f"client {tenant!r}: period"
         if not period_at_least(period, floor):

@@ -16,7 +16,7 @@ date: a released or expired hold makes its records eligible at the next run.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 
@@ -37,8 +37,8 @@ def check_lengths(**fields: str | None) -> None:
     with a driver error whose traceback carries the statement's parameters (the held value is
     personal data); SQLite stores it. Checked here, so all three behave alike, and never quoted."""
     for name, text in fields.items():
-        limit = holds.c[name].type.length
-        if text is not None and len(text) > limit:
+        limit = cast(sa.String, holds.c[name].type).length  # every text column is String(n)
+        if text is not None and limit is not None and len(text) > limit:
             raise HoldError(f"{name}: longer than {limit} characters")
 
 
@@ -85,7 +85,7 @@ def place_hold(
         raise HoldError(f"expires_at: {expires_at.isoformat()} is not in the future")
     require(engine, holds)
     with engine.begin() as conn:
-        return conn.execute(
+        inserted = conn.execute(
             holds.insert().values(
                 scope=scope,
                 subject=subject,
@@ -96,7 +96,10 @@ def place_hold(
                 placed_by=placed_by,
                 expires_at=_stored(engine, expires_at),
             )
-        ).inserted_primary_key[0]
+        ).inserted_primary_key
+        if inserted is None:  # never for a one-row INSERT (SQLAlchemy raises first)
+            raise HoldError("the hold was not stored: the database returned no id")
+        return cast(int, inserted[0])
 
 
 def release_hold(

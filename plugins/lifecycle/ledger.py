@@ -73,7 +73,7 @@ class Ledger:
         with self.engine.begin() as conn:
             conn.execute(sa.insert(ledger).values(row))
 
-    def _rows(self, *conditions) -> list[sa.Row]:
+    def _rows(self, *conditions: sa.ColumnElement[bool]) -> list[sa.Row[Any]]:
         query = sa.select(ledger).where(
             ledger.c.dag_id == self.key.dag_id,
             ledger.c.run_id == self.key.run_id,
@@ -232,6 +232,6 @@ def _keys(engine: sa.Engine, policy: str, event: str) -> set[tuple[str, str, int
     return {(row.dag_id, row.run_id, row.attempt) for row in _select(engine, query)}
 
 
-def _select(engine: sa.Engine, query) -> list[sa.Row]:
+def _select(engine: sa.Engine, query: sa.Select[Any]) -> list[sa.Row[Any]]:
     with engine.connect() as conn:
         return list(conn.execute(query))

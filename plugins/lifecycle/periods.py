@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 from dateutil.relativedelta import relativedelta
@@ -48,11 +49,14 @@ def parse_period(text: str, *, allow_zero: bool = False) -> relativedelta:
     parts = {unit: int(value) for unit, value in match.groupdict().items() if value is not None}
     if not allow_zero and not any(parts.values()):
         raise ValueError(f"{text!r} is not a positive duration: a retention period must be > 0")
-    days = parts.get("years", 0) * 366 + parts.get("months", 0) * 31 + parts.get("weeks", 0) * 7
+    days: float = (
+        parts.get("years", 0) * 366 + parts.get("months", 0) * 31 + parts.get("weeks", 0) * 7
+    )
     days += parts.get("days", 0) + (parts.get("hours", 0) + parts.get("minutes", 0) / 60) / 24
     if days + parts.get("seconds", 0) / 86400 > MAX_YEARS * 366:
         raise ValueError(f"{text!r} is longer than {MAX_YEARS} years: not a retention period")
-    return relativedelta(**parts)
+    # The units are relativedelta's keywords (the pattern's group names): never its dt1, dt2.
+    return relativedelta(**cast(dict[str, Any], parts))
 
 
 def period_floor_ok(period: str, floor: str) -> bool:

@@ -224,6 +224,8 @@ def _database(url: sa.URL | str, schema: str | None = None) -> _Database | None:
         return None if path is None else _Database("sqlite", "", None, path)
     port = url.port or url.query.get("port") or DEFAULT_PORTS.get(backend)
     name = schema if backend == "mysql" and schema else url.database
+    if isinstance(port, tuple):  # `?port=..&port=..`: refused as int() of it always was
+        raise TypeError(f"{backend} URL: more than one port in its query")
     return _Database(
         backend, _host(url), int(port) if port else None, name.casefold() if name else None
     )

@@ -48,7 +48,7 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
 ]
 
 
-def _type_name(annotation) -> str:
+def _type_name(annotation: object) -> str:
     origin = typing.get_origin(annotation)
     if origin is typing.Literal:
         return " \\| ".join(f"`{value}`" for value in typing.get_args(annotation))

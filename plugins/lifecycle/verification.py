@@ -13,9 +13,15 @@ import logging
 import os
 import time
 import warnings
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, cast
 
 from lifecycle.stores import Verification
+
+if TYPE_CHECKING:
+    from great_expectations.data_context import EphemeralDataContext
+    from great_expectations.datasource.fluent.pandas_datasource import PandasDatasource
+    from great_expectations.datasource.fluent.sql_datasource import SQLDatasource
 
 # GX sends usage analytics by default; a retention job must not phone home.
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -24,7 +30,7 @@ logging.getLogger("great_expectations").setLevel(logging.WARNING)
 
 
 @functools.cache
-def _context():
+def _context() -> EphemeralDataContext:
     """One ephemeral GX context per process (a task runs one verification; tests run many)."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -34,17 +40,20 @@ def _context():
     return context
 
 
-def _source(url: str, engine_kwargs: dict[str, Any]):
+def _source(url: str, engine_kwargs: dict[str, Any]) -> SQLDatasource:
     """The GX data source of a database, reused per URL within the process."""
     context = _context()
     name = "store-" + hashlib.sha256(url.encode()).hexdigest()[:16]
     try:
-        return context.data_sources.get(name)
+        return cast("SQLDatasource", context.data_sources.get(name))  # added below, by add_sql
     except KeyError:
-        return context.data_sources.add_sql(name=name, connection_string=url, kwargs=engine_kwargs)
+        # `kwargs` is a field of SQLDatasource (create_engine's arguments) its signature omits.
+        return context.data_sources.add_sql(  # type: ignore[call-arg]
+            name=name, connection_string=url, kwargs=engine_kwargs
+        )
 
 
-def _raised(exception_info) -> bool:
+def _raised(exception_info: Any) -> bool:
     """GX reports a failed metric as {"raised_exception": True, ...}, or one such dict per
     metric, instead of raising."""
     if not exception_info:
@@ -117,7 +126,9 @@ def verify_sql(
     )
 
 
-def verify_inventory(chunks, *, label: str, held: int = 0) -> Verification:
+def verify_inventory(
+    chunks: Iterable[list[float | None]], *, label: str, held: int = 0
+) -> Verification:
     """Validate an object store's inventory, chunk by chunk (bounded memory): every value of
     `seconds_past_cutoff` (one per remaining unheld version; None where held or unreadable)
     must be >= 0. Only numbers reach GX: no key, no content."""
@@ -128,7 +139,7 @@ def verify_inventory(chunks, *, label: str, held: int = 0) -> Verification:
     started = time.perf_counter()
     context = _context()
     try:
-        source = context.data_sources.get("inventory")
+        source = cast("PandasDatasource", context.data_sources.get("inventory"))  # by add_pandas
     except KeyError:
         source = context.data_sources.add_pandas(name="inventory")
     try:

@@ -112,7 +112,7 @@ def seed(s3, telecom: sa.Engine, now: datetime, *, seed: int = 11) -> dict[str, 
     counts = {"support recordings": 0, "client recordings": 0, "analytics files": 0}
     for i in range(240):  # a support call every ~1.5 days over a year
         at = now - timedelta(days=365 * rng.random(), seconds=rng.randrange(86400))
-        versions = [{"at": at.isoformat()}]
+        versions: list[dict] = [{"at": at.isoformat()}]
         if i % 40 == 0:  # a re-uploaded (corrected) recording: two versions
             versions.append({"at": (at + timedelta(hours=2)).isoformat()})
         if i % 60 == 5:  # evidence in a dispute: the first version is under legal hold

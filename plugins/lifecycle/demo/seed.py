@@ -323,8 +323,13 @@ def seed_telecom(
 def _services(rng, fake, now, span, n_customers, stamp) -> list[tuple[sa.Table, list[dict]]]:
     """Contracts (about a third ended, some within the last days) and the data that lives as
     long as they do."""
-    contract_rows, contact_rows, address_rows, billing_rows = [], [], [], []
-    line_rows, voip_rows, mobile_rows = [], [], []
+    contract_rows: list[dict] = []
+    contact_rows: list[dict] = []
+    address_rows: list[dict] = []
+    billing_rows: list[dict] = []
+    line_rows: list[dict] = []
+    voip_rows: list[dict] = []
+    mobile_rows: list[dict] = []
     for customer in range(1, n_customers + 1):
         billing_rows.append(
             {"id": customer, "customer_id": customer, "company_name": fake.company()}
