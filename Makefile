@@ -44,10 +44,9 @@ schema: $(VENV)/.installed  ## regenerate the JSON Schema and the field referenc
 	$(PY) -m lifecycle schema
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy
 
-# mypy, strict on the engine ([tool.mypy] in pyproject.toml). Not part of lint until the engine
-# passes it.
+# mypy, strict on the engine ([tool.mypy] in pyproject.toml); part of lint.
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
