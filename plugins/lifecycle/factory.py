@@ -198,7 +198,7 @@ def _push_failure(message: str) -> None:
     get_current_context()["ti"].xcom_push(key="failure", value=message)
 
 
-FAILING_STEPS = ("extract", "split", "delete", "verify")
+FAILING_STEPS = ("extract", "check", "split", "delete", "verify")
 
 
 def _failures(ti: Any) -> list[str]:
@@ -212,11 +212,12 @@ def _failures(ti: Any) -> list[str]:
 
 
 def _check(
-    policy: Policy, extracted: dict[str, Any], conflict: str | None = None
+    policy: Policy, path: Path, extracted: dict[str, Any], conflict: str | None = None
 ) -> dict[str, Any]:
     from lifecycle import steps
 
-    decision = steps.check(policy, _run(), extracted, refusals=(conflict,) if conflict else ())
+    with _no_retry_for_what_retries_cannot_fix(path):  # a control table missing, say
+        decision = steps.check(policy, _run(), extracted, refusals=(conflict,) if conflict else ())
     # Pushed before failing or skipping, so that record can audit a refusal or a dry run.
     get_current_context()["ti"].xcom_push(key="decision", value=decision)
     if decision["outcome"] == "refused":
@@ -317,7 +318,7 @@ def build_dag(policy: Policy, path: Path, conflict: str | None = None) -> DAG:
 
         @task(task_id="check")
         def check(extracted: dict[str, Any]) -> dict[str, Any]:
-            return _check(policy, extracted, conflict)
+            return _check(policy, path, extracted, conflict)
 
         @task(task_id="split")
         def split(extracted: dict[str, Any], decision: dict[str, Any]) -> list[dict[str, Any]]:

@@ -399,7 +399,7 @@ def record(
     }
     results["purged"] = merge_purges(run, shards, purges)
     with control_engine() as engine:
-        totals = _ledger_totals(policy, run, engine)
+        approved, totals = _ledger_totals(policy, run, engine)
         row = audit_row(
             policy,
             dag_id=run.dag_id,
@@ -418,7 +418,7 @@ def record(
                 policy.name,
                 run.attempt,
             )
-        if totals is not None:
+        if approved:
             _mark_recorded(policy, run, engine)
         if _has_ledger(engine):
             _write_late_rows(policy, run, engine)
@@ -433,14 +433,20 @@ def _started(run: Run, extracted: dict[str, Any] | None) -> datetime | None:
     return run.started_at
 
 
-def _ledger_totals(policy: Policy, run: Run, engine: sa.Engine) -> dict[str, Any] | None:
-    """What the ledger says this attempt deleted, or None when it was never approved."""
+NOTHING_DELETED: dict[str, Any] = {"deleted": 0, "batches": 0, "in_flight": {}}
+
+
+def _ledger_totals(policy: Policy, run: Run, engine: sa.Engine) -> tuple[bool, dict[str, Any]]:
+    """Whether this attempt was approved, and what the ledger says it deleted. Without an
+    approval nothing can have been deleted (a delete task refuses to start): zero, known."""
     from lifecycle.ledger import Ledger, RunKey
 
     if not _has_ledger(engine):
-        return None  # no approval can have been written: nothing was deleted
+        return False, NOTHING_DELETED  # no approval can have been written
     ledger = Ledger(engine, RunKey(policy.name, run.dag_id, run.run_id, run.attempt))
-    return None if ledger.approved() is None else ledger.totals()
+    if ledger.approved() is None:
+        return False, NOTHING_DELETED
+    return True, ledger.totals()
 
 
 def _has_ledger(engine: sa.Engine) -> bool:

@@ -139,3 +139,22 @@ def test_a_store_that_resolves_to_the_control_database_is_refused_at_run_time(
     )
     with pytest.raises(StoreConfigError, match="never a purge target"):
         steps.open_policy_store(aimed)
+
+
+def test_a_run_before_audit_init_added_the_ledger_deletes_nothing_and_names_the_fix(deployment):
+    """After an upgrade that adds the deletion ledger, before `lifecycle audit-init`: the jobs'
+    role may not create it, so the run deletes nothing (no approval can be written)."""
+    from lifecycle.control import ledger
+
+    engine, table = seeded(deployment)
+    audit = sa.create_engine(deployment.audit_url)
+    ledger.drop(audit)
+    audit.dispose()
+
+    run = deployment.run("retention_events", LOGICAL_DATE)
+
+    assert str(run.state) == "failed"
+    assert survivors(engine, table) == sorted(TIMESTAMPS)
+    (row,) = deployment.audit("events")
+    assert row["status"] == "failed" and row["deleted"] == 0
+    assert any("audit-init" in reason for reason in row["reasons"])

@@ -248,11 +248,12 @@ def test_a_cleared_run_never_reuses_the_evidence_of_an_earlier_attempt(deploymen
         verification={**stale["verify"]},
     )
 
-    assert (row["status"], row["deleted"], row["verified"]) == ("failed", None, None)
+    # Attempt 1 was never approved in the deletion ledger: it deleted nothing, and says so.
+    assert (row["status"], row["deleted"], row["verified"]) == ("failed", 0, None)
     rows = deployment.audit("events")
     assert [(r["attempt"], r["status"], r["deleted"], r["verified"]) for r in rows] == [
         (0, "purged", 3, True),
-        (1, "failed", None, None),
+        (1, "failed", 0, None),
     ]
 
 
