@@ -529,7 +529,7 @@ def test_s3_endpoint_dropped_mid_purge(control, s3_connection, s3_proxy, monkeyp
     reached the server; short by that call when only its answer was lost."""
     from botocore.exceptions import ConnectionClosedError, EndpointConnectionError
 
-    from lifecycle.demo.__main__ import s3_connection_uri
+    from lifecycle.demo.environment import s3_connection_uri
     from lifecycle.stores.s3 import client_from_connection
     from tests.stores.test_s3 import inventory, new_bucket, put
 

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from lifecycle.demo.__main__ import s3_connection_uri
+from lifecycle.demo.environment import s3_connection_uri
 from lifecycle.stores.s3 import client_from_connection
 from tests.e2e.test_runs import LOGICAL_DATE
 from tests.policies import policy_yaml

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from airflow.sdk.exceptions import ParamValidationError
 
 from lifecycle.demo import objects
-from lifecycle.demo.__main__ import s3_connection_uri
+from lifecycle.demo.environment import s3_connection_uri
 from lifecycle.demo.seed import seed_telecom
 from lifecycle.holds import place_hold
 from lifecycle.loader import DEFAULT_POLICY_DIR

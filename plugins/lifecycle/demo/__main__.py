@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
 import shlex
@@ -29,8 +28,15 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from lifecycle.demo import ports
+from lifecycle.demo.environment import (
+    DEMO_S3_KEY,
+    DEMO_S3_SECRET,
+    PROJECT,
+    airflow_environment,
+    migrate_metadata_db,
+    s3_connection_uri,
+)
 
-PROJECT = Path(__file__).resolve().parents[3]
 DEMO_DIR = Path(os.environ.get("LIFECYCLE_DEMO_DIR") or PROJECT / ".demo")
 # The demo runs the project's own policy folder, whatever LIFECYCLE_POLICY_DIR says.
 DEMO_POLICY_DIR = PROJECT / "include" / "policies"
@@ -38,8 +44,6 @@ TIMEZONE = "Europe/Amsterdam"
 FIRST_RUN_FRACTION = 1.0
 # moto accepts any key. The secret is longer than Airflow's secrets masker's minimum (5), which
 # otherwise warns "Skipping masking for a secret as it's too short" in every run.
-DEMO_S3_KEY = "demo"
-DEMO_S3_SECRET = "demo-not-a-secret"  # noqa: S105 - moto on loopback
 # Inherited variables that could point the demo at someone else's stores or metadata: a
 # connection (AIRFLOW_CONN_*), a secrets backend (read before the environment) or a metadata
 # database. The demo process drops them; `make env` unsets them.
@@ -49,31 +53,6 @@ FOREIGN_PREFIXES = (
     "AIRFLOW__WORKERS__SECRETS_BACKEND",
     "AIRFLOW__DATABASE__",
 )
-
-
-def airflow_environment(home: Path, telecom_url: str, audit_url: str) -> dict[str, str]:
-    """The environment of an embedded Airflow on this project (the demo and the tests)."""
-    return {
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-        "AIRFLOW_CONN_TELECOM_DB": telecom_url,
-        "AIRFLOW_CONN_LIFECYCLE_AUDIT": audit_url,
-        "GX_ANALYTICS_ENABLED": "false",
-        "PYTHONPATH": os.pathsep.join(
-            filter(None, [str(PROJECT / "plugins"), os.environ.get("PYTHONPATH")])
-        ),
-    }
-
-
-def s3_connection_uri(endpoint: str) -> str:
-    """An Airflow AWS connection (JSON form) to an S3 endpoint such as moto's or MinIO's."""
-    extra = {"endpoint_url": endpoint, "region_name": "us-east-1"}
-    return json.dumps(
-        {"conn_type": "aws", "login": DEMO_S3_KEY, "password": DEMO_S3_SECRET, "extra": extra}
-    )
 
 
 def demo_environment(s3_port: int, api_port: int) -> dict[str, str]:
@@ -183,31 +162,6 @@ def object_store(server, telecom):
         print("seeded the demo object store:", ", ".join(f"{n} {k}" for k, n in counts.items()))
     yield s3
     objects.dump(s3, state)
-
-
-def migrate_metadata_db(home: Path) -> None:
-    """`airflow db migrate` once per Airflow home (it is idempotent but costs seconds). A file
-    without Airflow's tables (an engine opened it before the migration) is migrated too."""
-    database = home / "airflow.db"
-    if database.exists() and _migrated(database):
-        return
-    home.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [sys.executable, "-m", "airflow", "db", "migrate"],
-        check=True,
-        stdout=subprocess.DEVNULL,
-        env=os.environ.copy(),
-    )
-
-
-def _migrated(database: Path) -> bool:
-    import sqlite3
-
-    with contextlib.closing(sqlite3.connect(database)) as conn:
-        found = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'"
-        ).fetchone()
-    return found is not None
 
 
 def local_midnight(day: date) -> datetime:
