@@ -218,3 +218,53 @@ def test_the_export_is_neutralised_and_named_safely(client):
     assert client.get("/export.json").json()[1]["run_id"] == FORMULA
     bad = client.get("/export.json", params={"start": "2026-11-29", "end": "2026-11-28"})
     assert (bad.status_code, bad.json()) == (422, {"detail": "end is before start"})
+
+
+def test_invalid_policy_files_count_as_needing_attention(client, tmp_path, monkeypatch):
+    """The headline said "0 need attention" above a red box of invalid policy files."""
+    import shutil
+
+    folder = tmp_path / "policies"
+    shutil.copytree(PROJECT / "include/policies", folder)
+    (folder / "broken.yaml").write_text("name: broken\n", encoding="utf-8")
+    monkeypatch.setenv("LIFECYCLE_POLICY_DIR", str(folder))
+    page = client.get("/").text
+    headline = re.search(r'data-field="needs-attention">([^<]*)<', page).group(1)
+    needing = int(headline.split()[0])
+    assert "(of them 1 invalid policy file)" in headline
+    rows_needing = len(re.findall(r'<tr[^>]*class="attention"', page))
+    assert needing == rows_needing + 1  # the policies that need a look, and the invalid file
+
+
+def test_counts_read_as_words_one_and_many(client):
+    import sqlalchemy as sa
+
+    from lifecycle.audit import read_runs
+    from lifecycle.ui import app as ui
+
+    engine = ui._audit_engine()
+    (first, _) = read_runs(engine)
+    with engine.begin() as conn:  # a run of one batch, one held record, one left behind
+        conn.execute(
+            sa.text(
+                "UPDATE retention_audit SET batches = 1, remaining = 1, holds = :h WHERE id = :i"
+            ),
+            {"h": '{"7": 1}', "i": first["id"]},
+        )
+    page = client.get(f"/runs/{first['id']}").text
+    assert "in 1 batch<" in page and "in 1 batches" not in page
+    assert "hold #7: 1 record<" in page or "hold #7: 1 record," in page
+    assert "1 unheld record past the cutoff remains" in page
+
+
+def test_a_day_count_that_rounds_to_zero_reads_0_not_minus_0():
+    from lifecycle.ui import app as ui
+
+    macros = ui.templates.env.get_template("macros.html").module
+    assert [str(macros.days(v)) for v in (-0.2, 0.0, 0.4, 89.5, 1234.6)] == [
+        "0",
+        "0",
+        "0",
+        "90",
+        "1,235",
+    ]

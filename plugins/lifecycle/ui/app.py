@@ -207,7 +207,8 @@ def overview_page(request: Request) -> HTMLResponse:
         "overview.html",
         rows=rows,
         errors=loaded.errors,
-        needs_attention=sum(1 for row in rows if row.attention),
+        # An invalid policy file enforces nothing: it needs attention as much as a failed run.
+        needs_attention=sum(1 for row in rows if row.attention) + len(loaded.errors),
     )
 
 
