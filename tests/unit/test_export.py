@@ -268,3 +268,10 @@ def test_a_day_count_that_rounds_to_zero_reads_0_not_minus_0():
         "90",
         "1,235",
     ]
+
+
+def test_the_statement_line_has_no_stray_punctuation(client):
+    """cdrs quotes a statement row that ends with a full stop: the page read "gebeld.: “Zes
+    maanden”"."""
+    page = client.get("/policies/cdrs").text
+    assert "gebeld: <span" in page and ".:" not in page
