@@ -120,23 +120,7 @@ class Ledger:
         conditions = [ledger.c.slice == slice_index]
         if before_try is not None:
             conditions.append(ledger.c.try_number < before_try)
-        totals = SliceTotals()
-        begun: dict[tuple[int, int], int] = {}  # (try, batch) -> what it deletes if committed
-        closed: set[tuple[int, int]] = set()
-        for row in self._rows(*conditions):
-            if row.event in ("batch", "unrecorded"):
-                totals.deleted += int(row.deleted or 0)
-            if row.event == "batch":
-                totals.batches += 1
-                closed.add((row.try_number, row.batch))
-            elif row.event == "begin":
-                begun[(row.try_number, row.batch)] = int(row.deleted or 0)
-            elif row.event == "unrecorded":  # reconciled by a retry: this try's batch is known
-                closed |= {tb for tb in begun if tb[0] == row.try_number}
-        totals.in_flight = sorted(
-            (t, b, expected) for (t, b), expected in begun.items() if (t, b) not in closed
-        )
-        return totals
+        return _fold(self._rows(*conditions))
 
     def reconcile(self, slice_index: int, try_number: int, gone: int) -> int:
         """A retry's accounting of earlier tries. `gone` records of the slice went (by this
@@ -176,20 +160,41 @@ class Ledger:
 
     def totals(self) -> dict[str, Any]:
         """Deleted and batches of the attempt, and the batches still in flight per slice."""
-        rows = self._rows(ledger.c.event.in_(("batch", "unrecorded", "begin")))
-        slices = sorted({row.slice for row in rows if row.slice is not None})
-        deleted = batches = 0
-        in_flight: dict[int, list[tuple[int, int, int]]] = {}
-        for index in slices:
-            totals = self.slice_totals(index)
-            deleted += totals.deleted
-            batches += totals.batches
-            if totals.in_flight:
-                in_flight[index] = totals.in_flight
-        return {"deleted": deleted, "batches": batches, "in_flight": in_flight}
+        by_slice: dict[int, list[sa.Row[Any]]] = {}
+        for row in self._rows(ledger.c.event.in_(("batch", "unrecorded", "begin"))):
+            if row.slice is not None:
+                by_slice.setdefault(row.slice, []).append(row)
+        slices = {index: _fold(rows) for index, rows in sorted(by_slice.items())}
+        return {
+            "deleted": sum(totals.deleted for totals in slices.values()),
+            "batches": sum(totals.batches for totals in slices.values()),
+            "in_flight": {i: t.in_flight for i, t in slices.items() if t.in_flight},
+        }
 
     def mark_recorded(self) -> None:
         self._write("recorded")
+
+
+def _fold(rows: list[sa.Row[Any]]) -> SliceTotals:
+    """A slice's ledger rows (oldest first) summed: what its batches deleted, how many committed,
+    and the batches begun but never closed by a `batch` or `unrecorded` row."""
+    totals = SliceTotals()
+    begun: dict[tuple[int, int], int] = {}  # (try, batch) -> what it deletes if committed
+    closed: set[tuple[int, int]] = set()
+    for row in rows:
+        if row.event in ("batch", "unrecorded"):
+            totals.deleted += int(row.deleted or 0)
+        if row.event == "batch":
+            totals.batches += 1
+            closed.add((row.try_number, row.batch))
+        elif row.event == "begin":
+            begun[(row.try_number, row.batch)] = int(row.deleted or 0)
+        elif row.event == "unrecorded":  # reconciled by a retry: this try's batch is known
+            closed |= {tb for tb in begun if tb[0] == row.try_number}
+    totals.in_flight = sorted(
+        (t, b, expected) for (t, b), expected in begun.items() if (t, b) not in closed
+    )
+    return totals
 
 
 class Journal:

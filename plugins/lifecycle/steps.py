@@ -76,15 +76,18 @@ def _refuse_protected_target(policy: Policy, store_url: sa.URL) -> None:
 
 class _HoldSource:
     """The active holds of a policy, read again on every call (an indexed lookup in the
-    control database): the purge asks before every batch."""
+    control database): the purge asks before every batch. With `engine` (a delete task's open
+    control database) the reads share its pool instead of connecting anew each batch."""
 
-    def __init__(self, policy: Policy, run: Run):
-        self.policy, self.run = policy, run
+    def __init__(self, policy: Policy, run: Run, engine: sa.Engine | None = None):
+        self.policy, self.run, self.engine = policy, run, engine
 
     def __call__(self) -> tuple[Hold, ...]:
         from lifecycle.connections import control_engine
         from lifecycle.holds import active_holds
 
+        if self.engine is not None:
+            return active_holds(self.engine, self.policy.name, self.run.logical_date)
         with control_engine() as engine:
             return active_holds(engine, self.policy.name, self.run.logical_date)
 
@@ -235,16 +238,22 @@ def check(
     return result | {"attempt": run.attempt}
 
 
+def _ledger_of(policy: Policy, run: Run, engine: sa.Engine) -> Ledger:
+    """The deletion ledger's rows of this run attempt, on the control database `engine`."""
+    from lifecycle.ledger import Ledger, RunKey
+
+    return Ledger(engine, RunKey(policy.name, run.dag_id, run.run_id, run.attempt))
+
+
 @contextmanager
 def run_ledger(policy: Policy, run: Run) -> Iterator[Ledger]:
     """The deletion ledger of this run attempt (control database)."""
     from lifecycle.connections import control_engine
     from lifecycle.control import ledger, require
-    from lifecycle.ledger import Ledger, RunKey
 
     with control_engine() as engine:
         require(engine, ledger)
-        yield Ledger(engine, RunKey(policy.name, run.dag_id, run.run_id, run.attempt))
+        yield _ledger_of(policy, run, engine)
 
 
 def split(
@@ -296,6 +305,7 @@ def delete(
     piece = Shard(**{k: v for k, v in shard.items() if k != "attempt"})
     earlier, uncounted = 0, False
     with run_ledger(policy, run) as ledger, open_policy_store(policy) as store:
+        current = replace(current, reload_holds=_HoldSource(policy, run, ledger.engine))
         if ledger.approved() is None:
             raise NotApproved(
                 f"{policy.name}: no approval for run {run.run_id} (attempt {run.attempt}) in the "
@@ -419,7 +429,7 @@ def record(
                 run.attempt,
             )
         if approved:
-            _mark_recorded(policy, run, engine)
+            _ledger_of(policy, run, engine).mark_recorded()
         if _has_ledger(engine):
             _write_late_rows(policy, run, engine)
     return row
@@ -439,27 +449,18 @@ NOTHING_DELETED: dict[str, Any] = {"deleted": 0, "batches": 0, "in_flight": {}}
 def _ledger_totals(policy: Policy, run: Run, engine: sa.Engine) -> tuple[bool, dict[str, Any]]:
     """Whether this attempt was approved, and what the ledger says it deleted. Without an
     approval nothing can have been deleted (a delete task refuses to start): zero, known."""
-    from lifecycle.ledger import Ledger, RunKey
-
     if not _has_ledger(engine):
         return False, NOTHING_DELETED  # no approval can have been written
-    ledger = Ledger(engine, RunKey(policy.name, run.dag_id, run.run_id, run.attempt))
+    ledger = _ledger_of(policy, run, engine)
     if ledger.approved() is None:
         return False, NOTHING_DELETED
     return True, ledger.totals()
 
 
 def _has_ledger(engine: sa.Engine) -> bool:
-
     from lifecycle.control import ledger, present
 
     return present(engine, ledger)
-
-
-def _mark_recorded(policy: Policy, run: Run, engine: sa.Engine) -> None:
-    from lifecycle.ledger import Ledger, RunKey
-
-    Ledger(engine, RunKey(policy.name, run.dag_id, run.run_id, run.attempt)).mark_recorded()
 
 
 def _write_late_rows(policy: Policy, run: Run, engine: sa.Engine) -> None:
