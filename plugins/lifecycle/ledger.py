@@ -132,9 +132,11 @@ class Ledger:
         totals = self.slice_totals(slice_index, before_try=try_number)
         missing = max(0, gone - totals.deleted)
         counted = 0
+        settled: set[int] = set()  # tries whose in-flight batch is now accounted for
         for try_of_batch, batch, expected in totals.in_flight:
             if expected and counted + expected <= missing:
                 counted += expected
+                settled.add(try_of_batch)
                 self._write(
                     "unrecorded",
                     slice=slice_index,
@@ -150,9 +152,8 @@ class Ledger:
                 slice_index,
                 missing - counted,
             )
-        if totals.in_flight and not counted:
-            # Rolled back: mark them closed so they are not reported as in flight again.
-            try_of_batch = totals.in_flight[-1][0]
+        for try_of_batch in sorted({t for t, _, _ in totals.in_flight} - settled):
+            # Rolled back: closed with nothing, so no later retry counts it again.
             self._write("unrecorded", slice=slice_index, try_number=try_of_batch, deleted=0)
         return counted
 
