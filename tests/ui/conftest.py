@@ -172,3 +172,47 @@ def api_server(airflow_home, seeded_audit, tmp_path_factory):
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+@pytest.fixture
+def app_client(tmp_path, monkeypatch):
+    """The audit app in process (Airflow's login dependency overridden), over a SQLite trail and
+    a policy folder of the test's choosing: `app_client(rows, policy_dir=...)`."""
+    import warnings
+
+    with warnings.catch_warnings():  # Starlette's notice that it prefers httpx2
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+
+    from lifecycle.ui import app as ui
+
+    opened = []
+
+    def make(rows: list[dict], policy_dir: Path = PROJECT / "include/policies"):
+        url = f"sqlite:///{tmp_path / f'audit-{len(opened)}.db'}"
+        engine = create_engine(url)
+        ensure_schema(engine)
+        for row in rows:
+            record_run(engine, row)
+        engine.dispose()
+        monkeypatch.setenv("AIRFLOW_CONN_LIFECYCLE_AUDIT", url)
+        monkeypatch.setenv("LIFECYCLE_POLICY_DIR", str(policy_dir))
+        ui._audit_engine.cache_clear()
+        (login,) = ui.app.router.dependencies
+        monkeypatch.setitem(ui.app.dependency_overrides, login.dependency, lambda: None)
+        client = TestClient(ui.app, raise_server_exceptions=False)
+        opened.append(client)
+        return client
+
+    yield make
+    ui._audit_engine().dispose()
+    ui._audit_engine.cache_clear()
+
+
+def policy(name: str, policy_dir: Path = PROJECT / "include/policies"):
+    (loaded,) = [p for p in load_policies(policy_dir).policies if p.policy.name == name]
+    return loaded.policy
+
+
+def audit_row(policy, day: datetime, status: str = "purged", **figures) -> dict:
+    return _row(policy, day, status, **figures)

@@ -197,6 +197,12 @@ def test_policy_page_charts_the_runs(page, api_server, seeded_audit):
     for chart in ("deletions", "age"):
         image = page.locator(f"img[src$='/charts/cdrs/{chart}.svg']")
         assert image.evaluate("img => img.complete && img.naturalWidth > 300"), chart
+    # Local time with its zone named; UTC on hover. The seeded runs are at 00:00 UTC.
+    cutoff = page.locator("tbody tr").first.locator("time").first
+    assert cutoff.get_attribute("title").endswith(" 00:00 UTC")
+    assert cutoff.inner_text().endswith((" 01:00 CET", " 02:00 CEST"))
+    excel = page.get_by_role("link", name="CSV for Excel (;)")
+    assert excel.get_attribute("href") == "/retention/export-excel.csv?policy=cdrs"
     _shot(page, "policy")
 
 

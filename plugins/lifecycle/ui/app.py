@@ -13,7 +13,7 @@ import itertools
 import logging
 import re
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast
 from urllib.parse import quote
@@ -27,7 +27,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BeforeValidator, StringConstraints
 
 from lifecycle.policy import NAME_PATTERN
-from lifecycle.ui import URL_PREFIX
+from lifecycle.ui import URL_PREFIX, zones
 from lifecycle.ui.overview import history, overview, remaining_after
 
 if TYPE_CHECKING:
@@ -51,6 +51,7 @@ PARAMETER_RULES = {
     "start": f"not a date from {FIRST_DAY} to {LAST_DAY} (YYYY-MM-DD); leave it empty for none",
     "end": f"not a date from {FIRST_DAY} to {LAST_DAY} (YYYY-MM-DD); leave it empty for none",
     "row_id": f"not an audit record id (a whole number from 1 to {LAST_ROW_ID})",
+    "tz": "not an IANA timezone (example: Europe/Amsterdam); leave it empty for the policy's",
 }
 
 
@@ -84,6 +85,9 @@ app = FastAPI(
     openapi_url=None,
 )
 templates = Jinja2Templates(directory=Path(__file__).with_name("templates"))
+templates.env.filters.update(
+    local_text=zones.local_text, utc_text=zones.utc_text, local_day=zones.local_day
+)
 
 
 @app.exception_handler(sa.exc.DBAPIError)
@@ -162,12 +166,21 @@ def _page(request: Request, template: str, **context: Any) -> HTMLResponse:
     )
 
 
-def _runs_of(policy: str | None, start: date | None, end: date | None) -> Iterator[dict[str, Any]]:
+def _runs_of(
+    policy: str | None,
+    start: date | None = None,
+    end: date | None = None,
+    zone: str = zones.DEFAULT_ZONE,
+) -> Iterator[dict[str, Any]]:
+    """Runs whose logical date falls on the local calendar days [start, end] in `zone`."""
     from lifecycle.audit import iter_runs
 
-    lower = datetime.combine(start, time(), UTC) if start else None
-    upper = datetime.combine(end + timedelta(days=1), time(), UTC) if end else None
+    lower, upper = zones.day_bounds(start, end, zone)
     return iter_runs(audit_engine(), policy, start=lower, end=upper)
+
+
+def _zone_of(name: str) -> str:
+    return zones.zones_of(p.policy for p in _policies().policies)(name)
 
 
 def _empty_is_none(value: object) -> object:
@@ -207,6 +220,7 @@ def overview_page(request: Request) -> HTMLResponse:
         "overview.html",
         rows=rows,
         errors=loaded.errors,
+        export_zones=sorted({"UTC", *(p.policy.timezone for p in loaded.policies)}),
         # An invalid policy file enforces nothing: it needs attention as much as a failed run.
         needs_attention=sum(1 for row in rows if row.attention) + len(loaded.errors),
     )
@@ -237,6 +251,7 @@ def run_page(request: Request, row_id: RowId) -> HTMLResponse:
         request,
         "run.html",
         run=run,
+        zone=_zone_of(run["policy"]),
         remaining=remaining_after(run),
         in_airflow=airflow_run_exists(run["dag_id"], run["run_id"]),
     )
@@ -311,48 +326,69 @@ def _day(value: object) -> object:
 Day = Annotated[
     date | None,
     BeforeValidator(_day),
-    Query(description="logical dates from or to (inclusive, UTC); empty: no bound"),
+    Query(description="logical dates from or to (inclusive, local days of `tz`); empty: none"),
+]
+ZoneParameter = Annotated[
+    str | None,
+    BeforeValidator(zones.known_zone),
+    Query(description="the days' timezone; empty: the policy's, or Europe/Amsterdam for all"),
 ]
 
 
 def _export(
-    kind: str, policy: str | None, start: date | None, end: date | None
+    kind: str, policy: str | None, start: date | None, end: date | None, tz: str | None
 ) -> StreamingResponse:
     from lifecycle.ui.export import as_csv_lines, as_json_lines, content_disposition
 
     if start and end and end < start:
         raise HTTPException(422, "end is before start")
+    zone_of = zones.zones_of(p.policy for p in _policies().policies)
+    # Days are the policy's own (its 29 November run is on the 29th), else Amsterdam's.
+    day_zone = tz or (zone_of(policy) if policy else zones.DEFAULT_ZONE)
     # The first row is read before the response starts: a database that fails is a 503, not
     # a 200 with a truncated file.
-    rows = _runs_of(policy or None, start, end)
+    rows = _runs_of(policy or None, start, end, day_zone)
     first = next(rows, None)
     rows = itertools.chain([first] if first is not None else [], rows)
     name = "-".join(
         ["retention-audit", policy or "all", str(start or "begin"), str(end or "today")]
     )
-    media = {"csv": "text/csv; charset=utf-8", "json": "application/json"}[kind]
-    lines = as_csv_lines(rows) if kind == "csv" else as_json_lines(rows)
+    lines = {
+        "csv": lambda: as_csv_lines(rows, zone_of),
+        "excel": lambda: as_csv_lines(rows, zone_of, excel=True),
+        "json": lambda: as_json_lines(rows, zone_of),
+    }[kind]()
+    media = "application/json" if kind == "json" else "text/csv; charset=utf-8"
+    filename = f"{name}-excel.csv" if kind == "excel" else f"{name}.{kind}"
     return StreamingResponse(
         lines,
         media_type=media,
-        headers={"Content-Disposition": content_disposition(f"{name}.{kind}"), **NO_STORE},
+        headers={"Content-Disposition": content_disposition(filename), **NO_STORE},
     )
 
 
 @app.get("/export.csv")
 def export_csv(
-    policy: PolicyFilter = None, start: Day = None, end: Day = None
+    policy: PolicyFilter = None, start: Day = None, end: Day = None, tz: ZoneParameter = None
 ) -> StreamingResponse:
     """The audit trail as CSV, optionally one policy and logical dates in [start, end]."""
-    return _export("csv", policy, start, end)
+    return _export("csv", policy, start, end, tz)
+
+
+@app.get("/export-excel.csv")
+def export_excel_csv(
+    policy: PolicyFilter = None, start: Day = None, end: Day = None, tz: ZoneParameter = None
+) -> StreamingResponse:
+    """The CSV for Excel in a `;` locale (Dutch): a byte order mark and semicolons."""
+    return _export("excel", policy, start, end, tz)
 
 
 @app.get("/export.json")
 def export_json(
-    policy: PolicyFilter = None, start: Day = None, end: Day = None
+    policy: PolicyFilter = None, start: Day = None, end: Day = None, tz: ZoneParameter = None
 ) -> StreamingResponse:
     """The audit trail as a JSON array, optionally one policy and logical dates in [start, end]."""
-    return _export("json", policy, start, end)
+    return _export("json", policy, start, end, tz)
 
 
 def _now() -> datetime:

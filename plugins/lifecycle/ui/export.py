@@ -1,5 +1,8 @@
 """The audit trail for auditors: CSV or JSON, streamed row by row (a trail of years stays flat in
-memory). Every column of the audit table, in its order; timestamps in ISO 8601 UTC.
+memory). Every column of the audit table, in its order, timestamps in ISO 8601 UTC; beside each
+timestamp its local time (`<column>_local`, ISO 8601 with the offset) in the zone named by the
+`timezone` column: the policy's, so that the 29 November run of an Amsterdam policy reads 29
+November, not the 28th.
 
 The CSV is opened in spreadsheets, and some audit text is not ours (a manual run id is whatever
 its trigger typed): a text cell a spreadsheet would read as a formula is prefixed with `'`.
@@ -11,16 +14,36 @@ import csv
 import io
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 from lifecycle.control import runs
+from lifecycle.ui.zones import DEFAULT_ZONE, local
 
-COLUMNS = [column.name for column in runs.columns]
+TABLE_COLUMNS = [column.name for column in runs.columns]
+TIME_COLUMNS = {c.name for c in runs.columns if isinstance(c.type, sa.DateTime)}
+LOCAL = "_local"
+
+
+def _with_local(names: list[str]) -> list[str]:
+    """The table's columns, `timezone` before the first timestamp, each timestamp followed by its
+    local time: appended names would leave the UTC and the local value screens apart."""
+    out: list[str] = []
+    for name in names:
+        if name in TIME_COLUMNS:
+            out += [] if "timezone" in out or "timezone" in names else ["timezone"]
+            out += [name, name + LOCAL]
+        else:
+            out.append(name)
+    return out
+
+
+COLUMNS = _with_local(TABLE_COLUMNS)
 JSON_COLUMNS = {column.name for column in runs.columns if isinstance(column.type, sa.JSON)}
+Zones = Callable[[str], str]  # policy name -> its timezone
 # OWASP's CSV injection list: what makes Excel, LibreOffice or Sheets start a formula (or, for
 # tab and CR, hides the character that would).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -56,23 +79,37 @@ def content_disposition(filename: str) -> str:
     return f'attachment; filename="{safe}"'
 
 
-def as_json_lines(rows: Iterable[dict[str, Any]]) -> Iterator[str]:
+def _localised(row: dict[str, Any], zones: Zones | None) -> dict[str, Any]:
+    """The row with its `timezone` (a trail that records it wins) and local timestamps."""
+    zone_name = row.get("timezone") or (zones or (lambda _: DEFAULT_ZONE))(row.get("policy", ""))
+    local_times = {name + LOCAL: local(row.get(name), zone_name) for name in TIME_COLUMNS}
+    return {**row, "timezone": zone_name, **local_times}
+
+
+def as_json_lines(rows: Iterable[dict[str, Any]], zones: Zones | None = None) -> Iterator[str]:
     """A JSON array, one row a chunk."""
     yield "["
     for index, row in enumerate(rows):
+        row = _localised(row, zones)
         record = {name: _plain(row.get(name)) for name in COLUMNS}
         yield ("," if index else "") + "\n" + json.dumps(record, sort_keys=False, default=str)
     yield "\n]\n"
 
 
-def as_csv_lines(rows: Iterable[dict[str, Any]]) -> Iterator[str]:
+def as_csv_lines(
+    rows: Iterable[dict[str, Any]], zones: Zones | None = None, *, excel: bool = False
+) -> Iterator[str]:
     """CSV with a header; JSON columns (holds, tenants, reasons, verification, timings) as JSON;
-    every text cell, JSON ones too, neutralised against formulas."""
+    every text cell, JSON ones too, neutralised against formulas.
+
+    `excel`: the variant a Dutch-locale Excel opens with a double click: a UTF-8 byte order mark
+    (else it reads the bytes as Windows-1252) and `;`, its list separator there (a `,` puts
+    every row in one cell). The counts are integers: no decimal separator to localise."""
     buffer = io.StringIO()
     # CRLF (RFC 4180): the writer quotes a field holding a character of its line terminator
     # only, and a bare CR left unquoted starts a new row in a spreadsheet, and a new cell a
     # formula could open.
-    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer = csv.writer(buffer, lineterminator="\r\n", delimiter=";" if excel else ",")
 
     def flush() -> str:
         text = buffer.getvalue()
@@ -81,7 +118,8 @@ def as_csv_lines(rows: Iterable[dict[str, Any]]) -> Iterator[str]:
         return text
 
     writer.writerow(COLUMNS)
-    yield flush()
+    yield ("\ufeff" if excel else "") + flush()
     for row in rows:
+        row = _localised(row, zones)
         writer.writerow([_csv_cell(name, row.get(name)) for name in COLUMNS])
         yield flush()
