@@ -7,6 +7,8 @@ audit-init            create the audit trail and holds tables, as their owner
 grants --role R       the least-privilege GRANT statements of the jobs' role, from the policies;
                       --apply runs them through each connection (which must log in as the owner);
                       --audit-reader: those of the audit UI's role instead (reads the trail only)
+report --from D --to D  the compliance report of a period (whole days) from the audit trail, as
+                      PDF (default) or HTML
 """
 
 from __future__ import annotations
@@ -15,17 +17,19 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from lifecycle.loader import DEFAULT_POLICY_DIR, load_policies, policy_dir
+from lifecycle.loader import DEFAULT_POLICY_DIR, LoadResult, load_policies, policy_dir
 from lifecycle.policy import json_schema
 from lifecycle.reference import REFERENCE_PATH, render_reference_section, update_reference
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
+
+    from lifecycle.report import Report
 
 SCHEMA_PATH = DEFAULT_POLICY_DIR / "policy.schema.json"
 
@@ -323,6 +327,75 @@ def _instant(text: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=ZoneInfo("Europe/Amsterdam"))
 
 
+def _day(text: str) -> date:
+    """A report bound: a calendar date (YYYY-MM-DD); argparse names the option on failure."""
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def report(args: argparse.Namespace) -> int:
+    """Write the compliance report of [--from, --to] (whole days, both included). Exit 2 on
+    bounds that make no period, 1 when the trail cannot be read."""
+    if args.to < args.start:
+        print(f"report: --to {args.to} is before --from {args.start}", file=sys.stderr)
+        return 2
+    loaded = load_policies(args.policies or policy_dir())
+    for error in loaded.errors:
+        # Listed in the report too: its runs would otherwise read as a retired policy's.
+        print(f"INVALID {error.message}", file=sys.stderr)
+    result = _build_report(args, loaded)
+    if result is None:
+        return 1
+    from lifecycle.report import render_html, render_pdf
+
+    fmt = args.format or ("html" if str(args.output).endswith((".html", ".htm")) else "pdf")
+    data = render_pdf(result) if fmt == "pdf" else render_html(result).encode()
+    output = args.output or Path(f"retention-report-{args.start}-{args.to}.{fmt}")
+    if str(output) == "-":
+        sys.stdout.buffer.write(data)
+        return 0
+    output.write_bytes(data)
+    print(f"wrote {output}: {len(result.policies)} policies, {len(result.retired)} retired, {fmt}")
+    return 0
+
+
+def _build_report(args: argparse.Namespace, loaded: LoadResult) -> Report | None:
+    """The report's figures from the trail, or None when it cannot be read (said on stderr, by
+    error type only: a driver's message can quote values)."""
+    import sqlalchemy as sa
+
+    from lifecycle.control import ControlSchemaMissing, require, runs
+    from lifecycle.report import Period, build_report
+    from lifecycle.stores import StoreConfigError
+
+    try:
+        engine = _control_engine(args.conn_id)
+    except StoreConfigError as exc:
+        print(f"report: {exc}", file=sys.stderr)
+        return None
+    try:
+        require(engine, runs)  # a missing trail is an error, not a report of no runs
+        return build_report(
+            engine,
+            [item.policy for item in loaded.policies],
+            Period(args.start, args.to),
+            source=f"the audit trail (connection {args.conn_id})",
+            invalid_files=tuple(sorted({error.path.name for error in loaded.errors})),
+        )
+    except ControlSchemaMissing as exc:
+        print(f"report: {exc}", file=sys.stderr)
+    except sa.exc.DBAPIError as exc:
+        print(
+            f"report: the control database refused or did not answer ({type(exc.orig).__name__})",
+            file=sys.stderr,
+        )
+    finally:
+        engine.dispose()
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lifecycle", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -362,6 +435,15 @@ def main(argv: list[str] | None = None) -> int:
     grants_cmd.add_argument(
         "--audit-reader", action="store_true", help="the audit UI's role: SELECT on the trail"
     )
+    report_cmd = commands.add_parser("report", help="the compliance report of a period")
+    report_cmd.add_argument(
+        "--from", dest="start", required=True, type=_day, help="first day (YYYY-MM-DD), included"
+    )
+    report_cmd.add_argument("--to", required=True, type=_day, help="last day, included")
+    report_cmd.add_argument("--format", choices=["pdf", "html"], help="default: pdf")
+    report_cmd.add_argument("--output", type=Path, help="file to write ('-': standard output)")
+    report_cmd.add_argument("--conn-id", default="lifecycle_audit", help="control database")
+    report_cmd.add_argument("--policies", type=Path, help="policy folder (default: as validate)")
     args = parser.parse_args(argv)
     if args.command == "audit-init":
         return audit_init(args.conn_id)
@@ -377,6 +459,8 @@ def main(argv: list[str] | None = None) -> int:
         return validate(args.directory or policy_dir())
     if args.command == "holds":
         return holds(args)
+    if args.command == "report":
+        return report(args)
     return schema(args.check)
 
 
