@@ -113,9 +113,22 @@ def seeded_audit(tmp_path_factory) -> dict:
             if status == "purged":
                 figures["deleted"] = figures["expired"]
             record_run(engine, _row(policy, today - timedelta(days=back), status, **figures))
+    # A policy whose file was removed a month ago: its runs stay in the trail.
+    gone = retired_policy(policies)
+    for back in (32, 31, 30):
+        record_run(engine, _row(gone, today - timedelta(days=back), "purged", deleted=100))
     runs = read_runs(engine)
     engine.dispose()
     return {"url": url, "policies": policies, "runs": runs, "today": today.date()}
+
+
+RETIRED = "fax_archive"
+
+
+def retired_policy(policies):
+    """A policy with no file in include/policies: the cdrs policy under another name."""
+    (cdrs,) = [p for p in policies if p.name == "cdrs"]
+    return cdrs.model_copy(update={"name": RETIRED, "title": "Fax archive"})
 
 
 @pytest.fixture(scope="session")

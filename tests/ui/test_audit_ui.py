@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.ui.auth import NARROW_DAG, NARROW_USER
-from tests.ui.conftest import NARROW_PASSWORD, NO_RUN_YET, PASSWORD, PROJECT, USER
+from tests.ui.conftest import NARROW_PASSWORD, NO_RUN_YET, PASSWORD, PROJECT, RETIRED, USER
 
 ARTIFACTS = PROJECT / "test-artifacts"
 # As root, in a closed network: no sandbox, no background connections to Google's hosts.
@@ -159,6 +159,23 @@ def test_overview_lists_every_policy_with_the_audit_numbers(page, api_server, se
     chart = page.locator("img[src$='charts/overview.svg']")
     assert chart.evaluate("img => img.complete && img.naturalWidth > 100")
     _shot(page, "overview")
+
+
+def test_a_retired_policy_keeps_its_history_and_errors_are_pages(page, api_server):
+    page.goto(api_server["base"] + "/retention/")
+    assert page.locator("tr[data-policy='fax_archive']").count() == 0
+    row = page.locator(f"#retired-policies tr[data-retired='{RETIRED}']")
+    row.get_by_role("link", name=RETIRED).click()
+    page.wait_for_url(f"**/retention/policies/{RETIRED}")
+    assert page.locator("[data-field='state']").inner_text() == "retired"
+    assert page.locator("tr[data-run]").count() == 3
+    _shot(page, "retired-policy")
+    response = page.goto(api_server["base"] + "/retention/policies/never_was")
+    assert response.status == 404
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
+    assert page.locator("[data-field='error-title']").inner_text() == "Not found (404)"
+    assert "no policy named 'never_was'" in page.locator("[data-field='error-detail']").inner_text()
+    _shot(page, "error-404")
 
 
 def test_the_dashboard_is_in_airflow_navigation(page, api_server):

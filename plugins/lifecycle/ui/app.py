@@ -15,27 +15,32 @@ import re
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, cast
-from urllib.parse import quote
+from typing import TYPE_CHECKING, Annotated, Any
 
 import sqlalchemy as sa
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParameter
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
-from fastapi.templating import Jinja2Templates
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from pydantic import BeforeValidator, StringConstraints
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lifecycle.policy import NAME_PATTERN
-from lifecycle.ui import URL_PREFIX, zones
-from lifecycle.ui.overview import history, overview, remaining_after
+from lifecycle.ui import zones
+from lifecycle.ui.overview import history, overview, remaining_after, retired
+from lifecycle.ui.rendering import (
+    NO_STORE,
+    error,
+    templates,  # noqa: F401 - importable from here too
+    wants_html,
+)
+from lifecycle.ui.rendering import page as _page
 
 if TYPE_CHECKING:
     from lifecycle.loader import LoadedPolicy, LoadResult
 
 log = logging.getLogger(__name__)
 
-NO_STORE = {"Cache-Control": "no-store"}
 # Logical dates the export filters on: wide enough for any trail, narrow enough that a day
 # after the end and an instant in UTC exist on every database (MariaDB's DATETIME starts in
 # year 1000, Python's date ends in 9999).
@@ -51,6 +56,7 @@ PARAMETER_RULES = {
     "start": f"not a date from {FIRST_DAY} to {LAST_DAY} (YYYY-MM-DD); leave it empty for none",
     "end": f"not a date from {FIRST_DAY} to {LAST_DAY} (YYYY-MM-DD); leave it empty for none",
     "row_id": f"not an audit record id (a whole number from 1 to {LAST_ROW_ID})",
+    "page": "not a page number (a whole number from 1)",
     "tz": "not an IANA timezone (example: Europe/Amsterdam); leave it empty for the policy's",
 }
 
@@ -84,22 +90,23 @@ app = FastAPI(
     redoc_url=None,
     openapi_url=None,
 )
-templates = Jinja2Templates(directory=Path(__file__).with_name("templates"))
-templates.env.filters.update(
-    local_text=zones.local_text, utc_text=zones.utc_text, local_day=zones.local_day
-)
 
 
 @app.exception_handler(sa.exc.DBAPIError)
 def _database_error(request: Request, exc: Exception) -> Response:
     # The type only: a driver's message can quote values.
     log.warning("retention audit: audit database error (%s)", type(exc).__name__)
-    return Response(
-        "the audit database did not answer; see the API server's log",
-        status_code=503,
-        media_type="text/plain",
-        headers=NO_STORE,
-    )
+    message = "the audit database did not answer; see the API server's log"
+    if wants_html(request):
+        return error(request, 503, message)
+    return Response(message, status_code=503, media_type="text/plain", headers=NO_STORE)
+
+
+@app.exception_handler(StarletteHTTPException)
+def _http_error(request: Request, exc: Exception) -> Response:
+    """404, 403, 401...: a page for a browser, `{"detail": ...}` for a program."""
+    assert isinstance(exc, StarletteHTTPException)
+    return error(request, exc.status_code, str(exc.detail), exc.headers)
 
 
 @app.exception_handler(RequestValidationError)
@@ -107,11 +114,11 @@ def _invalid_request(request: Request, exc: RequestValidationError) -> Response:
     """A 422 naming each wrong parameter and what it must be, without the value sent: FastAPI's
     own answer repeats the input (10,000 characters, control characters, a NUL byte)."""
     problems: dict[str, str] = {}
-    for error in exc.errors():
-        where = str(error["loc"][-1]) if error.get("loc") else "request"
-        problems.setdefault(where, PARAMETER_RULES.get(where, error["msg"]))
+    for problem in exc.errors():
+        where = str(problem["loc"][-1]) if problem.get("loc") else "request"
+        problems.setdefault(where, PARAMETER_RULES.get(where, problem["msg"]))
     detail = "; ".join(f"{where}: {problem}" for where, problem in problems.items())
-    return JSONResponse({"detail": detail}, status_code=422, headers=NO_STORE)
+    return error(request, 422, detail)
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -148,24 +155,6 @@ def _load(directory: Path, stamp: tuple[tuple[str, int], ...]) -> LoadResult:
     return load_policies(directory)
 
 
-def _root(request: Request) -> str:
-    return cast(str, request.scope.get("root_path", "")).rstrip("/")
-
-
-def _airflow_root(request: Request) -> str:
-    root = _root(request)
-    return root[: -len(URL_PREFIX)] if root.endswith(URL_PREFIX) else ""
-
-
-def _page(request: Request, template: str, **context: Any) -> HTMLResponse:
-    return templates.TemplateResponse(
-        request,
-        template,
-        {"root": _root(request), "airflow": _airflow_root(request), "quote": quote, **context},
-        headers=NO_STORE,
-    )
-
-
 def _runs_of(
     policy: str | None,
     start: date | None = None,
@@ -199,11 +188,22 @@ PolicyFilter = Annotated[
 RowId = Annotated[int, PathParameter(ge=1, le=LAST_ROW_ID)]
 
 
-def _policy(name: str) -> LoadedPolicy:
+def _policy(name: str) -> LoadedPolicy | None:
     for loaded in _policies().policies:
         if loaded.policy.name == name:
             return loaded
-    raise HTTPException(404, f"no policy named {name!r}")
+    return None
+
+
+def _known(name: str) -> tuple[LoadedPolicy | None, int]:
+    """The policy's file (None: retired or invalid) and its run count; a 404 when neither
+    a file nor a run knows the name."""
+    from lifecycle.ui.queries import count_runs
+
+    loaded, total = _policy(name), count_runs(audit_engine(), name)
+    if loaded is None and total == 0:
+        raise HTTPException(404, f"no policy named {name!r}, and no run of one in the trail")
+    return loaded, total
 
 
 # -- pages --------------------------------------------------------------------------------------
@@ -214,11 +214,14 @@ def overview_page(request: Request) -> HTMLResponse:
     from lifecycle.audit import latest_runs
 
     loaded = _policies()
-    rows = overview([p.policy for p in loaded.policies], latest_runs(audit_engine()), _now())
+    latest = latest_runs(audit_engine())
+    rows = overview([p.policy for p in loaded.policies], latest, _now())
     return _page(
         request,
         "overview.html",
         rows=rows,
+        retired=retired(latest, loaded),
+        default_zone=zones.DEFAULT_ZONE,
         errors=loaded.errors,
         export_zones=sorted({"UTC", *(p.policy.timezone for p in loaded.policies)}),
         # An invalid policy file enforces nothing: it needs attention as much as a failed run.
@@ -226,16 +229,35 @@ def overview_page(request: Request) -> HTMLResponse:
     )
 
 
+PageNumber = Annotated[int, Query(ge=1, le=LAST_ROW_ID, description="runs page, newest first")]
+
+
 @app.get("/policies/{name}", response_class=HTMLResponse)
-def policy_page(request: Request, name: PolicyName) -> HTMLResponse:
-    loaded = _policy(name)
-    runs = list(_runs_of(name, None, None))
+def policy_page(request: Request, name: PolicyName, page: PageNumber = 1) -> HTMLResponse:
+    """A policy and its runs, a hundred a page, newest first; a retired policy (no file any
+    more) by what its runs recorded."""
+    from lifecycle.ui.queries import PER_PAGE, runs_page
+
+    loaded, total = _known(name)
+    pages = max(1, -(-total // PER_PAGE))
+    if page > pages:
+        raise HTTPException(404, f"no page {page} of the runs of {name}: it has {pages}")
+    runs = runs_page(audit_engine(), name, page)
+    last = runs[0] if page == 1 or not runs else runs_page(audit_engine(), name, 1, 1)[0]
+    invalid = [e.path.name for e in _policies().errors if e.path.stem == name]
     return _page(
         request,
         "policy.html",
+        name=name,
         loaded=loaded,
-        policy=loaded.policy,
-        runs=list(reversed(runs)),
+        policy=loaded.policy if loaded else None,
+        last=last,
+        invalid_file=invalid[0] if invalid else None,
+        zone=loaded.policy.timezone if loaded else zones.DEFAULT_ZONE,
+        runs=runs,
+        total=total,
+        page=page,
+        pages=pages,
         remaining={run["id"]: remaining_after(run) for run in runs},
     )
 
@@ -252,6 +274,7 @@ def run_page(request: Request, row_id: RowId) -> HTMLResponse:
         "run.html",
         run=run,
         zone=_zone_of(run["policy"]),
+        retired=_policy(run["policy"]) is None,
         remaining=remaining_after(run),
         in_airflow=airflow_run_exists(run["dag_id"], run["run_id"]),
     )
@@ -295,7 +318,7 @@ def overview_chart() -> Response:
 def deletions_chart(name: PolicyName) -> Response:
     from lifecycle.ui.charts import deletions_svg
 
-    _policy(name)
+    _known(name)
     return _svg(deletions_svg(history(list(_runs_of(name, None, None)))))
 
 
@@ -303,7 +326,7 @@ def deletions_chart(name: PolicyName) -> Response:
 def age_chart(name: PolicyName) -> Response:
     from lifecycle.ui.charts import age_svg
 
-    _policy(name)
+    _known(name)
     return _svg(age_svg(history(list(_runs_of(name, None, None)))))
 
 

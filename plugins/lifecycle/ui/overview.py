@@ -7,11 +7,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from lifecycle.periods import parse_period
 from lifecycle.policy import Policy
+
+if TYPE_CHECKING:
+    from lifecycle.loader import LoadResult
 
 FAILED_STATUSES = {"failed", "refused", "verification_failed"}
 
@@ -140,3 +143,24 @@ def history(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             }
         )
     return points
+
+
+@dataclass(frozen=True)
+class RetiredRow:
+    """A policy the trail knows and no valid file describes any more: its last run stands for
+    it. `invalid_file`: a file of that name exists but does not load (not retired: broken)."""
+
+    name: str
+    last_run: dict[str, Any]
+    remaining: Remaining
+    invalid_file: str | None = None
+
+
+def retired(latest: dict[str, dict[str, Any]], loaded: LoadResult) -> list[RetiredRow]:
+    current = {p.policy.name for p in loaded.policies}
+    invalid = {error.path.stem: error.path.name for error in loaded.errors}
+    return [
+        RetiredRow(name, run, remaining_after(run), invalid.get(name))
+        for name, run in sorted(latest.items())
+        if name not in current
+    ]
