@@ -5,7 +5,7 @@
 -- airflow          Airflow's metadata database and the Celery result backend
 -- lifecycle_owner  owns the telecom store and the audit trail: creates their tables and grants
 -- retention        the retention jobs: only what `lifecycle grants --apply` gives it
--- audit_reader     the API server's audit pages: SELECT on the audit trail (`--audit-reader`)
+-- audit_reader     the API server's audit pages: SELECT on the audit trail and ledger (`--audit-reader`)
 \set ON_ERROR_STOP on
 
 SELECT format('CREATE ROLE %I LOGIN', name)

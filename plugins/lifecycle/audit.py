@@ -120,8 +120,58 @@ def _present(conn: sa.Connection) -> list[sa.Column[Any]] | None:
     return [column for column in runs.columns if column.name in present]
 
 
-def _complete(row: sa.Row[Any]) -> dict[str, Any]:
-    return _utc(dict.fromkeys(runs.c.keys()) | dict(row._mapping))
+Settled = dict[tuple[str, str, int], tuple[int, int, int]]
+
+
+def settled_later(conn: sa.Connection, policies: list[str] | None = None) -> Settled:
+    """(dag_id, run_id, attempt) -> (records, batches, settlements) found after the run's row
+    was written: batches in flight when its try ended, settled by a later run of the policy from
+    the deletion ledger (`Ledger.settle_in_flight`). The row stays as written (append-only);
+    every reader adds these to it (`with_settled`). By policy, on the ledger's policy index."""
+    if not sa.inspect(conn).has_table(ledger.name):
+        return {}
+    if policies is None:
+        policies = list(conn.execute(sa.select(runs.c.policy).distinct()).scalars())
+    query = (
+        sa.select(
+            ledger.c.dag_id,
+            ledger.c.run_id,
+            ledger.c.attempt,
+            sa.func.sum(ledger.c.deleted),
+            sa.func.sum(sa.case((ledger.c.deleted > 0, 1), else_=0)),
+            sa.func.count(),
+        )
+        .where(ledger.c.policy.in_(policies), ledger.c.event == "settled")
+        .group_by(ledger.c.dag_id, ledger.c.run_id, ledger.c.attempt)
+    )
+    return {
+        (row[0], row[1], row[2]): (int(row[3] or 0), int(row[4] or 0), int(row[5]))
+        for row in conn.execute(query)
+    }
+
+
+def with_settled(row: dict[str, Any], settled: Settled) -> dict[str, Any]:
+    """The run's row with what a later run settled for it (see `settled_later`)."""
+    found = settled.get((row["dag_id"], row["run_id"], row["attempt"]))
+    if found is None:
+        return row
+    records, batches, settlements = found
+    row["deleted"] = (row["deleted"] or 0) + records
+    row["batches"] = (row["batches"] or 0) + batches
+    note = (
+        f"{records} more records went in {batches} batch(es) in flight when a try ended: "
+        "found committed by a later run of the policy (deletion ledger), counted here"
+        if records
+        else f"{settlements} batch(es) in flight when a try ended: found rolled back by a "
+        "later run of the policy (deletion ledger), nothing more deleted"
+    )
+    row["reasons"] = [*(row["reasons"] or []), note]
+    return row
+
+
+def _complete(row: sa.Row[Any], settled: Settled | None = None) -> dict[str, Any]:
+    complete = _utc(dict.fromkeys(runs.c.keys()) | dict(row._mapping))
+    return with_settled(complete, settled) if settled else complete
 
 
 def iter_runs(
@@ -137,10 +187,11 @@ def iter_runs(
         columns = _present(conn)
         if columns is None:
             return
+        settled = settled_later(conn, None if policy is None else [policy])
         query = sa.select(*columns).order_by(runs.c.logical_date, runs.c.id)
         query = _filtered(query, engine, policy, start, end)
         for row in conn.execution_options(yield_per=chunk).execute(query):
-            yield _complete(row)
+            yield _complete(row, settled)
 
 
 def read_runs(engine: sa.Engine, policy: str | None = None, **bounds: Any) -> list[dict[str, Any]]:
@@ -153,7 +204,8 @@ def read_run(engine: sa.Engine, row_id: int) -> dict[str, Any] | None:
         if columns is None:
             return None
         row = conn.execute(sa.select(*columns).where(runs.c.id == row_id)).one_or_none()
-    return None if row is None else _complete(row)
+        settled = {} if row is None else settled_later(conn, [row.policy])
+    return None if row is None else _complete(row, settled)
 
 
 def latest_runs(engine: sa.Engine) -> dict[str, dict[str, Any]]:
@@ -172,7 +224,9 @@ def latest_runs(engine: sa.Engine) -> dict[str, dict[str, Any]]:
         )
         ranked = sa.select(*columns, rank).subquery()
         query = sa.select(*(ranked.c[c.name] for c in columns)).where(ranked.c.rank == 1)
-        return {row.policy: _complete(row) for row in conn.execute(query)}
+        latest = list(conn.execute(query))
+        settled = settled_later(conn, [row.policy for row in latest])
+        return {row.policy: _complete(row, settled) for row in latest}
 
 
 def _utc(row: dict[str, Any]) -> dict[str, Any]:
@@ -230,7 +284,8 @@ def _purge_notes(purged: dict[str, Any] | None, ledger_totals: dict[str, Any] | 
         tried = ", ".join(f"batch {b} of try {t} ({n} records)" for t, b, n in batches)
         notes.append(
             f"slice {index}: {tried} was in flight when its try ended: it deleted all of them "
-            "or none (one transaction), not counted here; a retry of the slice reconciles it"
+            "or none (one transaction), not counted here; a retry of the slice or the next "
+            "approved run of the policy settles it"
         )
     return notes
 

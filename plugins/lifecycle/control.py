@@ -70,7 +70,7 @@ ledger = sa.Table(
     sa.Column("dag_id", sa.String(250), nullable=False),
     sa.Column("run_id", sa.String(250), nullable=False),
     sa.Column("attempt", sa.Integer, nullable=False),
-    # approved | begin | batch | unrecorded | recorded
+    # approved | begin | batch | unrecorded | settled | recorded
     sa.Column("event", sa.String(20), nullable=False),
     sa.Column("slice", sa.Integer),
     sa.Column("try_number", sa.Integer),
@@ -79,6 +79,9 @@ ledger = sa.Table(
     sa.Column("cutoff", Timestamp),
     sa.Column("logical_date", Timestamp),
     sa.Column("at", Timestamp, nullable=False),
+    # begin: the lowest and highest key the batch deletes (its bounds), so that a later run can
+    # tell whether a batch whose commit was never heard of committed (ledger.settle_in_flight)
+    sa.Column("witnesses", sa.JSON),
     sa.Index("ix_retention_ledger_run", "dag_id", "run_id", "attempt"),
     sa.Index("ix_retention_ledger_policy", "policy", "event"),
     implicit_returning=False,

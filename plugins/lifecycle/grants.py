@@ -88,9 +88,10 @@ def required_grants(
 
 
 def reader_grants(audit_conn_id: str = AUDIT_CONN_ID) -> dict[str, list[TableGrant]]:
-    """The audit UI's role (the API server's connection): it reads the audit trail, nothing
-    else; not the holds, whose values are personal data."""
-    return {audit_conn_id: [TableGrant(runs.name, (READ,))]}
+    """The audit UI's role (the API server's connection): it reads the audit trail and the
+    deletion ledger (counts and batch bounds; a run's row adds the batches a later run
+    settled for it), nothing else; not the holds, whose values are personal data."""
+    return {audit_conn_id: [TableGrant(runs.name, (READ,)), TableGrant(ledger.name, (READ,))]}
 
 
 def check_role(role: str) -> str:

@@ -12,12 +12,21 @@ database cannot be written, the purge stops before its next batch: a purge never
 evidence. `recorded` marks that the run's audit row was written; a later run writes the row of a
 run whose own `record` never did (see `steps.record`).
 
-Rows hold counts, batch numbers and cutoffs: never a key or a value.
+A batch whose commit was never heard of (the connection lost with the COMMIT's answer, the
+worker killed between the commit and its `batch` row) is settled before the next purge of the
+policy is approved, whatever attempt or run it belonged to: its `begin` row keeps its witnesses
+(the lowest and highest key it deletes); gone from the store, it committed; all there, it rolled
+back; anything else, it is left named as in flight (something else touched those rows). The
+settlement is written against the batch's own run and try: `unrecorded` while that run's audit
+row is still to be written, `settled` once it is (the audit readers add those to its row).
+
+Rows hold counts, batch numbers, cutoffs and a batch's key bounds: never a value.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -60,8 +69,19 @@ class Ledger:
     def __init__(self, engine: sa.Engine, key: RunKey):
         self.engine = engine
         self.key = key
+        self._columns: list[sa.Column[Any]] | None = None
+
+    def columns(self) -> list[sa.Column[Any]]:
+        """The ledger's columns the table has: one created by an older version (before the next
+        `audit-init`) still reads and takes rows, without what it lacks."""
+        if self._columns is None:
+            present = {c["name"] for c in sa.inspect(self.engine).get_columns(ledger.name)}
+            self._columns = [column for column in ledger.columns if column.name in present]
+        return self._columns
 
     def _write(self, event: str, **values: Any) -> None:
+        if values.get("witnesses") is not None and "witnesses" not in self._names():
+            del values["witnesses"]  # such a batch is settled by a retry of its slice only
         row = {
             "policy": self.key.policy,
             "dag_id": self.key.dag_id,
@@ -73,8 +93,11 @@ class Ledger:
         with self.engine.begin() as conn:
             conn.execute(sa.insert(ledger).values(row))
 
+    def _names(self) -> set[str]:
+        return {column.name for column in self.columns()}
+
     def _rows(self, *conditions: sa.ColumnElement[bool]) -> list[sa.Row[Any]]:
-        query = sa.select(ledger).where(
+        query = sa.select(*self.columns()).where(
             ledger.c.dag_id == self.key.dag_id,
             ledger.c.run_id == self.key.run_id,
             ledger.c.attempt == self.key.attempt,
@@ -162,7 +185,7 @@ class Ledger:
     def totals(self) -> dict[str, Any]:
         """Deleted and batches of the attempt, and the batches still in flight per slice."""
         by_slice: dict[int, list[sa.Row[Any]]] = {}
-        for row in self._rows(ledger.c.event.in_(("batch", "unrecorded", "begin"))):
+        for row in self._rows(ledger.c.event.in_(("batch", "unrecorded", "settled", "begin"))):
             if row.slice is not None:
                 by_slice.setdefault(row.slice, []).append(row)
         slices = {index: _fold(rows) for index, rows in sorted(by_slice.items())}
@@ -175,6 +198,91 @@ class Ledger:
     def mark_recorded(self) -> None:
         self._write("recorded")
 
+    def recorded(self) -> bool:
+        return bool(self._rows(ledger.c.event == "recorded"))
+
+    # -- batches earlier attempts and runs left in flight --------------------------------------
+
+    def in_flight_elsewhere(self) -> list[sa.Row[Any]]:
+        """The policy's batches begun and never closed, in any other attempt or run."""
+        if "witnesses" not in self._names():
+            return []
+        begun, closing = ledger.alias("begun"), ledger.alias("closing")
+        closed = sa.exists().where(
+            closing.c.dag_id == begun.c.dag_id,
+            closing.c.run_id == begun.c.run_id,
+            closing.c.attempt == begun.c.attempt,
+            closing.c.slice == begun.c.slice,
+            closing.c.try_number == begun.c.try_number,
+            sa.or_(
+                sa.and_(closing.c.event == "batch", closing.c.batch == begun.c.batch),
+                sa.and_(  # a retry's reconciliation closes its try's batch in flight
+                    closing.c.event.in_(("unrecorded", "settled")),
+                    sa.or_(closing.c.batch.is_(None), closing.c.batch == begun.c.batch),
+                ),
+            ),
+        )
+        this_attempt = sa.and_(
+            begun.c.dag_id == self.key.dag_id,
+            begun.c.run_id == self.key.run_id,
+            begun.c.attempt == self.key.attempt,
+        )
+        query = (
+            sa.select(begun)
+            .where(
+                begun.c.policy == self.key.policy,
+                begun.c.event == "begin",
+                ~closed,
+                ~this_attempt,
+            )
+            .order_by(begun.c.id)
+        )
+        with self.engine.connect() as conn:
+            return list(conn.execute(query))
+
+    def settle_in_flight(
+        self,
+        witnesses_left: Callable[[list[Any]], int | None],
+        pending: list[sa.Row[Any]] | None = None,
+    ) -> list[str]:
+        """Settle the batches other attempts and runs left in flight (`pending`, by default
+        `in_flight_elsewhere()`; see the module's doc) before this attempt deletes anything;
+        `witnesses_left` asks the store how many of a batch's witness keys are still there.
+        Returns warnings for those it cannot settle."""
+        warnings = []
+        for begun in self.in_flight_elsewhere() if pending is None else pending:
+            expected = int(begun.deleted or 0)
+            where = f"batch {begun.batch} of run {begun.run_id} (attempt {begun.attempt})"
+            deleted = 0  # a batch that was to delete nothing is closed as such
+            if expected:
+                left = witnesses_left(begun.witnesses) if begun.witnesses else None
+                if left is None:
+                    continue  # nothing to tell by: stays named as in flight in its run's row
+                if 0 < left < len(begun.witnesses):
+                    warnings.append(
+                        f"{where} was in flight when its try ended and cannot be settled: "
+                        "some of its records went by other means; it stays counted for none"
+                    )
+                    continue
+                deleted = expected if left == 0 else 0
+            key = RunKey(self.key.policy, begun.dag_id, begun.run_id, begun.attempt)
+            owner = Ledger(self.engine, key)
+            owner._columns = self._columns
+            owner._write(
+                "settled" if owner.recorded() else "unrecorded",
+                slice=begun.slice,
+                try_number=begun.try_number,
+                batch=begun.batch,
+                deleted=deleted,
+            )
+            log.info(
+                "%s: %s settled: %s",
+                self.key.policy,
+                where,
+                f"committed, {deleted} deleted" if deleted else "rolled back",
+            )
+        return warnings
+
 
 def _fold(rows: list[sa.Row[Any]]) -> SliceTotals:
     """A slice's ledger rows (oldest first) summed: what its batches deleted, how many committed,
@@ -183,14 +291,18 @@ def _fold(rows: list[sa.Row[Any]]) -> SliceTotals:
     begun: dict[tuple[int, int], int] = {}  # (try, batch) -> what it deletes if committed
     closed: set[tuple[int, int]] = set()
     for row in rows:
-        if row.event in ("batch", "unrecorded"):
+        if row.event in ("batch", "unrecorded", "settled"):
             totals.deleted += int(row.deleted or 0)
+        late = row.event in ("unrecorded", "settled")
+        if row.event == "batch" or (late and row.batch is not None and row.deleted):
+            totals.batches += 1  # committed: written as it did, or found so later
         if row.event == "batch":
-            totals.batches += 1
             closed.add((row.try_number, row.batch))
         elif row.event == "begin":
             begun[(row.try_number, row.batch)] = int(row.deleted or 0)
-        elif row.event == "unrecorded":  # reconciled by a retry: this try's batch is known
+        elif row.batch is not None:  # settled by the next run: that batch is known
+            closed.add((row.try_number, row.batch))
+        else:  # reconciled by a retry: this try's batch in flight is known
             closed |= {tb for tb in begun if tb[0] == row.try_number}
     totals.in_flight = sorted(
         (t, b, expected) for (t, b), expected in begun.items() if (t, b) not in closed
@@ -204,9 +316,16 @@ class Journal:
     def __init__(self, owner: Ledger, slice_index: int, try_number: int):
         self.owner, self.slice, self.try_number = owner, slice_index, try_number
 
-    def before(self, batch: int, expected: int) -> None:
+    wants_witnesses = True
+
+    def before(self, batch: int, expected: int, witnesses: list[Any] | None = None) -> None:
         self.owner._write(
-            "begin", slice=self.slice, try_number=self.try_number, batch=batch, deleted=expected
+            "begin",
+            slice=self.slice,
+            try_number=self.try_number,
+            batch=batch,
+            deleted=expected,
+            witnesses=witnesses,
         )
 
     def after(self, batch: int, deleted: int) -> None:

@@ -224,18 +224,30 @@ def check(
     )
     result = decision.to_dict()
     result["warnings"] = [*result["warnings"], *extracted.get("warnings", [])]
-    for warning in result["warnings"]:
-        log.warning("%s: %s", policy.name, warning)
     if decision.outcome == "approved":
         # Intent before action: the trail holds the approval (run, cutoff, ceiling) before a
         # delete task may start; if the control database cannot take it, nothing is deleted.
+        # First, the batches earlier attempts or runs left in flight are settled: what they
+        # deleted is theirs, found before this run deletes anything.
         with run_ledger(policy, run) as ledger:
+            result["warnings"] += _settle_in_flight(policy, ledger)
             ledger.approve(
                 datetime.fromisoformat(extracted["cutoff"]),
                 decision.approved_records,
                 run.logical_date,
             )
+    for warning in result["warnings"]:
+        log.warning("%s: %s", policy.name, warning)
     return result | {"attempt": run.attempt}
+
+
+def _settle_in_flight(policy: Policy, ledger: Ledger) -> list[str]:
+    """The store is opened only when a batch is left to settle (rare: after a crash)."""
+    pending = ledger.in_flight_elsewhere()
+    if not pending:
+        return []
+    with open_policy_store(policy) as store:
+        return ledger.settle_in_flight(store.witnesses_left, pending)
 
 
 def _ledger_of(policy: Policy, run: Run, engine: sa.Engine) -> Ledger:

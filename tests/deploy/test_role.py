@@ -350,8 +350,14 @@ def test_the_role_purges_and_audits_and_may_do_nothing_else(
 
         # The audit UI's role: the same grants machinery, reading the trail and nothing else.
         assert cli.main(["grants", "--role", cluster.role, "--audit-reader", "--apply"]) == 0
-        assert table_privileges(owner_audit, cluster.role) == {("retention_audit", "SELECT")}
+        assert table_privileges(owner_audit, cluster.role) == {
+            ("retention_audit", "SELECT"),
+            ("retention_ledger", "SELECT"),  # a row adds what a later run settled for it
+        }
         assert refusal(role_audit, "SELECT policy, deleted FROM retention_audit") is None
+        assert [r["run_id"] for r in read_runs(role_audit)] == [
+            r["run_id"] for r in read_runs(owner_audit)
+        ]
         assert refusal(role_audit, "SELECT value FROM retention_holds") == INSUFFICIENT_PRIVILEGE
         assert refusal(role_audit, "DELETE FROM retention_audit") == INSUFFICIENT_PRIVILEGE
     finally:

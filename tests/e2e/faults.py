@@ -370,8 +370,8 @@ def worker_main(argument: str) -> None:
         time.sleep(300)  # killed here
         os._exit(3)
 
-    def paused_before(journal, batch, expected):
-        before(journal, batch, expected)
+    def paused_before(journal, batch, expected, witnesses=None):
+        before(journal, batch, expected, witnesses)
         if pause == "in_transaction" and batch == at:
             stop_dead("in_transaction")
 

@@ -220,18 +220,19 @@ def counted_per_try(rows) -> dict[tuple[str, int, int], int]:
     """(run id, attempt, try) -> records the ledger accounts to it (batches and reconciled)."""
     counted: Counter[tuple[str, int, int]] = Counter()
     for row in rows:
-        if row.event in ("batch", "unrecorded"):
+        if row.event in ("batch", "unrecorded", "settled"):
             counted[(row.run_id, row.attempt, row.try_number)] += int(row.deleted or 0)
     return dict(counted)
 
 
 def assert_each_batch_counted_once(rows) -> None:
     """A batch is counted by its `batch` row or, when its try ended before writing it, by one
-    `unrecorded` row of the retry: never both, never twice, and only a batch that began."""
+    `unrecorded` row of the retry or one `settled` row of a later run: never both, never twice,
+    and only a batch that began."""
     counted = Counter(
         (row.run_id, row.attempt, row.slice, row.try_number, row.batch)
         for row in rows
-        if row.event == "batch" or (row.event == "unrecorded" and row.deleted)
+        if row.event == "batch" or (row.event in ("unrecorded", "settled") and row.deleted)
     )
     assert [key for key, n in counted.items() if n > 1] == []
     begun = {
@@ -264,22 +265,13 @@ def store_proxy(sql_store, monkeypatch) -> CuttableProxy:
         proxy.close()
 
 
-RERUN_GAP = (
-    "engine gap: a batch that committed but whose ledger row was never written is reconciled "
-    "only by a retry of its slice (steps.delete, try_number > 1); a rerun of the run (a new "
-    "attempt) or a later run never reconciles it, so its records are counted for no run"
-)
-
-
 @pytest.mark.parametrize(
     ("fault", "then"),
     [
         ("terminated", "retry"),
         ("terminated", "rerun"),
         ("commit_answer_lost", "retry"),
-        pytest.param(
-            "commit_answer_lost", "rerun", marks=pytest.mark.xfail(strict=True, reason=RERUN_GAP)
-        ),
+        ("commit_answer_lost", "rerun"),
     ],
 )
 def test_store_connection_cut_inside_a_batch(request, control, sql_store, monkeypatch, fault, then):
@@ -297,8 +289,8 @@ def test_store_connection_cut_inside_a_batch(request, control, sql_store, monkey
     assert (piece["expired"], piece["past"]) == (EXPIRED, EXPIRED)
     before, killed = Journal.before, []
 
-    def cut_the_store(journal, batch, expected):
-        before(journal, batch, expected)  # the batch's `begin` row: it is in flight
+    def cut_the_store(journal, batch, expected, witnesses=None):
+        before(journal, batch, expected, witnesses)  # the batch's `begin` row: it is in flight
         if batch == 3 and proxy is None:
             killed.extend(terminate_backends_on(sql_store.url, sql_store.name))
         elif batch == 3:
@@ -354,6 +346,15 @@ def test_store_connection_cut_inside_a_batch(request, control, sql_store, monkey
         }
     else:
         assert [r["deleted"] for r in rows] == [first_try, EXPIRED - first_try]
+        # The rerun's check settled batch 3 of attempt 0 from its witnesses, against attempt 0
+        # (its row written already: a `settled` row, added by every reader of the trail).
+        settled = [
+            (r.run_id, r.attempt, r.batch, r.deleted) for r in ledger if r.event == "settled"
+        ]
+        committed = BATCH if fault == "commit_answer_lost" else 0
+        assert settled == [(run.run_id, 0, 3, committed)]
+        found = "found committed" if committed else "found rolled back"
+        assert any(found in reason for reason in rows[0]["reasons"])
 
 
 def test_store_connection_killed_between_batches(control, sql_store, monkeypatch):
@@ -366,8 +367,8 @@ def test_store_connection_killed_between_batches(control, sql_store, monkeypatch
     before, after = Journal.before, Journal.after
     purging, killed = [], []
 
-    def inside_batch_2(journal, batch, expected):
-        before(journal, batch, expected)
+    def inside_batch_2(journal, batch, expected, witnesses=None):
+        before(journal, batch, expected, witnesses)
         if batch == 2:  # the purge's backend, found by the statement it runs
             purging.extend(backends_on(sql_store.url, sql_store.name))
 
@@ -658,7 +659,6 @@ def test_a_run_whose_record_failed_gets_its_row_from_the_next_run(control, sql_s
     assert {r.run_id for r in ledger if r.event == "recorded"} == {"scheduled__a", "scheduled__b"}
 
 
-@pytest.mark.xfail(strict=True, reason=RERUN_GAP)
 def test_a_later_run_accounts_for_the_batch_a_killed_worker_left_in_flight(
     control, sql_store, tmp_path
 ):
@@ -689,3 +689,69 @@ def test_a_later_run_accounts_for_the_batch_a_killed_worker_left_in_flight(
     rows = audit_rows(control, policy)
     assert sum(ledger_totals(control, policy, r)["deleted"] for r in (first, later)) == gone
     assert sum(r["deleted"] for r in rows) == gone
+    # Batch 3 is A's: settled by B's check (before B deleted anything), added to A's row.
+    assert [(r["run_id"], r["deleted"], r["batches"]) for r in rows] == [
+        ("scheduled__a", 3 * BATCH, 3),
+        ("manual__b", EXPIRED - 3 * BATCH, 5),
+    ]
+    assert rows[0]["reasons"][-1] == (
+        f"{BATCH} more records went in 1 batch(es) in flight when a try ended: found committed "
+        "by a later run of the policy (deletion ledger), counted here"
+    )
+    ledger = ledger_rows(control, policy)
+    assert_each_batch_counted_once(ledger)
+    assert counted_per_try(ledger) == {
+        ("scheduled__a", 0, 1): 3 * BATCH,
+        ("manual__b", 0, 1): EXPIRED - 3 * BATCH,
+    }
+
+
+def test_a_batch_in_flight_whose_rows_went_by_other_means_is_never_guessed(
+    control, sql_store, monkeypatch
+):
+    """Batch 3 of run A rolls back (its connection terminated) and the slice has no retry
+    left; then one of its witness rows goes by other means (another tool, another policy).
+    The next run cannot tell what batch 3 did: it says so, settles nothing, counts nothing
+    for A that A did not delete, and purges the rest as its own."""
+    policy = Policy.model_validate(sql_policy_spec(sql_store.name))
+    first = a_run(policy, "scheduled__a")
+    extracted, decision, slices = prepare(policy, first)
+    before, witnessed = Journal.before, []
+
+    def cut_the_store(journal, batch, expected, witnesses=None):
+        before(journal, batch, expected, witnesses)
+        if batch == 3:
+            witnessed.extend(witnesses)
+            terminate_backends_on(sql_store.url, sql_store.name)
+
+    monkeypatch.setattr(Journal, "before", cut_the_store)
+    with pytest.raises(StoreError, match="purge batch 3 failed"):
+        steps.delete(policy, first, extracted, slices[0], try_number=1)
+    monkeypatch.setattr(Journal, "before", before)
+    record(policy, first, extracted, decision, slices, None)
+    assert sql_store.gone() == 2 * BATCH
+    assert len(witnessed) == 2
+    with sql_store.engine.begin() as conn:  # by other means: one witness of batch 3
+        conn.execute(sa.delete(sql_store.table).where(sql_store.table.c.id == witnessed[0]))
+
+    later = a_run(policy, "scheduled__b")
+    extracted = steps.extract(policy, later)
+    decision = steps.check(policy, later, extracted)
+    assert (
+        "batch 3 of run scheduled__a (attempt 0) was in flight when its try ended and cannot "
+        "be settled: some of its records went by other means; it stays counted for none"
+    ) in decision["warnings"]
+    slices = steps.split(policy, later, extracted, decision)
+    done = steps.delete(policy, later, extracted, slices[0], try_number=1)
+    record(policy, later, extracted, decision, slices, done)
+
+    gone = sql_store.gone()
+    assert (gone, sql_store.kept()) == (EXPIRED, KEPT)
+    rows = audit_rows(control, policy)
+    assert [(r["run_id"], r["deleted"]) for r in rows] == [
+        ("scheduled__a", 2 * BATCH),
+        ("scheduled__b", EXPIRED - 2 * BATCH - 1),
+    ]
+    assert any(in_flight_note(0, 1, 3, BATCH) in reason for reason in rows[0]["reasons"])
+    assert sum(r["deleted"] for r in rows) == gone - 1  # the one that went by other means
+    assert [r for r in ledger_rows(control, policy) if r.event == "settled"] == []

@@ -299,3 +299,47 @@ def test_database_errors_do_not_quote_record_values(postgres_url):
     assert raised.value.__suppress_context__  # the original message is not chained into logs
     with engine.begin() as conn:
         conn.execute(sa.text("DROP TABLE calls_ref, people"))
+
+
+class RecordingJournal:
+    """What the deletion ledger is told around each batch (lifecycle.ledger.Journal)."""
+
+    wants_witnesses = True
+
+    def __init__(self) -> None:
+        self.begun: list[tuple[int, int, list]] = []
+
+    def before(self, batch, expected, witnesses=None):
+        self.begun.append((batch, expected, witnesses))
+
+    def after(self, batch, deleted):
+        pass
+
+
+@pytest.mark.parametrize("key_type", list(KEY_TYPES))
+def test_each_batch_names_its_lowest_and_highest_deleted_key(engine, key_type):
+    """The witnesses the ledger keeps are exactly the bounds of what each batch deleted (never a
+    kept row's key): gone after the commit, which is how a later run tells it committed."""
+    timestamps = [CUTOFF - timedelta(days=1), CUTOFF + timedelta(days=1)] * 6
+    table = make_table(engine, "events", timestamps, key_type=key_type)
+    _, make_key = KEY_TYPES[key_type]
+    expired_keys = [make_key(i) for i, ts in enumerate(timestamps, start=1) if ts < CUTOFF]
+    store = SqlTableStore(config(batch_size=4), engine)
+    journal = RecordingJournal()
+
+    store.purge(WINDOW, approved=6, journal=journal)
+
+    deleted_per_batch = [expected for _, expected, _ in journal.begun]
+    assert sum(deleted_per_batch) == 6
+    witnessed = [key for _, _, witnesses in journal.begun for key in witnesses]
+    same = (lambda k: uuid.UUID(str(k))) if key_type == "uuid" else str
+    assert {same(key) for key in witnessed} <= {same(key) for key in expired_keys}
+    # Keys as the store reads them (its reflected column: SQLite keeps a uuid as 32 hex digits).
+    with engine.connect() as conn:
+        kept = [str(key) for key in conn.scalars(sa.select(store.key).order_by(store.key))]
+    assert len(kept) == 6
+    assert store.witnesses_left(witnessed) == 0  # all of them went
+    assert store.witnesses_left([*witnessed[:1], *kept[:2]]) == 2
+    assert survivors(engine, table) == [CUTOFF + timedelta(days=1)] * 6
+    # A batch of one record has one witness; every other batch its two ends.
+    assert all(len(w) == min(2, n) for _, n, w in journal.begun if n)

@@ -28,4 +28,49 @@ def test_a_retry_settles_every_batch_left_in_flight_once(tmp_path):
     totals = run.slice_totals(0)
     assert (totals.deleted, totals.in_flight) == (15, [])  # none left open for a later retry
     assert run.reconcile(0, 4, gone=15) == 0  # a later retry counts nothing twice
-    assert run.totals() == {"deleted": 15, "batches": 1, "in_flight": {}}
+    # Two committed batches: the one written as it committed, the one reconciled.
+    assert run.totals() == {"deleted": 15, "batches": 2, "in_flight": {}}
+
+
+def test_batches_left_in_flight_by_other_runs_are_settled_once_against_their_own_run(tmp_path):
+    """Run r1 left batch 2 (5 records) in flight and wrote its row; run r0 left batch 1
+    (3 records) in flight and never wrote its row. Run r2's check settles both against their own
+    run: `settled` for r1 (its row is written: readers add it), `unrecorded` for r0 (its late
+    row will count it); a second check finds nothing left to settle."""
+    r1 = ledger(tmp_path)
+    journal = r1.journal(0, 1)
+    journal.before(1, 10, ["k01", "k10"])
+    journal.after(1, 10)
+    journal.before(2, 5, ["k11", "k15"])
+    r1.mark_recorded()
+    r0 = Ledger(r1.engine, RunKey("events", "retention_events", "r0", 0))
+    r0.journal(0, 1).before(1, 3, ["k20", "k22"])
+    r2 = Ledger(r1.engine, RunKey("events", "retention_events", "r2", 0))
+    assert [(b.run_id, b.batch) for b in r2.in_flight_elsewhere()] == [("r1", 2), ("r0", 1)]
+
+    left = {("k11", "k15"): 0, ("k20", "k22"): 2}  # r1's batch committed, r0's rolled back
+    assert r2.settle_in_flight(lambda witnesses: left[tuple(witnesses)]) == []
+
+    assert r1.totals() == {"deleted": 15, "batches": 2, "in_flight": {}}
+    assert r0.totals() == {"deleted": 0, "batches": 0, "in_flight": {}}
+    with r1.engine.connect() as conn:
+        events = conn.execute(
+            sa.text("SELECT run_id, event, batch, deleted FROM retention_ledger WHERE id > 5")
+        ).all()
+    assert events == [("r1", "settled", 2, 5), ("r0", "unrecorded", 1, 0)]
+    assert r2.in_flight_elsewhere() == []
+    # A run never settles its own attempt's batches (a retry of its slice reconciles them).
+    assert Ledger(r1.engine, r0.key).in_flight_elsewhere() == []
+
+
+def test_a_ledger_from_before_the_witnesses_column_still_takes_rows(tmp_path):
+    """After an upgrade, before `audit-init` adds the column: batches are still written (their
+    witnesses left out) and nothing is settled from witnesses it never kept."""
+    run = ledger(tmp_path)
+    with run.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE retention_ledger DROP COLUMN witnesses")
+    old = Ledger(run.engine, run.key)
+    old.journal(0, 1).before(1, 4, ["k1", "k4"])
+    assert old.totals() == {"deleted": 0, "batches": 0, "in_flight": {0: [(1, 1, 4)]}}
+    other = Ledger(run.engine, RunKey("events", "retention_events", "r9", 0))
+    assert other.in_flight_elsewhere() == []

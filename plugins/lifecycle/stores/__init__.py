@@ -117,15 +117,21 @@ class Verification:
 
 class PurgeJournal(Protocol):
     """Where a purge records each batch as it goes (`lifecycle.ledger.Journal`): `before` once
-    the batch is ready to commit (with what it will delete), `after` once it has."""
+    the batch is ready to commit (with what it will delete and, where the store can tell later
+    whether it committed, its witnesses: the lowest and highest key it deletes), `after` once it
+    has. `wants_witnesses` is False where nothing is kept (no extra query per batch then)."""
 
-    def before(self, batch: int, expected: int) -> None: ...
+    wants_witnesses: bool
+
+    def before(self, batch: int, expected: int, witnesses: list[Any] | None = None) -> None: ...
 
     def after(self, batch: int, deleted: int) -> None: ...
 
 
 class _NoJournal:
-    def before(self, batch: int, expected: int) -> None:
+    wants_witnesses = False
+
+    def before(self, batch: int, expected: int, witnesses: list[Any] | None = None) -> None:
         pass
 
     def after(self, batch: int, deleted: int) -> None:
@@ -171,6 +177,12 @@ class RetentionStore(ABC):
         n is about to commit (SQL: inside its transaction, so a failure rolls it back) and
         `journal.after(n, deleted)` right after it has (the deletion ledger): an error of the
         journal stops the purge."""
+
+    def witnesses_left(self, witnesses: list[Any]) -> int | None:
+        """How many of a batch's witness keys (see `PurgeJournal.before`) are still in the
+        store, or None where the store keeps none. A batch is one transaction: all gone, it
+        committed; all there, it rolled back (`lifecycle.ledger.settle_in_flight`)."""
+        return None
 
     @abstractmethod
     def verify(self, window: RetentionWindow) -> Verification:

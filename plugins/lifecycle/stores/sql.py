@@ -511,9 +511,9 @@ class SqlTableStore(RetentionStore):
                 ).scalar()
                 if upper is None:
                     upper = highest
-                count = conn.execute(
-                    sa.delete(self.table).where(lower_bound, self.key <= upper, purgeable)
-                ).rowcount
+                in_batch = sa.and_(lower_bound, self.key <= upper, purgeable)
+                witnesses = self._witnesses(conn, in_batch) if journal.wants_witnesses else None
+                count = conn.execute(sa.delete(self.table).where(in_batch)).rowcount
                 if deleted + count > approved:
                     # Raising inside begin() rolls this batch back.
                     raise PurgeLimitExceeded(
@@ -522,7 +522,7 @@ class SqlTableStore(RetentionStore):
                     )
                 # Durable before the commit: the ledger knows the batch in flight and exactly
                 # what it deletes if it commits (a failure here rolls the batch back).
-                journal.before(batches + 1, count)
+                journal.before(batches + 1, count, witnesses)
             deleted += count
             batches += 1
             journal.after(batches, count)  # right after the commit
@@ -537,6 +537,25 @@ class SqlTableStore(RetentionStore):
         self._log_progress(batches, deleted, seconds, final=True)
         self._refresh_statistics()
         return PurgeResult(deleted=deleted, batches=batches, seconds=round(seconds, 3))
+
+    def _witnesses(self, conn: sa.Connection, in_batch: sa.ColumnElement[bool]) -> list[Any]:
+        """The lowest and highest key the batch deletes (ORDER BY/LIMIT: min() has no uuid
+        overload), read in its transaction: the ledger keeps them so that a later run can tell
+        whether a batch whose commit was never heard of committed (`witnesses_left`)."""
+        first = sa.select(self.key).where(in_batch).limit(1)
+        keys = [
+            conn.execute(first.order_by(self.key.asc())).scalar(),
+            conn.execute(first.order_by(self.key.desc())).scalar(),
+        ]
+        return list(dict.fromkeys(_json_key(key) for key in keys if key is not None))
+
+    def witnesses_left(self, witnesses: list[Any]) -> int | None:
+        if not witnesses:
+            return None
+        keys = [_coerce(str(key), self.key) for key in witnesses]
+        query = sa.select(sa.func.count()).select_from(self.table).where(self.key.in_(keys))
+        with _sanitized(self.label, "settle"), self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
 
     def _log_progress(
         self, batches: int, deleted: int, seconds: float, final: bool = False
