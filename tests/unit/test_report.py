@@ -253,6 +253,7 @@ def test_the_pdf_through_the_cli(trail, policies, tmp_path, capsys):
         f"{ESCAPED} 1",
         "213 of 183 days, past the limit (run of 2026-09-30)",
         "Records deleted per day",
+        "Oldest remaining record against the limit (days)",
     ):
         assert figure in cdrs, figure
     assert "7,777" not in " ".join(pages) and "1,000" not in " ".join(pages)
@@ -275,6 +276,11 @@ def test_the_html_through_the_cli(trail, policies, tmp_path):
     cdrs = page.split('id="policy-cdrs"')[1].split("</section>")[0]
     assert cdrs.count("<rect ") == 92  # a bar for every day of the quarter
     assert "2026-07-01: 10 records deleted" in cdrs and "2026-08-15: 20 records deleted" in cdrs
+    # The runs that left a dated record: each a point against its limit (the failed try did not).
+    assert cdrs.count("<circle ") == 3 and cdrs.count("<polyline ") == 2
+    assert "2026-09-30: oldest 213 of 183 days" in cdrs
+    events = page.split('id="policy-org_contacts"')[1].split("</section>")[0]
+    assert "no age: kept until the end of service" in events and "No run in the period." in events
     assert "7,777" not in page and "<script" not in page
 
 

@@ -131,6 +131,7 @@ class PolicyReport:
     first_run: date | None
     last_run: date | None
     chart: tuple[ChartBar, ...]
+    ages: tuple[Age, ...] = ()  # per attempt with a known age and limit, oldest first
 
 
 @dataclass(frozen=True)
@@ -266,6 +267,9 @@ def _figures(tally: _Tally, period: Period, until_event: bool) -> dict[str, Any]
         "first_run": tally.first_day,
         "last_run": tally.last_day,
         "chart": chart_bars(tally.by_day, period),
+        "ages": ()
+        if until_event
+        else tuple(a for a in tally.ages if a.age_days is not None and a.limit_days is not None),
     }
 
 

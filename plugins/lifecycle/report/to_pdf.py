@@ -5,11 +5,14 @@ a footer saying where the figures come from and that the trail has no hashes yet
 from __future__ import annotations
 
 import io
+from datetime import timedelta
 from typing import Any
 from xml.sax.saxutils import escape
 
 from reportlab.graphics.charts.barcharts import VerticalBarChart
-from reportlab.graphics.shapes import Drawing, String
+from reportlab.graphics.charts.lineplots import LinePlot
+from reportlab.graphics.shapes import Drawing, Line, String
+from reportlab.graphics.widgets.markers import Marker
 from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
@@ -27,7 +30,7 @@ from reportlab.platypus import (
 )
 
 from lifecycle.report import text
-from lifecycle.report.model import ChartBar, PolicyReport, ReasonCount, Report
+from lifecycle.report.model import ChartBar, Period, PolicyReport, ReasonCount, Report
 
 PAGE = A4
 MARGIN = 15 * mm
@@ -39,6 +42,8 @@ GRID = TableStyle(
         ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#f0f0f0")),
         ("FONTSIZE", (0, 0), (-1, -1), 8),
         ("VALIGN", (0, 0), (-1, -1), "TOP"),
+        ("TOPPADDING", (0, 0), (-1, -1), 1.5),
+        ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5),
     ]
 )
 
@@ -48,7 +53,7 @@ def _styles() -> dict[str, ParagraphStyle]:
     return {
         "title": ParagraphStyle("title", parent=sheet["Title"]),
         "h2": ParagraphStyle("h2", parent=sheet["Heading2"]),
-        "h3": ParagraphStyle("h3", parent=sheet["Heading4"], spaceBefore=6, spaceAfter=2),
+        "h3": ParagraphStyle("h3", parent=sheet["Heading4"], spaceBefore=4, spaceAfter=1),
         "body": ParagraphStyle("body", parent=sheet["BodyText"], fontSize=9, leading=11),
         "cell": ParagraphStyle("cell", parent=sheet["BodyText"], fontSize=8, leading=10),
     }
@@ -77,7 +82,7 @@ def render_pdf(report: Report) -> bytes:
     )
     story = _summary(report)
     for policy in report.all:
-        story += [PageBreak(), *_policy(policy)]
+        story += [PageBreak(), *_policy(policy, report.period)]
     footer = text.footer(report)
     document.build(story, canvasmaker=_numbered(footer))
     return buffer.getvalue()
@@ -86,7 +91,7 @@ def render_pdf(report: Report) -> bytes:
 def _summary(report: Report) -> list[Flowable]:
     header = [_p(title, "cell") for title in text.SUMMARY_HEADER]
     rows = [[_p(cell, "cell") for cell in row] for row in text.summary(report)]
-    widths = [40 * mm, 13 * mm, 13 * mm, 18 * mm, 15 * mm, 15 * mm, 14 * mm, 13 * mm, 39 * mm]
+    widths = [38 * mm, 12 * mm, 12 * mm, 18 * mm, 15 * mm, 15 * mm, 16 * mm, 13 * mm, 41 * mm]
     story: list[Flowable] = [
         _p(text.TITLE, "title"),
         _p(text.period_line(report) + "."),
@@ -107,7 +112,7 @@ def _summary(report: Report) -> list[Flowable]:
     return story
 
 
-def _policy(policy: PolicyReport) -> list[Flowable]:
+def _policy(policy: PolicyReport, period: Period) -> list[Flowable]:
     facts = [[_p(label, "cell"), _p(value, "cell")] for label, value in text.facts(policy)]
     story: list[Flowable] = [
         _p(text.heading(policy), "h2"),
@@ -125,6 +130,8 @@ def _policy(policy: PolicyReport) -> list[Flowable]:
         _reasons(policy.failure_reasons, "No run failed."),
         _p("Records deleted per " + ("day" if _daily(policy.chart) else "week"), "h3"),
         deletions_chart(policy.chart),
+        _p("Oldest remaining record against the limit (days)", "h3"),
+        age_chart(policy, period),
     ]
 
 
@@ -161,10 +168,10 @@ def _daily(bars: tuple[ChartBar, ...]) -> bool:
 def deletions_chart(bars: tuple[ChartBar, ...]) -> Drawing:
     """Records deleted per day (or week) over the whole period, with a few dated labels on the
     time axis: a year of runs reads as 53 weekly bars, not 365 unreadable ones."""
-    drawing = Drawing(180 * mm, 45 * mm)
+    drawing = Drawing(180 * mm, 36 * mm)
     chart = VerticalBarChart()
     chart.x, chart.y = int(16 * mm), int(8 * mm)
-    chart.width, chart.height = int(160 * mm), int(33 * mm)
+    chart.width, chart.height = int(160 * mm), int(26 * mm)
     chart.data = [[bar.deleted for bar in bars] or [0]]
     chart.bars[0].fillColor = colors.HexColor("#2e7d32")
     chart.bars[0].strokeColor = None
@@ -179,9 +186,48 @@ def deletions_chart(bars: tuple[ChartBar, ...]) -> Drawing:
     if not any(bar.deleted for bar in bars):
         chart.valueAxis.valueMax = 1  # an axis for all-zero data; said in words below
         chart.valueAxis.valueStep = 1
-        drawing.add(String(70 * mm, 25 * mm, "no records deleted in the period", fontSize=8))
+        drawing.add(String(70 * mm, 20 * mm, "no records deleted in the period", fontSize=8))
     chart.valueAxis.labelTextFormat = lambda value: text.number(int(value))
     drawing.add(chart)
+    return drawing
+
+
+AGE_COLOUR, LIMIT_COLOUR = colors.HexColor("#1565c0"), colors.HexColor("#c62828")
+
+
+def age_chart(policy: PolicyReport, period: Period) -> Flowable:
+    """Each run's oldest remaining record (blue) against its limit (red, dashed) over the
+    period: a point above the line is a record kept past its limit."""
+    if policy.until_event:
+        return _p("No age: kept until the end of service, deleted at the event.")
+    if not policy.ages:
+        return _p("No run in the period left a dated record with a known limit.")
+    ages = [(float((a.on - period.first).days), a.age_days or 0.0) for a in policy.ages]
+    limits = [(float((a.on - period.first).days), a.limit_days or 0.0) for a in policy.ages]
+    drawing = Drawing(180 * mm, 38 * mm)
+    plot = LinePlot()
+    plot.x, plot.y = int(16 * mm), int(8 * mm)
+    plot.width, plot.height = int(160 * mm), int(24 * mm)
+    plot.data = [ages, limits]
+    plot.lines[0].strokeColor = AGE_COLOUR
+    plot.lines[1].strokeColor = LIMIT_COLOUR
+    plot.lines[1].strokeDashArray = [3, 2]
+    plot.lines[0].symbol = Marker(kind="FilledCircle", size=2.5, fillColor=AGE_COLOUR)
+    plot.xValueAxis.valueMin, plot.xValueAxis.valueMax = 0, max(period.days - 1, 1)
+    plot.xValueAxis.labelTextFormat = lambda x: f"{period.first + timedelta(days=int(x)):%d %b}"
+    plot.xValueAxis.labels.fontSize = plot.yValueAxis.labels.fontSize = 7
+    plot.yValueAxis.valueMin = 0
+    plot.yValueAxis.valueMax = max(value for _, value in ages + limits) * 1.1 or 1
+    drawing.add(plot)
+    for offset, (colour, label) in enumerate(
+        ((AGE_COLOUR, "oldest remaining record"), (LIMIT_COLOUR, "limit"))
+    ):
+        x = 18 * mm + offset * 50 * mm
+        key = Line(x, 36 * mm, x + 6 * mm, 36 * mm, strokeColor=colour)
+        if colour == LIMIT_COLOUR:
+            key.strokeDashArray = [3, 2]
+        drawing.add(key)
+        drawing.add(String(x + 8 * mm, 35.2 * mm, label, fontSize=7))
     return drawing
 
 
