@@ -211,7 +211,7 @@ def test_policy_page_charts_the_runs(page, api_server, seeded_audit):
     page.goto(api_server["base"] + "/retention/policies/cdrs")
     runs = [r for r in seeded_audit["runs"] if r["policy"] == "cdrs"]
     assert page.locator("h2", has_text=f"Runs ({len(runs)})").count() == 1
-    for chart in ("deletions", "age"):
+    for chart in ("deletions", "age", "held"):
         image = page.locator(f"img[src$='/charts/cdrs/{chart}.svg']")
         assert image.evaluate("img => img.complete && img.naturalWidth > 300"), chart
     # Local time with its zone named; UTC on hover. The seeded runs are at 00:00 UTC.

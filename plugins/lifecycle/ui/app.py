@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lifecycle.policy import NAME_PATTERN
 from lifecycle.ui import zones
-from lifecycle.ui.overview import history, overview, remaining_after, retired
+from lifecycle.ui.overview import chart_gaps, history, overview, remaining_after, retired
 from lifecycle.ui.rendering import (
     NO_STORE,
     error,
@@ -221,6 +221,7 @@ def overview_page(request: Request) -> HTMLResponse:
         "overview.html",
         rows=rows,
         retired=retired(latest, loaded),
+        chart_gaps=chart_gaps(rows),
         default_zone=zones.DEFAULT_ZONE,
         errors=loaded.errors,
         export_zones=sorted({"UTC", *(p.policy.timezone for p in loaded.policies)}),
@@ -311,23 +312,35 @@ def overview_chart() -> Response:
     from lifecycle.ui.charts import overview_svg
 
     rows = overview([p.policy for p in _policies().policies], latest_runs(audit_engine()), _now())
-    return _svg(overview_svg(rows))
+    return _svg(overview_svg(rows, chart_gaps(rows)))
+
+
+def _history(name: str) -> tuple[list[dict[str, Any]], str]:
+    """A known policy's chart points (every run: a chart is the whole history) and its zone."""
+    loaded, _ = _known(name)
+    zone = loaded.policy.timezone if loaded else zones.DEFAULT_ZONE
+    return history(list(_runs_of(name))), zone
 
 
 @app.get("/charts/{name}/deletions.svg")
 def deletions_chart(name: PolicyName) -> Response:
     from lifecycle.ui.charts import deletions_svg
 
-    _known(name)
-    return _svg(deletions_svg(history(list(_runs_of(name, None, None)))))
+    return _svg(deletions_svg(*_history(name)))
 
 
 @app.get("/charts/{name}/age.svg")
 def age_chart(name: PolicyName) -> Response:
     from lifecycle.ui.charts import age_svg
 
-    _known(name)
-    return _svg(age_svg(history(list(_runs_of(name, None, None)))))
+    return _svg(age_svg(*_history(name)))
+
+
+@app.get("/charts/{name}/held.svg")
+def held_chart(name: PolicyName) -> Response:
+    from lifecycle.ui.charts import held_svg
+
+    return _svg(held_svg(*_history(name)))
 
 
 # -- export -------------------------------------------------------------------------------------

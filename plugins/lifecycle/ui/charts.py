@@ -1,9 +1,19 @@
 """Charts of the audit trail: Vega-Lite specs built with Altair, rendered to SVG on the server
-(vl-convert), so the pages carry no JavaScript and need no front-end build."""
+(vl-convert), so the pages carry no JavaScript and need no front-end build.
+
+A year or three of daily runs must read at a glance: runs are placed on their local calendar
+day (the policy's zone, as on the pages), the date axis has a handful of labels whatever the
+span, the x scale is padded so that the first and last bars are whole, and the retention limit
+is drawn over the ages it bounds.
+"""
 
 from __future__ import annotations
 
+import textwrap
+from datetime import date
 from typing import Any
+
+from lifecycle.ui.zones import DEFAULT_ZONE, local_day
 
 STATUS_COLOURS = {
     "purged": "#2e7d32",
@@ -12,10 +22,9 @@ STATUS_COLOURS = {
     "failed": "#c62828",
     "verification_failed": "#6a1b9a",
 }
-WITHIN, PAST = "#2e7d32", "#c62828"
+WITHIN, PAST, UNKNOWN, AGE, HELD = "#2e7d32", "#c62828", "#9aa5b1", "#1565c0", "#8d6e63"
 WIDTH, HEIGHT = 560, 170
-UTC_SCALE = {"type": "utc"}
-DATE_AXIS = {"format": "%Y-%m-%d", "labelAngle": 0, "tickCount": "day"}
+EDGE = 10  # pixels of x padding: a bar on the first or last day is drawn whole
 
 
 def _svg(chart: Any) -> str:  # an altair chart (altair is untyped)
@@ -36,64 +45,132 @@ def _empty(message: str) -> str:
     return _svg(chart)
 
 
-def _dated(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{**p, "logical_date": p["logical_date"].isoformat()} for p in points]
+def _dated(points: list[dict[str, Any]], zone: str) -> list[dict[str, Any]]:
+    """Each point on its local calendar day (a date, read by Vega as UTC midnight)."""
+    return [{**p, "day": local_day(p["logical_date"], zone)} for p in points]
 
 
-def deletions_svg(points: list[dict[str, Any]]) -> str:
+def _date_format(days: list[str]) -> str:
+    span = (date.fromisoformat(max(days)) - date.fromisoformat(min(days))).days
+    if span <= 62:
+        return "%d %b"
+    return "%b %Y" if span <= 3 * 366 else "%Y"
+
+
+def _x(points: list[dict[str, Any]], zone: str) -> Any:
+    import altair as alt
+
+    return alt.X(
+        "day:T",
+        title=f"run (logical date, {zone})",
+        scale=alt.Scale(type="utc", padding=EDGE),
+        axis=alt.Axis(
+            # No formatType: "utc" there drops the format; the utc scale formats in UTC.
+            format=_date_format([p["day"] for p in points]),
+            labelAngle=0,
+            tickCount=6,
+            labelOverlap=True,
+            grid=False,
+        ),
+    )
+
+
+def _bar_size(count: int) -> float:
+    """A bar per run that fills its day without touching the next: 6 px at most."""
+    return max(1.0, min(6.0, 0.8 * WIDTH / max(count, 1)))
+
+
+def deletions_svg(points: list[dict[str, Any]], zone: str = DEFAULT_ZONE) -> str:
     """Records deleted per run over time, coloured by the run's outcome."""
     import altair as alt
 
     if not points:
         return _empty("no runs yet")
+    dated = _dated(points, zone)
     statuses = sorted({p["status"] for p in points})
     chart = (
-        alt.Chart(alt.Data(values=_dated(points)), title="Records deleted per run")
-        .mark_bar(size=6)
+        alt.Chart(alt.Data(values=dated), title="Records deleted per run")
+        .mark_bar(size=_bar_size(len(dated)))
         .encode(
-            x=alt.X(
-                "logical_date:T", title="run (logical date, UTC)", axis=DATE_AXIS, scale=UTC_SCALE
-            ),
+            x=_x(dated, zone),
             y=alt.Y("sum(deleted):Q", title="deleted"),
             color=alt.Color(
                 "status:N",
                 scale=alt.Scale(domain=statuses, range=[STATUS_COLOURS[s] for s in statuses]),
                 legend=alt.Legend(title="outcome", orient="top"),
             ),
+            tooltip=["day:N", "status:N", "deleted:Q"],
         )
         .properties(width=WIDTH, height=HEIGHT)
     )
     return _svg(chart)
 
 
-def age_svg(points: list[dict[str, Any]]) -> str:
-    """Age of the oldest remaining record at each run against the retention limit."""
+def age_svg(points: list[dict[str, Any]], zone: str = DEFAULT_ZONE) -> str:
+    """Age of the oldest remaining record at each run, under the retention limit drawn over it
+    (a red dashed line, labelled); runs past the limit or unknown marked with a dot."""
     import altair as alt
 
-    dated = [p for p in _dated(points) if p["limit_days"] is not None]
+    dated = [p for p in _dated(points, zone) if p["limit_days"] is not None]
     if not dated:
         return _empty("no run has measured what remains")
+    if all(p["limit_days"] == 0 for p in dated):  # P0D after an event: kept while it lasts
+        return _empty("until end of service: records have no age limit to chart")
     for point in dated:
         point["verdict"] = {True: "within", False: "past", None: "unknown"}[point["within"]]
-    base = alt.Chart(alt.Data(values=dated), title="Oldest remaining record vs the limit (days)")
-    limit = base.mark_line(strokeDash=[6, 4], color="#c62828").encode(
-        x=alt.X("logical_date:T", title="run (logical date, UTC)", axis=DATE_AXIS, scale=UTC_SCALE),
-        y=alt.Y("limit_days:Q", title="days"),
+    x = _x(dated, zone)
+    base = alt.Chart(alt.Data(values=dated))
+    age = base.mark_area(color=AGE, opacity=0.25, line={"color": AGE}).encode(
+        x=x, y=alt.Y("age_days:Q", title="days")
     )
-    age = base.mark_line(point=True, color="#1565c0").encode(
-        x="logical_date:T",
+    flagged = base.transform_filter("datum.verdict != 'within'").mark_point(filled=True, size=30)
+    flags = flagged.encode(
+        x=x,
         y="age_days:Q",
         color=alt.Color(
             "verdict:N",
-            scale=alt.Scale(domain=["within", "past", "unknown"], range=[WITHIN, PAST, "#999"]),
-            legend=alt.Legend(title="dashed: limit", orient="top"),
+            scale=alt.Scale(domain=["past", "unknown"], range=[PAST, UNKNOWN]),
+            legend=alt.Legend(title="runs", orient="top"),
         ),
     )
-    return _svg((limit + age).properties(width=WIDTH, height=HEIGHT))
+    limit = base.mark_line(strokeDash=[6, 4], color=PAST, strokeWidth=2).encode(
+        x=x, y="limit_days:Q"
+    )
+    label = (
+        base.transform_window(rank="rank()", sort=[alt.SortField("day", order="descending")])
+        .transform_filter("datum.rank == 1")
+        .mark_text(align="right", dy=-7, color=PAST, fontSize=11)
+        .encode(x=x, y="limit_days:Q", text=alt.Text("label:N"))
+        .transform_calculate(label="'limit ' + format(datum.limit_days, ',.0f') + ' d'")
+    )
+    title = "Oldest remaining record (area) against the limit (dashed), in days"
+    layers = alt.layer(age, flags, limit, label, title=title)
+    return _svg(layers.properties(width=WIDTH, height=HEIGHT))
 
 
-def overview_svg(rows: list[Any]) -> str:
-    """Each policy's oldest remaining record as a share of its limit (past 100%: a broken one)."""
+def held_svg(points: list[dict[str, Any]], zone: str = DEFAULT_ZONE) -> str:
+    """Records past the limit and kept under a hold, per run: holds placed and lifted."""
+    import altair as alt
+
+    if not points:
+        return _empty("no runs yet")
+    dated = _dated(points, zone)
+    chart = (
+        alt.Chart(alt.Data(values=dated), title="Records held back by a hold, per run")
+        .mark_area(interpolate="step-after", color=HELD, opacity=0.35, line={"color": HELD})
+        .encode(
+            x=_x(dated, zone),
+            y=alt.Y("held:Q", title="held"),
+            tooltip=["day:N", "held:Q"],
+        )
+        .properties(width=WIDTH, height=HEIGHT * 2 // 3)
+    )
+    return _svg(chart)
+
+
+def overview_svg(rows: list[Any], gaps: list[tuple[str, str]] | None = None) -> str:
+    """Each policy's oldest remaining record as a share of its limit (past 100%: a broken one);
+    the policies it cannot place (`gaps`: name, why) listed beneath."""
     import altair as alt
 
     values = [
@@ -107,19 +184,38 @@ def overview_svg(rows: list[Any]) -> str:
     ]
     if not values:
         return _empty("no run has measured what remains")
-    base = alt.Chart(alt.Data(values=values), title="Oldest remaining record, % of its limit")
+    top = max(110, 10 * -(-max(v["percent"] for v in values) * 1.05 // 10))
+    base = alt.Chart(alt.Data(values=values))
     bars = base.mark_bar().encode(
         y=alt.Y("policy:N", sort="-x", title=None),
-        x=alt.X("percent:Q", title="% of the retention limit"),
+        # Room past 100 %: the limit line stands clear of the right edge.
+        x=alt.X("percent:Q", title="% of the retention limit", scale=alt.Scale(domain=[0, top])),
         color=alt.Color(
             "verdict:N",
-            scale=alt.Scale(domain=["within", "past", "unknown"], range=[WITHIN, PAST, "#999"]),
+            scale=alt.Scale(domain=["within", "past", "unknown"], range=[WITHIN, PAST, UNKNOWN]),
             legend=alt.Legend(title=None, orient="top"),
         ),
     )
     rule = (
         alt.Chart(alt.Data(values=[{"limit": 100}]))
-        .mark_rule(color="#c62828", strokeDash=[6, 4])
+        .mark_rule(color=PAST, strokeDash=[6, 4])
         .encode(x="limit:Q")
     )
-    return _svg((bars + rule).properties(width=WIDTH, height=18 * len(values)))
+    title: dict[str, Any] = {"text": "Oldest remaining record, % of its limit"}
+    if gaps:
+        # Said in the chart too: an image passed on without the page still tells who is missing.
+        title["subtitle"] = _gap_lines(gaps)
+        title["subtitleColor"] = "#52606d"
+    chart = alt.layer(bars, rule, title=alt.TitleParams(**title))
+    return _svg(chart.properties(width=WIDTH, height=18 * len(values)))
+
+
+def _gap_lines(gaps: list[tuple[str, str]]) -> list[str]:
+    """`Not shown, no run yet: a, b` and so on, one line per reason, wrapped to the chart."""
+    reasons: dict[str, list[str]] = {}
+    for name, why in gaps:
+        reasons.setdefault(why, []).append(name)
+    lines = []
+    for why, names in reasons.items():
+        lines += textwrap.wrap(f"Not shown, {why}: {', '.join(names)}", width=95)
+    return lines

@@ -137,6 +137,7 @@ def history(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "logical_date": run["logical_date"],
                 "status": run["status"],
                 "deleted": run.get("deleted") or 0,
+                "held": run.get("held") or 0,
                 "age_days": remaining.age_days,
                 "limit_days": remaining.limit_days,
                 "within": remaining.within,
@@ -164,3 +165,22 @@ def retired(latest: dict[str, dict[str, Any]], loaded: LoadResult) -> list[Retir
         for name, run in sorted(latest.items())
         if name not in current
     ]
+
+
+def chart_gaps(rows: list[OverviewRow]) -> list[tuple[str, str]]:
+    """The policies the overview chart cannot place (an age as a share of a limit), and why."""
+    gaps = []
+    for row in rows:
+        remaining = row.remaining
+        if remaining.age_days is not None and remaining.limit_days:
+            continue
+        if row.last_run is None:
+            why = "no run yet"
+        elif row.policy.retention.from_event and not remaining.limit_days:
+            why = "until end of service: no age"
+        elif remaining.limit_days is None:
+            why = "its last run recorded no cutoff"
+        else:
+            why = "its last run measured no age"
+        gaps.append((row.name, why))
+    return sorted(gaps, key=lambda gap: (gap[1], gap[0]))
