@@ -32,7 +32,7 @@ from airflow.sdk import (
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from lifecycle.loader import PolicyError, load_policies
-from lifecycle.policy import Policy, S3Store, SqlStore, SubjectLink
+from lifecycle.policy import Policy
 from lifecycle.ui import URL_PREFIX
 
 log = logging.getLogger(__name__)
@@ -52,27 +52,14 @@ def policy_asset(policy: Policy) -> Asset:
     store = policy.store
     return Asset(
         name=policy.dag_id,
-        uri=f"retention://{store.conn_id}/{store.location.removeprefix('s3://')}"
-        f"?policy={policy.name}",
+        uri=f"retention://{store.conn_id}/{store.asset_path()}?policy={policy.name}",
         group="retention",
     )
 
 
 def _retention_text(policy: Policy) -> str:
     retention = policy.retention
-    event = retention.from_event
-    if policy.store.kind == "s3":
-        start = "from the object's time (see below)"
-    elif event is None:
-        start = f"from `{policy.store.timestamp}`"
-    elif event.table is None:
-        start = f"from the event `{event.timestamp}` (NULL: not yet, kept)"
-    else:
-        start = (
-            f"from the latest `{event.table}.{event.timestamp}` of the record's "
-            f"`{event.subject}` (= `{event.key}`); a running one (NULL) keeps it"
-        )
-    text = f"`{retention.period}` {start}, in {policy.timezone}"
+    text = f"`{retention.period}` {policy.store.time_doc(retention)}, in {policy.timezone}"
     if retention.per_tenant is not None:
         text += (
             f"; per client organisation (`{retention.per_tenant.column or '<prefix><tenant>/'}`), "
@@ -80,26 +67,6 @@ def _retention_text(policy: Policy) -> str:
             f"`{retention.per_tenant.table}`, `{retention.period}` by default"
         )
     return text
-
-
-def _store_rows(store: SqlStore | S3Store) -> list[tuple[str, str]]:
-    if store.kind == "s3":
-        return [
-            ("Object time", str(store.timestamp) if isinstance(store.timestamp, str) else
-             f"`{store.timestamp.model_dump()}`"),
-            ("Deletion", f"DeleteObjects, {store.batch_size} versions a call, "
-             f"{store.max_in_flight} in flight; every version and delete marker of an expired key; "
-             "Object Lock respected"),
-        ]  # fmt: skip
-    return [
-        ("Key", f"`{store.key}`, {store.batch_size} rows per batch"),
-        ("NULL timestamp", store.null_timestamp),
-    ]
-
-
-def _link_text(link: SubjectLink) -> str:
-    hops = "".join(f" → `{hop.table}.{hop.key}`, `{hop.column}`" for hop in link.through)
-    return f"`{link.column}`{hops}"
 
 
 def _audit_pages() -> str:
@@ -114,13 +81,6 @@ def render_doc(policy: Policy, path: Path) -> str:
     audit = _audit_pages()
     store = policy.store
     guards = policy.guards
-    subjects = "; ".join(
-        f"{subject} → " + ", ".join(_link_text(link) for link in links)
-        for subject, links in (store.subject_links().items() if store.kind == "sql" else ())
-    )
-    if store.kind == "s3":
-        subjects = "prefix → the object key"
-    subjects = subjects or "none"
     rows = [
         ("Statement: service", policy.statement.service),
         ("Statement: data", policy.statement.data),
@@ -129,8 +89,8 @@ def render_doc(policy: Policy, path: Path) -> str:
         ("Controller", policy.controller),
         ("Legal ground", policy.legal_basis.replace("_", " ")),
         ("Store", f"{store.kind} `{store.location}` via connection `{store.conn_id}`"),
-        *_store_rows(store),
-        ("Hold subjects", subjects),
+        *store.doc_rows(),
+        ("Hold subjects", store.subjects_doc()),
         (
             "Guards",
             f"max_delete_fraction {guards.max_delete_fraction:g}, max_delete_rows "

@@ -27,7 +27,8 @@ from sqlalchemy.dialects import mysql, postgresql
 
 from lifecycle.connections import AUDIT_CONN_ID
 from lifecycle.control import holds, ledger, runs
-from lifecycle.policy import IDENTIFIER_PATTERN, Policy
+from lifecycle.fields import IDENTIFIER_PATTERN
+from lifecycle.policy import Policy
 from lifecycle.protected import protected_table_problem
 
 READ, DELETE, APPEND = "SELECT", "DELETE", "INSERT"
@@ -60,16 +61,13 @@ def required_grants(
     needs: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     for policy in policies:
         store, retention = policy.store, policy.retention
-        if store.kind == "sql":
-            problem = protected_table_problem(store.table)
-            if problem is not None:
-                raise ValueError(f"policy {policy.name!r}: store.table: {problem}; no grants made")
-            needs[store.conn_id][store.table] |= {READ, DELETE}
-            event = retention.from_event
-            if event is not None and event.table is not None:
-                needs[store.conn_id][event.table].add(READ)
-            for linked in store.link_tables():  # subject links: read, never deleted
-                needs[store.conn_id][linked].add(READ)
+        try:
+            store_needs = store.grants(policy)
+        except ValueError as exc:
+            raise ValueError(f"policy {policy.name!r}: {exc}; no grants made") from None
+        for conn_id, tables in store_needs.items():
+            for table, privileges in tables.items():
+                needs[conn_id][table] |= privileges
         if retention.per_tenant is not None:
             settings = retention.per_tenant
             needs[settings.conn_id or store.conn_id][settings.table].add(READ)

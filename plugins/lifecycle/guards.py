@@ -11,8 +11,9 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, cast
 
+from lifecycle.fields import period_at_least
 from lifecycle.periods import compute_cutoff
-from lifecycle.policy import Policy, period_at_least
+from lifecycle.policy import Policy
 from lifecycle.stores import Plan
 
 

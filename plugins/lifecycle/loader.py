@@ -20,7 +20,8 @@ import yaml
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from lifecycle.policy import STORE_KINDS, Policy
+from lifecycle.policy import Policy
+from lifecycle.stores.kinds import STORE_KINDS
 
 POLICY_DIR_ENV = "LIFECYCLE_POLICY_DIR"
 # plugins/lifecycle/loader.py -> <project>/include/policies
@@ -303,34 +304,17 @@ def _load_one(path: Path, folder: Path) -> Policy | PolicyError:
         return PolicyError(path, (f"(file): cannot be loaded ({type(exc).__name__})",))
 
 
-def _store_scope(policy: Policy) -> tuple[str, ...]:
-    """What a store deletes from, normalised for comparison: (kind, connection, where).
-    Connection ids compare case-insensitively (AIRFLOW_CONN_<ID> is upper case either way), SQL
-    names too (unquoted identifiers fold), and a bare table is PostgreSQL's `public` schema."""
-    store = policy.store
-    if store.kind == "sql":
-        table = store.table.lower()
-        return ("sql", store.conn_id.lower(), table if "." in table else f"public.{table}")
-    return ("s3", store.conn_id.lower(), store.bucket, store.prefix)
-
-
 def _overlap(mine: LoadedPolicy, theirs: LoadedPolicy) -> str | None:
-    """What `mine`'s store shares with `theirs`', said to the author of `mine`; None if nothing."""
-    a, b = _store_scope(mine.policy), _store_scope(theirs.policy)
-    if a[:2] != b[:2] or a[2] != b[2]:
+    """What `mine`'s store shares with `theirs`', said to the author of `mine`; None if nothing
+    (each store kind knows what sharing records means for it: `StoreConfig.overlap`)."""
+    shared = mine.policy.store.overlap(theirs.policy.store)
+    if shared is None:
         return None
-    store, other = mine.policy.store, theirs.policy.name
-    if store.kind == "sql":  # as a[0]; the kind narrows the store's type
-        what, records = f"same table {store.table} on connection {store.conn_id}", "table"
-        where = f"as policy {other!r} ({theirs.path.name})"
-    elif a[3].startswith(b[3]) or b[3].startswith(a[3]):
-        what, records = f"{store.location} on connection {store.conn_id}", "prefix"
-        where = f"overlaps {theirs.policy.store.location} of policy {other!r} ({theirs.path.name})"
-    else:
-        return None
+    what, relation, records = shared
     return (
-        f"{what} {where}: two policies on one {records} would let the shorter period delete what "
-        f"the longer keeps; give each {records} one policy"
+        f"{what} {relation} policy {theirs.policy.name!r} ({theirs.path.name}): two policies on "
+        f"one {records} would let the shorter period delete what the longer keeps; give each "
+        f"{records} one policy"
     )
 
 

@@ -17,17 +17,12 @@ from lifecycle.loader import DEFAULT_POLICY_DIR
 from lifecycle.policy import (
     EventSource,
     Guards,
-    KeyPatternTimestamp,
-    LinkHop,
-    MetadataTimestamp,
     Policy,
     Retention,
-    S3Store,
-    SqlStore,
     Statement,
-    SubjectLink,
     TenantPeriods,
 )
+from lifecycle.stores.kinds import KINDS
 
 REFERENCE_PATH = DEFAULT_POLICY_DIR / "README.md"
 BEGIN = "<!-- BEGIN GENERATED FIELD REFERENCE (python -m lifecycle schema) -->"
@@ -38,12 +33,12 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("`retention`", Retention),
     ("`retention.from_event`", EventSource),
     ("`retention.per_tenant`", TenantPeriods),
-    ("`store` with `kind: sql`", SqlStore),
-    ("A link of `store.subjects` (sql)", SubjectLink),
-    ("A step of a link's `through`", LinkHop),
-    ("`store` with `kind: s3`", S3Store),
-    ("`store.timestamp` of an s3 store: `{metadata: ...}`", MetadataTimestamp),
-    ("`store.timestamp` of an s3 store: `{key_pattern: ...}`", KeyPatternTimestamp),
+    # Each store kind's model and its nested ones, from the registry.
+    *(
+        section
+        for kind, model in KINDS.items()
+        for section in ((f"`store` with `kind: {kind}`", model), *model.reference_sections)
+    ),
     ("`guards`", Guards),
 ]
 

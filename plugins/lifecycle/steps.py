@@ -43,35 +43,7 @@ def open_policy_store(policy: Policy) -> RetentionStore:
     from lifecycle.connections import airflow_connection
     from lifecycle.stores import open_store
 
-    store_connection = airflow_connection(policy.store.conn_id)
-    if policy.store.kind == "sql":
-        from lifecycle.stores.sql import url_from_connection
-
-        # Before the store reads anything of the table.
-        _refuse_protected_target(policy, url_from_connection(store_connection))
-    return open_store(policy, store_connection)
-
-
-def _refuse_protected_target(policy: Policy, store_url: sa.URL) -> None:
-    """The control database's tables and Airflow's metadata are never a purge target, whatever
-    the connection is called: compared as resolved databases and tables."""
-    from lifecycle.connections import AUDIT_CONN_ID, sql_url
-    from lifecycle.protected import ProtectedTableError, airflow_metadata_url, check_purge_target
-    from lifecycle.stores import StoreConfigError
-
-    store = policy.store
-    if store.kind != "sql":  # never: the caller asks for SQL stores only
-        raise StoreConfigError("store.kind: only a SQL table is checked against protected ones")
-    try:
-        control = sql_url(AUDIT_CONN_ID, "the audit connection")
-    except StoreConfigError:
-        control = None
-    try:
-        check_purge_target(
-            store_url, store.table, control_url=control, airflow_url=airflow_metadata_url()
-        )
-    except ProtectedTableError as exc:
-        raise StoreConfigError(f"store.table: {exc}") from None
+    return open_store(policy, airflow_connection(policy.store.conn_id))
 
 
 class _HoldSource:
@@ -139,9 +111,7 @@ def _hold_warnings(policy: Policy, holds: Iterable[Hold], unreached: list[str]) 
     """Holds that protect nothing in this policy, said once per run (ids and subjects only,
     never the value): a hold scoped to this policy on a subject it cannot reach, and any hold
     on a subject it maps whose value reaches no record here (another formatting, a typo)."""
-    from lifecycle.stores import subjects_of
-
-    mapped = subjects_of(policy)
+    mapped = policy.store.hold_subjects()
     warnings = []
     for hold in holds:
         if hold.subject not in mapped and hold.scope == policy.name:
@@ -276,9 +246,8 @@ def split(
 
     current, _ = window(policy, run, extracted)
     approved = decision["approved_records"]
-    count = getattr(policy.store, "shards", 1)
     with open_policy_store(policy) as store:
-        shards = store.shards(current, count=count, expired=approved)
+        shards = store.shards(current, count=policy.store.max_slices, expired=approved)
         shards = [replace(shard, past=store.past_window(current, shard)) for shard in shards]
     found = sum(shard.expired for shard in shards)
     if found > approved:

@@ -319,7 +319,8 @@ class RecordingJournal:
 @pytest.mark.parametrize("key_type", list(KEY_TYPES))
 def test_each_batch_names_its_lowest_and_highest_deleted_key(engine, key_type):
     """The witnesses the ledger keeps are exactly the bounds of what each batch deleted (never a
-    kept row's key): gone after the commit, which is how a later run tells it committed."""
+    kept row's key): gone after the commit, which is how a later run tells it committed. Only
+    integer and UUID keys: a text key may be personal data."""
     timestamps = [CUTOFF - timedelta(days=1), CUTOFF + timedelta(days=1)] * 6
     table = make_table(engine, "events", timestamps, key_type=key_type)
     _, make_key = KEY_TYPES[key_type]
@@ -331,6 +332,10 @@ def test_each_batch_names_its_lowest_and_highest_deleted_key(engine, key_type):
 
     deleted_per_batch = [expected for _, expected, _ in journal.begun]
     assert sum(deleted_per_batch) == 6
+    # A text key may be personal data: never kept in the ledger (SQLite keeps a uuid as text).
+    if key_type == "text" or (key_type == "uuid" and engine.dialect.name == "sqlite"):
+        assert [witnesses for _, _, witnesses in journal.begun] == [None] * len(journal.begun)
+        return
     witnessed = [key for _, _, witnesses in journal.begun for key in witnesses]
     same = (lambda k: uuid.UUID(str(k))) if key_type == "uuid" else str
     assert {same(key) for key in witnessed} <= {same(key) for key in expired_keys}

@@ -2,8 +2,9 @@
 
 A store answers three questions for a cutoff: what is expired (`plan`), delete it (`purge`), and
 prove nothing expired remains (`verify`). It returns counts and bounds only, never records, so
-nothing it reports can carry personal data. A new store kind is a new module here exposing
-`open_store(policy, connection)`, plus its entry in `_MODULES` and its model in `policy.py`.
+nothing it reports can carry personal data. A new store kind is two new modules here: its
+config model (`<kind>_config.py`, see `lifecycle.stores.config`) and its store, exposing
+`open_store(policy, connection)`; the registry (`lifecycle.stores.kinds`) finds it.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, Self, cast
+from typing import TYPE_CHECKING, Any, Protocol, Self, cast
 
 from lifecycle.errors import PermanentError
 
-_MODULES = {"sql": "lifecycle.stores.sql", "s3": "lifecycle.stores.s3"}
+if TYPE_CHECKING:
+    from lifecycle.policy import Policy
 
 
 @dataclass(frozen=True)
@@ -198,14 +200,12 @@ class RetentionStore(ABC):
         self.close()
 
 
-def subjects_of(policy: Any) -> set[str]:
+def subjects_of(policy: Policy) -> set[str]:
     """The hold subjects a policy's records can be reached by."""
-    from lifecycle.subjects import PREFIX_SUBJECT
-
-    return {PREFIX_SUBJECT} if policy.store.kind == "s3" else set(policy.store.subjects)
+    return policy.store.hold_subjects()
 
 
-def open_store(policy: Any, connection: Any) -> RetentionStore:
-    """The store of a policy, reached through an Airflow connection."""
-    module = importlib.import_module(_MODULES[policy.store.kind])
+def open_store(policy: Policy, connection: Any) -> RetentionStore:
+    """The store of a policy, reached through an Airflow connection (its kind's module)."""
+    module = importlib.import_module(policy.store.implementation)
     return cast(RetentionStore, module.open_store(policy, connection))

@@ -21,10 +21,10 @@ from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from lifecycle.policy import compile_key_pattern
+from lifecycle.fields import KeyPatternTimestamp, compile_key_pattern
 from lifecycle.stores import (
     NO_JOURNAL,
     Plan,
@@ -37,7 +37,11 @@ from lifecycle.stores import (
     StoreConfigError,
     Verification,
 )
+from lifecycle.stores.s3_config import MetadataTimestamp, S3Store
 from lifecycle.subjects import PREFIX_SUBJECT
+
+if TYPE_CHECKING:
+    from lifecycle.policy import Policy
 
 log = logging.getLogger(__name__)
 
@@ -130,16 +134,20 @@ class KeyVerdict:
 
 
 class S3PrefixStore(RetentionStore):
-    def __init__(self, policy: Any, client: Any):
+    def __init__(self, policy: Policy, client: Any):
+        if not isinstance(policy.store, S3Store):
+            raise TypeError(f"{policy.name}: store.kind {policy.store.kind!r} is not s3")
         self.policy = policy
         self.config = config = policy.store
         self.client = client
         self.label = policy.name
         self.zone = ZoneInfo(policy.timezone)
+        # The timestamp source, one member of the model's union.
+        source = config.timestamp
         self.pattern: Any = None  # a compiled re2 pattern (re2 is untyped)
-        if not isinstance(config.timestamp, str) and hasattr(config.timestamp, "key_pattern"):
-            self.pattern = compile_key_pattern(config.timestamp.key_pattern)
-        self.metadata_key = getattr(config.timestamp, "metadata", None)
+        if isinstance(source, KeyPatternTimestamp):
+            self.pattern = compile_key_pattern(source.key_pattern)
+        self.metadata_key = source.metadata if isinstance(source, MetadataTimestamp) else None
         self.per_tenant = policy.retention.per_tenant is not None
         try:
             lock = client.get_object_lock_configuration(Bucket=config.bucket)
@@ -466,5 +474,5 @@ class S3PrefixStore(RetentionStore):
         return verify_inventory(chunks(), label=self.label, held=len(window.holds))
 
 
-def open_store(policy: Any, connection: Any) -> S3PrefixStore:
+def open_store(policy: Policy, connection: Any) -> S3PrefixStore:
     return S3PrefixStore(policy, client_from_connection(connection))

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
@@ -36,8 +36,12 @@ from lifecycle.stores import (
     StoreConfigError,
     Verification,
 )
+from lifecycle.stores.sql_config import SqlStore
 from lifecycle.stores.sql_subjects import SubjectMatcher, hold_value
 from lifecycle.stores.sql_subjects import coerce as _coerce
+
+if TYPE_CHECKING:
+    from lifecycle.policy import Policy
 
 log = logging.getLogger(__name__)
 
@@ -156,9 +160,9 @@ class SqlTableStore(RetentionStore):
     evaluated in the database: past the window (own timestamp, or an event joined with EXISTS),
     with per-tenant cutoffs where clients set their own period, and not under a hold."""
 
-    def __init__(self, policy: Any, engine: Engine):
+    def __init__(self, policy: Policy, engine: Engine):
         self.policy = policy
-        self.config = config = policy.store
+        self.config = config = _config(policy)
         self.engine = engine
         self.label = policy.name
         self.table = self._reflect(config.table, "store.table")
@@ -199,7 +203,7 @@ class SqlTableStore(RetentionStore):
             else self._column(self.table, tenants.column, "retention.per_tenant.column")
         )
         self.subjects = SubjectMatcher(
-            self.table, policy, self._reflect, self._column, self.engine.connect
+            self.table, config, self._reflect, self._column, self.engine.connect
         )
 
     def _reflect(self, qualified: str, field: str) -> sa.Table:
@@ -213,7 +217,9 @@ class SqlTableStore(RetentionStore):
             raise StoreConfigError(f"{field}: table {qualified!r} does not exist") from None
 
     @staticmethod
-    def _column(table: NamedFromClause, name: str, field: str) -> sa.Column[Any]:
+    def _column(table: NamedFromClause, name: str | None, field: str) -> sa.Column[Any]:
+        if name is None:  # the policy model requires it here; never trust that silently
+            raise StoreConfigError(f"{field}: required field is missing")
         if name not in table.c:
             raise StoreConfigError(f"{field}: column {name!r} not found in table {table.name!r}")
         # A Table's and an alias's columns are all Column objects (the alias's proxies).
@@ -404,14 +410,19 @@ class SqlTableStore(RetentionStore):
 
     # -- scale-out: slices of the key range, each purged by its own mapped task -----------------
 
-    def _shardable(self) -> bool:
-        """Integer or UUID keys only (their values say nothing of a person, and they travel in
-        XCom), and only a unique key: a cut inside a run of equal values would put more rows in
-        a slice than it was counted with."""
+    def _opaque_key(self) -> bool:
+        """An integer or UUID key: its values say nothing of a person, so they may travel in
+        XCom (slice bounds) and be kept in the ledger (a batch's witnesses). A text key may be
+        a phone number or an e-mail address: never."""
         try:
-            if self.key.type.python_type not in (int, uuid.UUID):
-                return False
+            return self.key.type.python_type in (int, uuid.UUID)
         except NotImplementedError:
+            return False
+
+    def _shardable(self) -> bool:
+        """Opaque keys only (`_opaque_key`), and only a unique key: a cut inside a run of equal
+        values would put more rows in a slice than it was counted with."""
+        if not self._opaque_key():
             return False
         alone = [self.key.name]
         if [c.name for c in self.table.primary_key.columns] == alone:
@@ -512,7 +523,11 @@ class SqlTableStore(RetentionStore):
                 if upper is None:
                     upper = highest
                 in_batch = sa.and_(lower_bound, self.key <= upper, purgeable)
-                witnesses = self._witnesses(conn, in_batch) if journal.wants_witnesses else None
+                witnesses = (
+                    self._witnesses(conn, in_batch)
+                    if journal.wants_witnesses and self._opaque_key()
+                    else None
+                )
                 count = conn.execute(sa.delete(self.table).where(in_batch)).rowcount
                 if deleted + count > approved:
                     # Raising inside begin() rolls this batch back.
@@ -640,5 +655,34 @@ def _json_key(value: Any) -> int | str:
     return value if isinstance(value, int) else str(value)
 
 
-def open_store(policy: Any, connection: Any) -> SqlTableStore:
-    return SqlTableStore(policy, create_engine(url_from_connection(connection)))
+def _config(policy: Policy) -> SqlStore:
+    if not isinstance(policy.store, SqlStore):
+        raise TypeError(f"{policy.name}: store.kind {policy.store.kind!r} is not a SQL table")
+    return policy.store
+
+
+def open_store(policy: Policy, connection: Any) -> SqlTableStore:
+    url = url_from_connection(connection)
+    _refuse_protected_target(policy, url)  # before the store reads anything of the table
+    return SqlTableStore(policy, create_engine(url))
+
+
+def _refuse_protected_target(policy: Policy, store_url: sa.URL) -> None:
+    """The control database's tables and Airflow's metadata are never a purge target, whatever
+    the connection is called: compared as resolved databases and tables."""
+    from lifecycle.connections import AUDIT_CONN_ID, sql_url
+    from lifecycle.protected import ProtectedTableError, airflow_metadata_url, check_purge_target
+
+    try:
+        control = sql_url(AUDIT_CONN_ID, "the audit connection")
+    except StoreConfigError:
+        control = None
+    try:
+        check_purge_target(
+            store_url,
+            _config(policy).table,
+            control_url=control,
+            airflow_url=airflow_metadata_url(),
+        )
+    except ProtectedTableError as exc:
+        raise StoreConfigError(f"store.table: {exc}") from None

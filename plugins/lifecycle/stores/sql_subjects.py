@@ -15,12 +15,15 @@ import uuid
 from collections.abc import Callable, Iterable
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from lifecycle import subjects as canon
 from lifecycle.stores import Hold, StoreConfigError
+
+if TYPE_CHECKING:
+    from lifecycle.stores.sql_config import SqlStore
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,7 @@ class SubjectMatcher:
     def __init__(
         self,
         table: sa.Table,
-        policy: Any,
+        config: SqlStore,
         reflect: Callable[[str, str], sa.Table],
         column: Callable[[Any, str, str], sa.Column[Any]],
         connect: Callable[[], Any],
@@ -62,7 +65,7 @@ class SubjectMatcher:
         self._connect = connect
         self._phone_spellings: dict[tuple[str, str, str], list[str]] = {}
         self.links: dict[str, list[ResolvedLink]] = {}
-        for subject, links in policy.store.subject_links().items():
+        for subject, links in config.subject_links().items():
             resolved = []
             for n, link in enumerate(links):
                 field = f"store.subjects.{subject}"
