@@ -50,25 +50,30 @@ def _dated(points: list[dict[str, Any]], zone: str) -> list[dict[str, Any]]:
     return [{**p, "day": local_day(p["logical_date"], zone)} for p in points]
 
 
-def _date_format(days: list[str]) -> str:
+def _date_axis(days: list[str]) -> tuple[str, dict[str, Any]]:
+    """The label format and tick interval for a span of days: about six labels on whole days,
+    months or years, never one a run (365 labels) nor one a few hours ("27 Nov" eight times)."""
     span = (date.fromisoformat(max(days)) - date.fromisoformat(min(days))).days
     if span <= 62:
-        return "%d %b"
-    return "%b %Y" if span <= 3 * 366 else "%Y"
+        return "%d %b", {"interval": "day", "step": max(1, -(-span // 6))}
+    if span <= 3 * 366:
+        return "%b %Y", {"interval": "month", "step": max(1, -(-span // 180))}
+    return "%Y", {"interval": "year", "step": 1}
 
 
 def _x(points: list[dict[str, Any]], zone: str) -> Any:
     import altair as alt
 
+    label_format, ticks = _date_axis([p["day"] for p in points])
     return alt.X(
         "day:T",
         title=f"run (logical date, {zone})",
         scale=alt.Scale(type="utc", padding=EDGE),
         axis=alt.Axis(
             # No formatType: "utc" there drops the format; the utc scale formats in UTC.
-            format=_date_format([p["day"] for p in points]),
+            format=label_format,
             labelAngle=0,
-            tickCount=6,
+            tickCount=ticks,
             labelOverlap=True,
             grid=False,
         ),
