@@ -178,6 +178,32 @@ def test_a_retired_policy_keeps_its_history_and_errors_are_pages(page, api_serve
     _shot(page, "error-404")
 
 
+def test_the_pages_fit_1280_px(page, api_server, seeded_audit):
+    """Airflow's frame cut the 1,427 px overview at 1,400: the overview, a policy's page and an
+    evidence page must fit 1,280 px without a horizontal scroll bar."""
+    width = "() => Math.max(document.documentElement.scrollWidth, document.body.scrollWidth)"
+    evidence = _latest(seeded_audit["runs"])["contact_forms"]["id"]
+    page.set_viewport_size({"width": 1280, "height": 900})
+    widths = {}
+    try:
+        for name, path in (
+            ("overview", "/retention/"),
+            ("policy", "/retention/policies/customer_call_recordings"),
+            ("evidence", f"/retention/runs/{evidence}"),
+        ):
+            page.goto(api_server["base"] + path)
+            page.wait_for_load_state("load")  # the charts, whose width counts too
+            widths[name] = page.evaluate(width)
+            _shot(page, f"{name}-1280")
+        table = page.goto(api_server["base"] + "/retention/") and page.evaluate(
+            "() => document.getElementById('overview').getBoundingClientRect().right"
+        )
+    finally:
+        page.set_viewport_size({"width": 1600, "height": 1000})
+    assert all(w <= 1280 for w in widths.values()), widths
+    assert table <= 1280 - 24  # the table inside the page's padding, not cut by it
+
+
 def test_the_dashboard_is_in_airflow_navigation(page, api_server):
     page.goto(api_server["base"] + "/")
     page.get_by_role("button", name="Browse").click()
