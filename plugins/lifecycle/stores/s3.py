@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -37,6 +37,7 @@ from lifecycle.stores import (
     StoreConfigError,
     Verification,
 )
+from lifecycle.stores.key_dates import end_of_named_period
 from lifecycle.stores.s3_config import MetadataTimestamp, S3Store
 from lifecycle.subjects import PREFIX_SUBJECT
 
@@ -49,11 +50,6 @@ TRANSIENT_ERRORS = {"InternalError", "SlowDown", "ServiceUnavailable", "RequestT
 RETRIES = 4
 INVENTORY_CHUNK = 5_000
 PROGRESS_EVERY_SECONDS = 5.0
-_UNITS = (  # the precision a key pattern names -> how long that period lasts
-    ("second", timedelta(seconds=1)),
-    ("minute", timedelta(minutes=1)),
-    ("hour", timedelta(hours=1)),
-)
 
 
 def client_from_connection(connection: Any) -> Any:  # boto3 is untyped
@@ -241,24 +237,7 @@ class S3PrefixStore(RetentionStore):
     def _moment_from_key(self, key: str) -> datetime | None:
         """The end of the period the key names (its last microsecond), so that a key is expired
         only when the whole day (or hour...) it names is before the cutoff."""
-        match = self.pattern.search(key)
-        if match is None:
-            return None
-        try:
-            parts = {name: int(value) for name, value in match.groupdict().items() if value}
-            start = datetime(
-                parts["year"],
-                parts["month"],
-                parts["day"],
-                parts.get("hour", 0),
-                parts.get("minute", 0),
-                parts.get("second", 0),
-            )
-        except (KeyError, ValueError):
-            return None
-        length = next((span for unit, span in _UNITS if unit in parts), timedelta(days=1))
-        end = (start + length).replace(tzinfo=self.zone).astimezone(UTC)
-        return end - timedelta(microseconds=1)
+        return end_of_named_period(self.pattern, key, self.zone)
 
     def _locked(self, versions: list[Version]) -> Iterator[str]:
         """The versions under an Object Lock legal hold or unexpired retention (read with
