@@ -37,8 +37,10 @@ from lifecycle.stores import (
     Verification,
 )
 from lifecycle.stores.sql_config import SqlStore
+from lifecycle.stores.sql_dialects import dialect_of
 from lifecycle.stores.sql_subjects import SubjectMatcher, hold_value
 from lifecycle.stores.sql_subjects import coerce as _coerce
+from lifecycle.stores.sql_time import EventTimestamp, OwnTimestamp, TimeSource
 
 if TYPE_CHECKING:
     from lifecycle.policy import Policy
@@ -135,16 +137,6 @@ def _sanitized(label: str, operation: str) -> Iterator[None]:
         ) from None
 
 
-def sqlite_timestamp_text(instant: datetime) -> str:
-    """An instant as SQLite stores timestamps (UTC text; SQLAlchemy's and datetime()'s format).
-
-    Without fraction when it has none: '... 23:00:00' sorts before '... 23:00:00.000000', so a
-    whole-second cutoff keeps a row stored at exactly that second in either format.
-    """
-    naive = instant.astimezone(UTC).replace(tzinfo=None)
-    return naive.isoformat(sep=" ", timespec="microseconds" if naive.microsecond else "seconds")
-
-
 def _iso(value: Any) -> str | None:
     if value is None:
         return None
@@ -164,6 +156,7 @@ class SqlTableStore(RetentionStore):
         self.policy = policy
         self.config = config = _config(policy)
         self.engine = engine
+        self.sql = dialect_of(engine)  # what differs between databases
         self.label = policy.name
         self.table = self._reflect(config.table, "store.table")
         self.key = self._column(self.table, config.key, "store.key")
@@ -174,22 +167,22 @@ class SqlTableStore(RetentionStore):
                 "NOT NULL column)"
             )
         event = policy.retention.from_event
-        self.event_table = None
+        self.time: TimeSource
         if event is None:
             self.ts = self._column(self.table, config.timestamp, "store.timestamp")
-            self.null_means_active = config.null_timestamp == "active"
+            self.time = OwnTimestamp(self.ts, config.null_timestamp == "active", self.sql)
         elif event.table is None:  # the event is a column of the record's own row
             self.ts = self._column(self.table, event.timestamp, "retention.from_event.timestamp")
-            self.null_means_active = True
+            self.time = OwnTimestamp(self.ts, True, self.sql)
         else:
-            self.event_table = self._reflect(event.table, "retention.from_event.table").alias(
-                "event"
+            events = self._reflect(event.table, "retention.from_event.table").alias("event")
+            self.ts = self._column(events, event.timestamp, "retention.from_event.timestamp")
+            self.time = EventTimestamp(
+                self.ts,
+                self._column(events, event.key, "retention.from_event.key"),
+                self._column(self.table, event.subject, "retention.from_event.subject"),
+                self.sql,
             )
-            self.ts = self._column(
-                self.event_table, event.timestamp, "retention.from_event.timestamp"
-            )
-            self.event_key = self._column(self.event_table, event.key, "retention.from_event.key")
-            self.subject = self._column(self.table, event.subject, "retention.from_event.subject")
         if not isinstance(self.ts.type, sa.DateTime):
             field = "store.timestamp" if event is None else "retention.from_event.timestamp"
             raise StoreConfigError(
@@ -225,70 +218,30 @@ class SqlTableStore(RetentionStore):
         # A Table's and an alias's columns are all Column objects (the alias's proxies).
         return cast("sa.Column[Any]", table.c[name])
 
-    @property
-    def dialect(self) -> str:
-        return self.engine.dialect.name
-
     def close(self) -> None:
         self.engine.dispose()
 
     # -- the window as SQL --------------------------------------------------------------------
 
-    def _bound(self, column: sa.Column[Any], cutoff: datetime) -> sa.BindParameter[Any]:
-        """A cutoff as a bind parameter the database compares like with like with `column`."""
-        if self.dialect == "sqlite":
-            # SQLite keeps timestamps as text: compare text with text, not through DATETIME.
-            return sa.bindparam(None, sqlite_timestamp_text(cutoff), type_=sa.String)
-        if getattr(column.type, "timezone", False):
-            return sa.bindparam(None, cutoff.astimezone(UTC), type_=column.type)
-        # A naive column is UTC by contract; the session time zone is UTC too.
-        return sa.bindparam(None, cutoff.astimezone(UTC).replace(tzinfo=None), type_=column.type)
-
     def _threshold(self, window: RetentionWindow) -> sa.ColumnElement[Any]:
         """The cutoff of each record: one value, or a CASE on its tenant (flat, so a thousand
         client organisations do not nest a thousand ORs)."""
-        default = self._bound(self.ts, window.cutoff)
+        default = self.sql.cutoff(self.ts, window.cutoff)
         if self.tenant is None or not window.tenant_cutoffs:
             return default
-
-        def value(cutoff: datetime) -> sa.ColumnElement[Any]:
-            # Rendered with literal values for the verification, a CASE of quoted strings reads
-            # as text in PostgreSQL: cast them to the column's type there.
-            if self.dialect != "postgresql":
-                return self._bound(self.ts, cutoff)
-            utc = cutoff.astimezone(UTC)
-            if not getattr(self.ts.type, "timezone", False):
-                utc = utc.replace(tzinfo=None)
-            text = sa.bindparam(None, utc.isoformat(sep=" "), type_=sa.String)
-            return sa.cast(text, self.ts.type)
-
         whens: list[tuple[sa.ColumnElement[bool], sa.ColumnElement[Any]]] = []
         for tenant, cutoff in sorted(window.tenant_cutoffs.items()):
             # Tenant ids come as text; an id that fits not the column's type has no records here.
             with suppress(ValueError, TypeError):
-                whens.append((self.tenant == _coerce(tenant, self.tenant), value(cutoff)))
-        return sa.case(*whens, else_=value(window.cutoff)) if whens else default
-
-    def _before(
-        self, column: sa.ColumnElement[Any], threshold: sa.ColumnElement[Any]
-    ) -> sa.ColumnElement[bool]:
-        if self.dialect == "sqlite":
-            # Only text in the one format where text order is time order (_sqlite_well_formed).
-            return sa.and_(_sqlite_well_formed(column), column < threshold)
-        return column < threshold
+                match = self.tenant == _coerce(tenant, self.tenant)
+                whens.append((match, self.sql.cutoff_in_case(self.ts, cutoff)))
+        if not whens:
+            return default
+        return sa.case(*whens, else_=self.sql.cutoff_in_case(self.ts, window.cutoff))
 
     def _expired(self, window: RetentionWindow) -> sa.ColumnElement[bool]:
         """Past the window (held or not), by the record's timestamp or its subject's event."""
-        threshold = self._threshold(window)
-        if self.event_table is None:
-            return self._before(self.ts, threshold)
-        linked = self.event_key == self.subject
-        ended = sa.exists().where(linked, self._before(self.ts, threshold))
-        # A contract still running (NULL end) or ended within the window keeps the subject.
-        keeps = sa.exists().where(
-            linked, sa.or_(self.ts.is_(None), sa.not_(self._before(self.ts, threshold)))
-        )
-        return sa.and_(ended, sa.not_(keeps))
+        return self.time.expired(self._threshold(window))
 
     def _held(self, holds: tuple[Hold, ...]) -> sa.ColumnElement[bool]:
         """Rows reached by any of the holds, through the policy's subject links."""
@@ -311,32 +264,8 @@ class SqlTableStore(RetentionStore):
     def plan(self, window: RetentionWindow) -> Plan:
         expired = self._expired(window)
         purgeable = self._purgeable(window)
-        if self.event_table is None:
-            moment: sa.ColumnElement[Any] = self.ts
-            not_started = self.ts.is_(None)
-            active: sa.ColumnElement[bool] = not_started if self.null_means_active else sa.false()
-            anomaly: sa.ColumnElement[bool] = sa.false() if self.null_means_active else not_started
-            if self.dialect == "sqlite":  # text that is no timestamp: never expires, reported
-                malformed = sa.and_(self.ts.is_not(None), sa.not_(_sqlite_well_formed(self.ts)))
-                anomaly = sa.or_(anomaly, malformed)
-        else:
-            linked = self.event_key == self.subject
-            moment = sa.select(sa.func.max(self.ts)).where(linked).scalar_subquery()
-            anomaly = self.subject.is_(None)  # cannot be linked to any event: never expires
-            if self.dialect == "sqlite":  # an event time that is no timestamp keeps it: say so
-                anomaly = sa.or_(
-                    anomaly,
-                    sa.exists().where(
-                        linked, self.ts.is_not(None), sa.not_(_sqlite_well_formed(self.ts))
-                    ),
-                )
-            active = sa.and_(
-                self.subject.is_not(None),
-                sa.or_(
-                    sa.not_(sa.exists().where(linked)),
-                    sa.exists().where(linked, self.ts.is_(None)),
-                ),
-            )
+        terms = self.time.plan_terms()
+        moment, active, anomaly = terms.moment, terms.active, terms.anomaly
         columns = [
             sa.func.count(),
             self._counted(purgeable),
@@ -550,7 +479,7 @@ class SqlTableStore(RetentionStore):
             lower_bound = self.key > upper
         seconds = time.perf_counter() - started
         self._log_progress(batches, deleted, seconds, final=True)
-        self._refresh_statistics()
+        self.sql.refresh_statistics(self.engine, self.table, self.label)
         return PurgeResult(deleted=deleted, batches=batches, seconds=round(seconds, 3))
 
     def _witnesses(self, conn: sa.Connection, in_batch: sa.ColumnElement[bool]) -> list[Any]:
@@ -584,19 +513,6 @@ class SqlTableStore(RetentionStore):
             deleted,
             rate,
         )
-
-    def _refresh_statistics(self) -> None:
-        """After a mass delete PostgreSQL's statistics are stale and the verification count
-        scans the table; ANALYZE makes it an index lookup. Best effort: a least-privilege
-        role may not be allowed to."""
-        if self.dialect != "postgresql":
-            return
-        name = self.engine.dialect.identifier_preparer.format_table(self.table)
-        try:
-            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                conn.execute(sa.text(f"ANALYZE {name}"))
-        except sa.exc.DBAPIError as exc:
-            log.warning("%s: ANALYZE skipped (%s)", self.label, type(exc.orig).__name__)
 
     # -- verify -------------------------------------------------------------------------------
 
@@ -636,19 +552,6 @@ def escape_for_text(sql: str) -> str:
 
 
 _TEXT_BIND = re.compile(r"(?<![:\w\\]):(?=\w)")
-
-
-_SQLITE_SECONDS = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]"
-
-
-def _sqlite_well_formed(column: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
-    """UTC text as 'YYYY-MM-DD HH:MM:SS' or with six fraction digits (SQLite's datetime() and
-    SQLAlchemy's formats), the only forms whose text order is time order. An offset, a 'T' or
-    a number would compare wrongly, so such values are never deleted and are reported."""
-    return sa.or_(
-        column.op("GLOB")(_SQLITE_SECONDS),
-        column.op("GLOB")(_SQLITE_SECONDS + "." + "[0-9]" * 6),
-    )
 
 
 def _json_key(value: Any) -> int | str:
