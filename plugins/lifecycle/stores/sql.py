@@ -261,12 +261,14 @@ class SqlTableStore(RetentionStore):
     def _counted(self, condition: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:
         return sa.func.count(sa.case((condition, 1)))
 
-    def plan(self, window: RetentionWindow) -> Plan:
-        expired = self._expired(window)
-        purgeable = self._purgeable(window)
+    def _plan_columns(self, window: RetentionWindow) -> list[sa.ColumnElement[Any]]:
+        """One row: total, purgeable, expired, active, anomalies, the purgeable's oldest and
+        newest moment, and the oldest moment still in its window."""
+        expired, purgeable = self._expired(window), self._purgeable(window)
         terms = self.time.plan_terms()
         moment, active, anomaly = terms.moment, terms.active, terms.anomaly
-        columns = [
+        retained = sa.and_(moment.is_not(None), sa.not_(expired), sa.not_(active), sa.not_(anomaly))
+        return [
             sa.func.count(),
             self._counted(purgeable),
             self._counted(expired),
@@ -274,21 +276,12 @@ class SqlTableStore(RetentionStore):
             self._counted(anomaly),
             sa.func.min(sa.case((purgeable, moment))),
             sa.func.max(sa.case((purgeable, moment))),
-            sa.func.min(
-                sa.case(
-                    (
-                        sa.and_(
-                            moment.is_not(None),
-                            sa.not_(expired),
-                            sa.not_(active),
-                            sa.not_(anomaly),
-                        ),
-                        moment,
-                    ),
-                    else_=None,
-                )
-            ),
+            sa.func.min(sa.case((retained, moment), else_=None)),
         ]
+
+    def plan(self, window: RetentionWindow) -> Plan:
+        expired, purgeable = self._expired(window), self._purgeable(window)
+        columns = self._plan_columns(window)
         mapped = [hold for hold in window.holds if hold.subject in self.subjects.subjects]
         per_hold = []
         for hold in mapped:
@@ -422,7 +415,6 @@ class SqlTableStore(RetentionStore):
         journal = journal or NO_JOURNAL
         purgeable = sa.and_(self._purgeable(window), *self._bounds(shard))
         holds = window.holds
-        batch_size = self.config.batch_size
         started = time.perf_counter()
         # The key range holding purgeable rows (ORDER BY/LIMIT: min() has no uuid overload).
         first_key = sa.select(self.key).where(purgeable).limit(1)
@@ -441,32 +433,15 @@ class SqlTableStore(RetentionStore):
                     holds = fresh
                     current = replace(window, holds=holds)
                     purgeable = sa.and_(self._purgeable(current), *self._bounds(shard))
-            with _sanitized(self.label, f"purge batch {batches + 1}"), self.engine.begin() as conn:
-                upper = conn.execute(
-                    sa.select(self.key)
-                    .where(lower_bound, self.key <= highest)
-                    .order_by(self.key)
-                    .offset(batch_size - 1)
-                    .limit(1)
-                ).scalar()
-                if upper is None:
-                    upper = highest
-                in_batch = sa.and_(lower_bound, self.key <= upper, purgeable)
-                witnesses = (
-                    self._witnesses(conn, in_batch)
-                    if journal.wants_witnesses and self._opaque_key()
-                    else None
-                )
-                count = conn.execute(sa.delete(self.table).where(in_batch)).rowcount
-                if deleted + count > approved:
-                    # Raising inside begin() rolls this batch back.
-                    raise PurgeLimitExceeded(
-                        f"{self.label}: the purge reached {deleted + count} records, more than the "
-                        f"{approved} approved by the check; batch rolled back, run again"
-                    )
-                # Durable before the commit: the ledger knows the batch in flight and exactly
-                # what it deletes if it commits (a failure here rolls the batch back).
-                journal.before(batches + 1, count, witnesses)
+            upper, count = self._batch(
+                lower_bound,
+                highest,
+                purgeable,
+                number=batches + 1,
+                done=deleted,
+                approved=approved,
+                journal=journal,
+            )
             deleted += count
             batches += 1
             journal.after(batches, count)  # right after the commit
@@ -481,6 +456,48 @@ class SqlTableStore(RetentionStore):
         self._log_progress(batches, deleted, seconds, final=True)
         self.sql.refresh_statistics(self.engine, self.table, self.label)
         return PurgeResult(deleted=deleted, batches=batches, seconds=round(seconds, 3))
+
+    def _batch(
+        self,
+        lower_bound: sa.ColumnElement[bool],
+        highest: Any,
+        purgeable: sa.ColumnElement[bool],
+        *,
+        number: int,
+        done: int,
+        approved: int,
+        journal: PurgeJournal,
+    ) -> tuple[Any, int]:
+        """Batch `number`, one transaction: the next `batch_size` keys from `lower_bound`, their
+        purgeable rows deleted, never beyond `approved` with the `done` of earlier batches.
+        Returns its last key and its count."""
+        with _sanitized(self.label, f"purge batch {number}"), self.engine.begin() as conn:
+            upper = conn.execute(
+                sa.select(self.key)
+                .where(lower_bound, self.key <= highest)
+                .order_by(self.key)
+                .offset(self.config.batch_size - 1)
+                .limit(1)
+            ).scalar()
+            if upper is None:
+                upper = highest
+            in_batch = sa.and_(lower_bound, self.key <= upper, purgeable)
+            witnesses = (
+                self._witnesses(conn, in_batch)
+                if journal.wants_witnesses and self._opaque_key()
+                else None
+            )
+            count = conn.execute(sa.delete(self.table).where(in_batch)).rowcount
+            if done + count > approved:
+                # Raising inside begin() rolls this batch back.
+                raise PurgeLimitExceeded(
+                    f"{self.label}: the purge reached {done + count} records, more than the "
+                    f"{approved} approved by the check; batch rolled back, run again"
+                )
+            # Durable before the commit: the ledger knows the batch in flight and exactly what
+            # it deletes if it commits (a failure here rolls the batch back).
+            journal.before(number, count, witnesses)
+        return upper, count
 
     def _witnesses(self, conn: sa.Connection, in_batch: sa.ColumnElement[bool]) -> list[Any]:
         """The lowest and highest key the batch deletes (ORDER BY/LIMIT: min() has no uuid
