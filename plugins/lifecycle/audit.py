@@ -290,6 +290,18 @@ def _purge_notes(purged: dict[str, Any] | None, ledger_totals: dict[str, Any] | 
     return notes
 
 
+def _deleted(
+    status: str, purged: dict[str, Any] | None, ledger_totals: dict[str, Any] | None
+) -> tuple[int | None, int | None]:
+    """(deleted, batches): the ledger's sums; without a ledger, what the delete tasks said;
+    unknown (None) when the delete failed without a ledger."""
+    if ledger_totals is not None:
+        return ledger_totals["deleted"], ledger_totals["batches"]
+    if purged:
+        return purged["deleted"], purged["batches"]
+    return (0, 0) if status != "failed" else (None, None)
+
+
 def audit_row(
     policy: Any,
     *,
@@ -319,12 +331,7 @@ def audit_row(
     reasons += [f for f in failures or () if f not in reasons]
     warnings = (decision or {}).get("warnings") if decision else (extracted or {}).get("warnings")
     reasons += list(warnings or ())
-    if ledger_totals is not None:
-        deleted, batches = ledger_totals["deleted"], ledger_totals["batches"]
-    elif purged:
-        deleted, batches = purged["deleted"], purged["batches"]
-    else:  # unknown (None) when the delete failed without a ledger
-        deleted = batches = 0 if status != "failed" else None
+    deleted, batches = _deleted(status, purged, ledger_totals)
     timings = {
         step: result.get("seconds")
         for step, result in (("delete", purged), ("verify", verification))

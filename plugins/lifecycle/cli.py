@@ -396,14 +396,7 @@ def _build_report(args: argparse.Namespace, loaded: LoadResult) -> Report | None
     return None
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lifecycle", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    validate_cmd = commands.add_parser("validate", help="validate the policy files")
-    validate_cmd.add_argument("directory", nargs="?", type=Path, default=None)
-    schema_cmd = commands.add_parser("schema", help="generate the JSON Schema and reference")
-    schema_cmd.add_argument("--check", action="store_true", help="fail if they are stale")
-    holds_cmd = commands.add_parser("holds", help="list, place or release holds")
+def _add_holds(holds_cmd: argparse.ArgumentParser) -> None:
     holds_cmd.add_argument("--conn-id", default="lifecycle_audit", help="control database")
     actions = holds_cmd.add_subparsers(dest="action", required=True, parser_class=_HoldsParser)
     list_cmd = actions.add_parser("list", help="active holds (--all: released ones too)")
@@ -421,6 +414,16 @@ def main(argv: list[str] | None = None) -> int:
     release_cmd = actions.add_parser("release", help="end a hold")
     release_cmd.add_argument("id", type=int)
     release_cmd.add_argument("--by", required=True, help="who releases it")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lifecycle", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    validate_cmd = commands.add_parser("validate", help="validate the policy files")
+    validate_cmd.add_argument("directory", nargs="?", type=Path, default=None)
+    schema_cmd = commands.add_parser("schema", help="generate the JSON Schema and reference")
+    schema_cmd.add_argument("--check", action="store_true", help="fail if they are stale")
+    _add_holds(commands.add_parser("holds", help="list, place or release holds"))
     audit_cmd = commands.add_parser("audit-init", help="create the audit and holds tables")
     audit_cmd.add_argument("--conn-id", default="lifecycle_audit", help="control database")
     grants_cmd = commands.add_parser("grants", help="least-privilege grants of the jobs' role")
@@ -444,7 +447,11 @@ def main(argv: list[str] | None = None) -> int:
     report_cmd.add_argument("--output", type=Path, help="file to write ('-': standard output)")
     report_cmd.add_argument("--conn-id", default="lifecycle_audit", help="control database")
     report_cmd.add_argument("--policies", type=Path, help="policy folder (default: as validate)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     if args.command == "audit-init":
         return audit_init(args.conn_id)
     if args.command == "grants":

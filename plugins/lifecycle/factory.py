@@ -242,22 +242,20 @@ def _record(policy: Policy, asset: Asset) -> None:
 # -- DAGs -------------------------------------------------------------------------------------
 
 
-def build_dag(policy: Policy, path: Path, conflict: str | None = None) -> DAG:
-    """The policy's DAG. `conflict`: another policy covers the same records (validate reports
-    it); every run of both is then refused with that message, so neither deletes what the
-    other keeps, and neither DAG vanishes."""
-    asset = policy_asset(policy)
-    with DAG(
-        dag_id=policy.dag_id,
-        description=f"{policy.title}: keep {policy.retention.period} ({policy.statement.service})",
-        doc_md=render_doc(policy, path),
-        schedule=CronTriggerTimetable(policy.schedule, timezone=policy.timezone),
-        start_date=START_DATE,
-        catchup=False,
-        max_active_runs=1,
-        default_args=DEFAULT_ARGS | {"retries": policy.retries},
-        tags=["retention", policy.store.kind, policy.controller, *policy.tags],
-        params={
+def _dag_arguments(policy: Policy, path: Path) -> dict[str, Any]:
+    """What the policy's DAG is, as Airflow shows it: schedule, doc, tags, run parameters."""
+    return {
+        "dag_id": policy.dag_id,
+        "description": f"{policy.title}: keep {policy.retention.period} "
+        f"({policy.statement.service})",
+        "doc_md": render_doc(policy, path),
+        "schedule": CronTriggerTimetable(policy.schedule, timezone=policy.timezone),
+        "start_date": START_DATE,
+        "catchup": False,
+        "max_active_runs": 1,
+        "default_args": DEFAULT_ARGS | {"retries": policy.retries},
+        "tags": ["retention", policy.store.kind, policy.controller, *policy.tags],
+        "params": {
             "dry_run": Param(False, type="boolean", description="Stop after the check."),
             "max_delete_fraction": Param(
                 None,
@@ -267,7 +265,15 @@ def build_dag(policy: Policy, path: Path, conflict: str | None = None) -> DAG:
                 description="Override guards.max_delete_fraction for this run only.",
             ),
         },
-    ) as dag:
+    }
+
+
+def build_dag(policy: Policy, path: Path, conflict: str | None = None) -> DAG:
+    """The policy's DAG. `conflict`: another policy covers the same records (validate reports
+    it); every run of both is then refused with that message, so neither deletes what the
+    other keeps, and neither DAG vanishes."""
+    asset = policy_asset(policy)
+    with DAG(**_dag_arguments(policy, path)) as dag:
 
         @task(task_id="extract")
         def extract() -> dict[str, Any]:

@@ -105,14 +105,7 @@ def verify_sql(
     finally:
         # Keep the context small: GX re-serialises its whole config on every change.
         source.delete_asset(asset_name)
-    outcome = result.results[0]
-    if _raised(outcome.exception_info) or "observed_value" not in (outcome.result or {}):
-        # GX caught a database error; its message may quote held values: not repeated here.
-        raise RuntimeError(
-            f"{label}: the verification query failed in Great Expectations (message withheld: "
-            "it can quote record values; run the check again or see the database's logs)"
-        )
-    observed = int(outcome.result["observed_value"])
+    observed = _observed_count(result, label)
     remaining = max(0, observed - expected)
     summary = result.describe_dict()
     summary["checked"] = (
@@ -124,6 +117,18 @@ def verify_sql(
         seconds=round(time.perf_counter() - started, 3),
         summary=summary,
     )
+
+
+def _observed_count(result: Any, label: str) -> int:
+    """The row count GX observed; a database error GX caught is raised without its message,
+    which may quote held values."""
+    outcome = result.results[0]
+    if _raised(outcome.exception_info) or "observed_value" not in (outcome.result or {}):
+        raise RuntimeError(
+            f"{label}: the verification query failed in Great Expectations (message withheld: "
+            "it can quote record values; run the check again or see the database's logs)"
+        )
+    return int(outcome.result["observed_value"])
 
 
 def verify_inventory(
