@@ -268,6 +268,27 @@ def test_links_are_never_followed_nor_deleted(tmp_path):
     assert store.verify(window).success
 
 
+def test_a_folder_swapped_for_a_link_during_the_walk_is_not_walked_into(tmp_path):
+    old = CUTOFF - timedelta(days=200)
+    root = tmp_path / "share"
+    write(root, "recordings/a.wav", old)
+    write(root, "recordings/sub/b.wav", old)
+    outside = write(tmp_path, "outside/secret.wav", old)
+
+    def swap():  # after the first batch is listed, before the subfolder is walked
+        if not (root / "recordings" / "sub").is_symlink():
+            (root / "recordings" / "sub").rename(tmp_path / "moved")
+            (root / "recordings" / "sub").symlink_to(outside.parent, target_is_directory=True)
+        return ()
+
+    store = FilesStore(files_policy(batch_size=1), str(root))
+    result = store.purge(RetentionWindow(CUTOFF, reload_holds=swap), approved=3)
+
+    assert result.deleted == 1
+    assert survivors(root) == ["recordings/sub"]
+    assert outside.exists() and (tmp_path / "moved" / "b.wav").exists()
+
+
 def test_a_file_changed_since_the_listing_is_left_and_one_gone_not_counted(tmp_path):
     old = CUTOFF - timedelta(days=10)
     for name in ("a", "b", "c", "d"):

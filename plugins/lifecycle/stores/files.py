@@ -54,6 +54,9 @@ log = logging.getLogger(__name__)
 INVENTORY_CHUNK = 5_000
 PROGRESS_EVERY_SECONDS = 5.0
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# A directory is opened as such and never through a link (the last component; the ones before
+# it were walked, or checked when the store was opened).
+DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # An unlink that fails for these leaves the other files deletable: counted in the result's
 # `failed` by code and reported. Any other error (EIO, ESTALE, ENOTCONN: the share is failing)
 # stops the purge once the batch's deletions are in the ledger, and the task is retried.
@@ -193,36 +196,50 @@ class FilesStore(RetentionStore):
 
     def _walk(self) -> Iterator[Listed]:
         """Every entry under the directory but the subdirectories themselves (walked, one open
-        at a time; a link to a directory is an entry, never walked)."""
+        at a time; a link to a directory is an entry, never walked). A subdirectory is opened
+        without following a link: one swapped for a link since its parent was read is reported,
+        not walked into wherever it points."""
         pending = [(self.top, self.config.directory)]
         while pending:
             path, name = pending.pop()
             try:
-                with os.scandir(path) as entries:
+                fd = os.open(path, DIRECTORY_FLAGS)
+            except OSError as exc:
+                if path != self.top and exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    yield Listed(path, name.rstrip("/"), None, regular=False)
+                elif path == self.top or not isinstance(exc, FileNotFoundError):
+                    raise self._listing_error(exc, path) from None
+                continue  # a subdirectory removed since its parent was read: nothing in it
+            try:
+                with os.scandir(fd) as entries:
                     for entry in entries:
+                        full = os.path.join(path, entry.name)
                         if self._is_directory(entry):
-                            pending.append((entry.path, f"{name}{entry.name}/"))
+                            pending.append((full, f"{name}{entry.name}/"))
                             continue
-                        listed = self._listed(entry, name + entry.name)
+                        listed = self._listed(entry, full, name + entry.name)
                         if listed is not None:
                             yield listed
-            except FileNotFoundError:
-                if path == self.top:
-                    raise StoreConfigError(
-                        f"store.directory: {self.config.directory!r} is gone from the root of "
-                        f"connection {self.config.conn_id!r}"
-                    ) from None
-                continue  # a subdirectory removed since its parent was read: nothing in it
-            except PermissionError as exc:
-                raise StoreConfigError(
-                    f"store.directory: a directory under {self.config.directory!r} cannot be "
-                    f"read ({_code(exc)}): the workers' OS user needs read and search "
-                    "permission on every subdirectory"
-                ) from None
             except OSError as exc:
-                raise FilesUnavailable(
-                    f"{self.label}: listing {self.config.directory!r} failed ({_code(exc)})"
-                ) from None
+                raise self._listing_error(exc, path) from None
+            finally:
+                os.close(fd)
+
+    def _listing_error(self, exc: OSError, path: str) -> Exception:
+        """What a failed listing raises: the error's code and the configured directory, never
+        the path the os module's error quotes."""
+        directory, conn = self.config.directory, self.config.conn_id
+        if isinstance(exc, FileNotFoundError) and path == self.top:
+            return StoreConfigError(
+                f"store.directory: {directory!r} is gone from the root of connection {conn!r}"
+            )
+        if isinstance(exc, PermissionError):
+            return StoreConfigError(
+                f"store.directory: a directory under {directory!r} cannot be read "
+                f"({_code(exc)}): the workers' OS user needs read and search permission on "
+                "every subdirectory"
+            )
+        return FilesUnavailable(f"{self.label}: listing {directory!r} failed ({_code(exc)})")
 
     @staticmethod
     def _is_directory(entry: os.DirEntry[str]) -> bool:
@@ -231,20 +248,20 @@ class FilesStore(RetentionStore):
         except OSError:
             return False  # then _listed finds out what it is
 
-    def _listed(self, entry: os.DirEntry[str], name: str) -> Listed | None:
+    def _listed(self, entry: os.DirEntry[str], path: str, name: str) -> Listed | None:
         """The entry with its time, or None when it is gone since the directory was read."""
         try:
             if entry.is_symlink():
-                return Listed(entry.path, name, None, regular=False)
+                return Listed(path, name, None, regular=False)
             info = entry.stat(follow_symlinks=False)
         except FileNotFoundError:
             return None
         except OSError:
-            return Listed(entry.path, name, None, regular=True)  # its time cannot be read
+            return Listed(path, name, None, regular=True)  # its time cannot be read
         if not stat.S_ISREG(info.st_mode):
-            return Listed(entry.path, name, None, regular=False)
+            return Listed(path, name, None, regular=False)
         moment = self._moment(name, info)
-        return Listed(entry.path, name, moment, True, (info.st_dev, info.st_ino))
+        return Listed(path, name, moment, True, (info.st_dev, info.st_ino))
 
     def _moment(self, name: str, info: os.stat_result) -> datetime | None:
         """The file's time: its mtime (to the microsecond, rounded down: a file a nanosecond
