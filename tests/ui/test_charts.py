@@ -88,9 +88,29 @@ def test_held_records_over_time(app_client):
     page = client.get("/policies/cdrs").text
     assert 'src="/charts/cdrs/held.svg"' in page
     svg = client.get("/charts/cdrs/held.svg").text
-    assert "Records held back by a hold, per run" in svg
+    assert "Records kept under a hold per run" in svg
     ticks = [int(t) for t in _labels(svg, "axis-label") if t.isdigit()]
     assert ticks == [0, 5, 10]  # the seed holds back 0 to 12 records (a y scale of 0-12)
+
+
+def test_three_years_are_charted_a_week_a_point(app_client):
+    trail = _year("cdrs", days=3 * 365)
+    client = app_client(trail)
+    svg = client.get("/charts/cdrs/deletions.svg").text
+    assert "Records deleted per week" in svg
+    # A bar a week and outcome: 157 weeks, some with a refusal, a dry run or a failed check.
+    days = [LAST_DAY - timedelta(days=back) for back in range(3 * 365)]
+    weeks = {
+        (d - timedelta(days=d.weekday()), r["status"])
+        for d, r in zip(days[::-1], trail, strict=True)
+    }
+    assert len({monday for monday, _ in weeks}) == 157
+    assert len(_bars(svg)) == len(weeks)
+    labels = _labels(svg, "axis-label")
+    assert "Jan 2025" in labels and len([x for x in labels if " 20" in x]) <= 8
+    held = client.get("/charts/cdrs/held.svg").text
+    assert "Records kept under a hold per week" in held
+    assert "highest of each week" in client.get("/charts/cdrs/age.svg").text
 
 
 def test_until_end_of_service_has_no_age_to_chart(app_client):

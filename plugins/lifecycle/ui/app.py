@@ -374,7 +374,7 @@ ZoneParameter = Annotated[
 def _export(
     kind: str, policy: str | None, start: date | None, end: date | None, tz: str | None
 ) -> StreamingResponse:
-    from lifecycle.ui.export import as_csv_lines, as_json_lines, content_disposition
+    from lifecycle.ui.export import as_csv_lines, as_json_lines, chunked, content_disposition
 
     if start and end and end < start:
         raise HTTPException(422, "end is before start")
@@ -397,7 +397,7 @@ def _export(
     media = "application/json" if kind == "json" else "text/csv; charset=utf-8"
     filename = f"{name}-excel.csv" if kind == "excel" else f"{name}.{kind}"
     return StreamingResponse(
-        lines,
+        chunked(lines),
         media_type=media,
         headers={"Content-Disposition": content_disposition(filename), **NO_STORE},
     )

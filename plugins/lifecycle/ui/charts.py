@@ -10,7 +10,7 @@ is drawn over the ages it bounds.
 from __future__ import annotations
 
 import textwrap
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from lifecycle.ui.zones import DEFAULT_ZONE, local_day
@@ -24,6 +24,7 @@ STATUS_COLOURS = {
 }
 WITHIN, PAST, UNKNOWN, AGE, HELD = "#2e7d32", "#c62828", "#9aa5b1", "#1565c0", "#8d6e63"
 WIDTH, HEIGHT = 560, 170
+DAILY_UP_TO = 400  # runs: more are charted a week a point
 EDGE = 10  # pixels of x padding: a bar on the first or last day is drawn whole
 
 
@@ -48,6 +49,28 @@ def _empty(message: str) -> str:
 def _dated(points: list[dict[str, Any]], zone: str) -> list[dict[str, Any]]:
     """Each point on its local calendar day (a date, read by Vega as UTC midnight)."""
     return [{**p, "day": local_day(p["logical_date"], zone)} for p in points]
+
+
+def _weekly(dated: list[dict[str, Any]], by_status: bool = False) -> list[dict[str, Any]]:
+    """Over DAILY_UP_TO runs, one point a week (and outcome: `by_status`) on its Monday:
+    deletions summed; ages, limits and held records at their highest; the worst verdict.
+    Three years of daily points are bars a pixel wide, and render slower than a page may."""
+    if len(dated) <= DAILY_UP_TO:
+        return dated
+    weeks: dict[tuple[str, str], dict[str, Any]] = {}
+    for point in dated:
+        day = date.fromisoformat(point["day"])
+        monday = str(day - timedelta(days=day.weekday()))
+        key = (monday, point["status"] if by_status else "")
+        week = weeks.setdefault(key, {**point, "day": monday, "deleted": 0})
+        week["deleted"] += point["deleted"]
+        for name in ("age_days", "limit_days", "held"):
+            values = [v for v in (week[name], point[name]) if v is not None]
+            week[name] = max(values) if values else None
+        week["within"] = min(
+            (week["within"], point["within"]), key=lambda v: {False: 0, None: 1, True: 2}[v]
+        )
+    return list(weeks.values())
 
 
 def _date_axis(days: list[str]) -> tuple[str, dict[str, Any]]:
@@ -80,6 +103,10 @@ def _x(points: list[dict[str, Any]], zone: str) -> Any:
     )
 
 
+def _per(title: str, dated: list[dict[str, Any]], points: list[dict[str, Any]]) -> str:
+    return title + (" per week" if len(dated) < len(points) else " per run")
+
+
 def _bar_size(count: int) -> float:
     """A bar per run that fills its day without touching the next: 6 px at most."""
     return max(1.0, min(6.0, 0.8 * WIDTH / max(count, 1)))
@@ -91,11 +118,11 @@ def deletions_svg(points: list[dict[str, Any]], zone: str = DEFAULT_ZONE) -> str
 
     if not points:
         return _empty("no runs yet")
-    dated = _dated(points, zone)
+    dated = _weekly(_dated(points, zone), by_status=True)
     statuses = sorted({p["status"] for p in points})
     chart = (
-        alt.Chart(alt.Data(values=dated), title="Records deleted per run")
-        .mark_bar(size=_bar_size(len(dated)))
+        alt.Chart(alt.Data(values=dated), title=_per("Records deleted", dated, points))
+        .mark_bar(size=_bar_size(len({p["day"] for p in dated})))
         .encode(
             x=_x(dated, zone),
             y=alt.Y("sum(deleted):Q", title="deleted"),
@@ -116,7 +143,7 @@ def age_svg(points: list[dict[str, Any]], zone: str = DEFAULT_ZONE) -> str:
     (a red dashed line, labelled); runs past the limit or unknown marked with a dot."""
     import altair as alt
 
-    dated = [p for p in _dated(points, zone) if p["limit_days"] is not None]
+    dated = _weekly([p for p in _dated(points, zone) if p["limit_days"] is not None])
     if not dated:
         return _empty("no run has measured what remains")
     if all(p["limit_days"] == 0 for p in dated):  # P0D after an event: kept while it lasts
@@ -149,6 +176,7 @@ def age_svg(points: list[dict[str, Any]], zone: str = DEFAULT_ZONE) -> str:
         .transform_calculate(label="'limit ' + format(datum.limit_days, ',.0f') + ' d'")
     )
     title = "Oldest remaining record (area) against the limit (dashed), in days"
+    title += ", highest of each week" if len(dated) < len(points) else ""
     layers = alt.layer(age, flags, limit, label, title=title)
     return _svg(layers.properties(width=WIDTH, height=HEIGHT))
 
@@ -159,9 +187,9 @@ def held_svg(points: list[dict[str, Any]], zone: str = DEFAULT_ZONE) -> str:
 
     if not points:
         return _empty("no runs yet")
-    dated = _dated(points, zone)
+    dated = _weekly(_dated(points, zone))
     chart = (
-        alt.Chart(alt.Data(values=dated), title="Records held back by a hold, per run")
+        alt.Chart(alt.Data(values=dated), title=_per("Records kept under a hold", dated, points))
         .mark_area(interpolate="step-after", color=HELD, opacity=0.35, line={"color": HELD})
         .encode(
             x=_x(dated, zone),

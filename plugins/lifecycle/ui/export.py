@@ -123,3 +123,19 @@ def as_csv_lines(
         row = _localised(row, zones)
         writer.writerow([_csv_cell(name, row.get(name)) for name in COLUMNS])
         yield flush()
+
+
+def chunked(pieces: Iterable[str], size: int = 64 * 1024) -> Iterator[str]:
+    """Rows joined into chunks of about `size` characters: a response streamed a row a chunk
+    costs a hop between threads per row (the whole trail: seconds of the 15,000 rows' export),
+    and memory stays flat all the same."""
+    buffer: list[str] = []
+    length = 0
+    for piece in pieces:
+        buffer.append(piece)
+        length += len(piece)
+        if length >= size:
+            yield "".join(buffer)
+            buffer, length = [], 0
+    if buffer:
+        yield "".join(buffer)
