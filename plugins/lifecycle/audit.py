@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -31,6 +31,10 @@ from lifecycle.control import (  # noqa: F401 - the trail's tables, importable f
     require,
     runs,
 )
+
+if TYPE_CHECKING:
+    from lifecycle.payloads import Purge, RunResults
+    from lifecycle.stores import Plan
 
 log = logging.getLogger(__name__)
 
@@ -237,46 +241,43 @@ def _utc(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _outcome(
-    extracted: dict[str, Any] | None,
-    decision: dict[str, Any] | None,
-    purged: dict[str, Any] | None,
-    verification: dict[str, Any] | None,
-) -> tuple[str, list[str]]:
+def _outcome(results: RunResults) -> tuple[str, list[str]]:
     """The run's status and why, from what its steps left (None where a step failed). Failures
     are named by step, never by exception text: a database error can quote a record."""
+    extracted, decision, purged = results.extracted, results.decision, results.purged
+    verification = results.verification
     if extracted is None:
         return "failed", ["extract did not complete (see its task log)"]
     if decision is None:
         return "failed", ["check did not complete (see its task log)"]
-    if decision["outcome"] == "refused":
-        return "refused", list(decision["reasons"])
-    if decision["outcome"] == "dry_run":
+    if decision.outcome == "refused":
+        return "refused", list(decision.reasons)
+    if decision.outcome == "dry_run":
         return "dry_run", []
     if purged is None:
         return "failed", ["delete did not complete (see its task log)"]
-    if purged.get("incomplete"):
-        slices = ", ".join(map(str, purged["incomplete"]))
+    if purged.incomplete:
+        slices = ", ".join(map(str, purged.incomplete))
         return "failed", [
             f"delete of slice {slices} did not complete (see its task log); the other slices "
-            f"deleted {purged['deleted_by_finished']}"
+            f"deleted {purged.deleted_by_finished}"
         ]
     if verification is None:
         return "failed", ["verify did not complete (see its task log)"]
-    if not verification["success"]:
+    if not verification.success:
         return "verification_failed", [
-            f"{verification['remaining']} unheld records before the cutoff remain"
+            f"{verification.remaining} unheld records before the cutoff remain"
         ]
     return "purged", []
 
 
-def _purge_notes(purged: dict[str, Any] | None, ledger_totals: dict[str, Any] | None) -> list[str]:
+def _purge_notes(purged: Purge | None, ledger_totals: dict[str, Any] | None) -> list[str]:
     notes: list[str] = []
-    if purged and purged.get("failed"):
-        notes += [f"{n} not deleted: {code}" for code, n in sorted(purged["failed"].items())]
-    if purged and purged.get("earlier_tries"):
+    if purged and purged.failed:
+        notes += [f"{n} not deleted: {code}" for code, n in sorted(purged.failed.items())]
+    if purged and purged.earlier_tries:
         notes.append(
-            f"{purged['earlier_tries']} of the deleted records went in an interrupted try "
+            f"{purged.earlier_tries} of the deleted records went in an interrupted try "
             "(in the deletion ledger, batch by batch, or reconciled from what was left of its "
             "slice past the window)"
         )
@@ -291,14 +292,14 @@ def _purge_notes(purged: dict[str, Any] | None, ledger_totals: dict[str, Any] | 
 
 
 def _deleted(
-    status: str, purged: dict[str, Any] | None, ledger_totals: dict[str, Any] | None
+    status: str, purged: Purge | None, ledger_totals: dict[str, Any] | None
 ) -> tuple[int | None, int | None]:
     """(deleted, batches): the ledger's sums; without a ledger, what the delete tasks said;
     unknown (None) when the delete failed without a ledger."""
     if ledger_totals is not None:
         return ledger_totals["deleted"], ledger_totals["batches"]
-    if purged:
-        return purged["deleted"], purged["batches"]
+    if purged is not None:
+        return purged.deleted, purged.batches
     return (0, 0) if status != "failed" else (None, None)
 
 
@@ -310,10 +311,7 @@ def audit_row(
     attempt: int,
     logical_date: datetime,
     dry_run: bool,
-    extracted: dict[str, Any] | None,
-    decision: dict[str, Any] | None,
-    purged: dict[str, Any] | None,
-    verification: dict[str, Any] | None,
+    results: RunResults,
     started_at: datetime | None,
     failures: list[str] | None = None,
     ledger_totals: dict[str, Any] | None = None,
@@ -321,39 +319,38 @@ def audit_row(
     """The audit row of a run from what its tasks left in XCom, and from the deletion ledger
     (`ledger_totals`: what the attempt's batches deleted, recorded as each committed), which
     makes the count true even when a slice failed midway."""
-    plan = (extracted or {}).get("plan") or {}
-    status, reasons = _outcome(extracted, decision, purged, verification)
-    if purged and purged.get("incomplete"):
-        purged = None  # the XComs do not know the total; the ledger does
-    reasons += _purge_notes(purged, ledger_totals)
+    extracted, decision, verification = results.extracted, results.decision, results.verification
+    status, reasons = _outcome(results)
+    purged = None if results.purged and results.purged.incomplete else results.purged
+    reasons += _purge_notes(purged, ledger_totals)  # an incomplete one: the ledger knows
     # Configuration errors that failed a step at once (a missing connection, a protected
     # table): their messages name settings, never records.
     reasons += [f for f in failures or () if f not in reasons]
-    warnings = (decision or {}).get("warnings") if decision else (extracted or {}).get("warnings")
-    reasons += list(warnings or ())
+    warnings = decision.warnings if decision else (extracted.warnings if extracted else [])
+    reasons += list(warnings)
     deleted, batches = _deleted(status, purged, ledger_totals)
     timings = {
-        step: result.get("seconds")
+        step: result.seconds
         for step, result in (("delete", purged), ("verify", verification))
-        if result
+        if result is not None
     }
     return _describe_policy(policy) | {
         "dag_id": dag_id,
         "run_id": run_id,
         "attempt": attempt,
         "logical_date": logical_date,
-        "cutoff": (extracted or {}).get("cutoff"),
+        "cutoff": extracted.cutoff if extracted else None,
         "status": status,
         "dry_run": dry_run,
-        **_plan_fields(plan),
+        **_plan_fields(extracted.plan if extracted else None),
         "deleted": deleted,
         "batches": batches,
-        "shards": purged.get("shards") if purged else None,
-        "tenants": (extracted or {}).get("tenants") or {},
-        "verified": None if verification is None else bool(verification["success"]),
-        "remaining": None if verification is None else verification["remaining"],
+        "shards": purged.slices if purged else None,  # the column's name: slices
+        "tenants": {t: i.model_dump() for t, i in extracted.tenants.items()} if extracted else {},
+        "verified": None if verification is None else verification.success,
+        "remaining": None if verification is None else verification.remaining,
         "reasons": reasons,
-        "verification": None if verification is None else verification.get("summary"),
+        "verification": None if verification is None else verification.summary,
         "timings": timings,
         "started_at": started_at,
         "finished_at": datetime.now(UTC),
@@ -364,10 +361,12 @@ _PLAN_COUNTS = ("total", "expired", "held", "active", "anomalies")
 _PLAN_BOUNDS = ("oldest_expired", "newest_expired", "oldest_retained")
 
 
-def _plan_fields(plan: dict[str, Any]) -> dict[str, Any]:
+def _plan_fields(plan: Plan | None) -> dict[str, Any]:
     """What the plan (extract) found: counts and timestamp bounds, hold ids with their counts."""
-    return {name: plan.get(name) for name in (*_PLAN_COUNTS, *_PLAN_BOUNDS)} | {
-        "holds": plan.get("held_by_hold") or {}
+    if plan is None:
+        return dict.fromkeys((*_PLAN_COUNTS, *_PLAN_BOUNDS)) | {"holds": {}}
+    return {name: getattr(plan, name) for name in (*_PLAN_COUNTS, *_PLAN_BOUNDS)} | {
+        "holds": dict(plan.held_by_hold)
     }
 
 

@@ -32,6 +32,7 @@ from airflow.sdk import (
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from lifecycle.loader import PolicyError, load_policies
+from lifecycle.payloads import CheckDecision, Extracted, VerificationResult
 from lifecycle.policy import Policy
 from lifecycle.ui import URL_PREFIX
 
@@ -180,12 +181,12 @@ def _check(
         decision = steps.check(policy, _run(), extracted, refusals=(conflict,) if conflict else ())
     # Pushed before failing or skipping, so that record can audit a refusal or a dry run.
     get_current_context()["ti"].xcom_push(key="decision", value=decision)
-    if decision["outcome"] == "refused":
-        raise AirflowFailException(f"{policy.name}: refused: " + "; ".join(decision["reasons"]))
-    if decision["outcome"] == "dry_run":
-        log.info(
-            "%s: dry run, %d records would be deleted", policy.name, extracted["plan"]["expired"]
-        )
+    verdict = CheckDecision.from_json(decision)
+    if verdict.outcome == "refused":
+        raise AirflowFailException(f"{policy.name}: refused: " + "; ".join(verdict.reasons))
+    if verdict.outcome == "dry_run":
+        expired = Extracted.from_json(extracted).plan.expired
+        log.info("%s: dry run, %d records would be deleted", policy.name, expired)
         raise AirflowSkipException("dry run: nothing deleted")
     return decision
 
@@ -195,9 +196,10 @@ def _verify(policy: Policy, extracted: dict[str, Any]) -> dict[str, Any]:
 
     result = steps.verify(policy, _run(), extracted)
     get_current_context()["ti"].xcom_push(key="verification", value=result)
-    if not result["success"]:
+    verdict = VerificationResult.from_json(result)
+    if not verdict.success:
         raise AirflowFailException(
-            f"{policy.name}: verification failed: {result['remaining']} unheld records past the "
+            f"{policy.name}: verification failed: {verdict.remaining} unheld records past the "
             "window remain"
         )
     return result
@@ -213,24 +215,15 @@ def _record(policy: Policy, asset: Asset) -> None:
         _run(),
         extracted=ti.xcom_pull(task_ids="extract"),
         decision=ti.xcom_pull(task_ids="check", key="decision"),
-        shards=ti.xcom_pull(task_ids="split"),
+        slices=ti.xcom_pull(task_ids="split"),
         purges=ti.xcom_pull(task_ids="delete"),
         verification=ti.xcom_pull(task_ids="verify", key="verification"),
         failures=_failures(ti),
     )
     counts = {
         name: row[name]
-        for name in (
-            "status",
-            "cutoff",
-            "expired",
-            "held",
-            "deleted",
-            "shards",
-            "verified",
-            "attempt",
-        )
-    }
+        for name in ("status", "cutoff", "expired", "held", "deleted", "verified", "attempt")
+    } | {"slices": row["shards"]}  # the audit column keeps its first name
     context["outlet_events"][asset].extra = {"policy": policy.name, **counts}
     log.info("%s: audited %s", policy.name, counts)
     if row["status"] not in ("purged", "dry_run"):
@@ -294,13 +287,16 @@ def build_dag(policy: Policy, path: Path, conflict: str | None = None) -> DAG:
                 return steps.split(policy, _run(), extracted, decision)
 
         # One mapped task per slice: the slices spread over the workers.
-        @task(task_id="delete", map_index_template="slice {{ task.op_kwargs['shard']['index'] }}")
-        def delete(extracted: dict[str, Any], shard: dict[str, Any]) -> dict[str, Any]:
+        @task(
+            task_id="delete",
+            map_index_template="slice {{ task.op_kwargs['slice_task']['index'] }}",
+        )
+        def delete(extracted: dict[str, Any], slice_task: dict[str, Any]) -> dict[str, Any]:
             from lifecycle import steps
 
             try_number = get_current_context()["ti"].try_number
             with _no_retry_for_what_retries_cannot_fix(path):
-                return steps.delete(policy, _run(), extracted, shard, try_number=try_number)
+                return steps.delete(policy, _run(), extracted, slice_task, try_number=try_number)
 
         @task(task_id="verify")
         def verify(extracted: dict[str, Any]) -> dict[str, Any]:
@@ -314,11 +310,11 @@ def build_dag(policy: Policy, path: Path, conflict: str | None = None) -> DAG:
         # XComArgs, which TaskFlow resolves to the tasks' dicts at run time (typed Any here).
         extracted: Any = extract()
         decision: Any = check(extracted)
-        shards = split(extracted, decision)
-        purged = delete.partial(extracted=extracted).expand(shard=shards)
+        slices = split(extracted, decision)
+        purged = delete.partial(extracted=extracted).expand(slice_task=slices)
         verified = verify(extracted)
         purged >> verified
-        [extracted, decision, shards, purged, verified] >> record()
+        [extracted, decision, slices, purged, verified] >> record()
     return dag
 
 

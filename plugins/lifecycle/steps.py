@@ -15,6 +15,16 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from lifecycle.connections import sql_engine
+from lifecycle.payloads import (
+    CheckDecision,
+    Extracted,
+    Purge,
+    RunResults,
+    SliceResult,
+    SliceTask,
+    TenantInfo,
+    VerificationResult,
+)
 from lifecycle.policy import Policy
 
 if TYPE_CHECKING:
@@ -95,11 +105,12 @@ def window(
         periods = _tenant_periods(policy)
         tenants = tenant_cutoffs(periods, run.logical_date, policy.timezone)
     else:
-        cutoff = datetime.fromisoformat(extracted["cutoff"])
-        tenants = {t: datetime.fromisoformat(c) for t, c in extracted["tenant_cutoffs"].items()}
-        periods = {
-            t: info["period"] for t, info in extracted["tenants"].items() if not info["default"]
-        }
+        facts = Extracted.from_json(extracted)
+        cutoff, tenants, periods = (
+            facts.cutoff_at,
+            facts.tenant_cutoffs_at(),
+            facts.tenant_periods(),
+        )
     source = _HoldSource(policy, run)
     current = RetentionWindow(
         cutoff=cutoff, tenant_cutoffs=tenants, holds=source(), reload_holds=source
@@ -137,11 +148,11 @@ def extract(policy: Policy, run: Run) -> dict[str, Any]:
     with open_policy_store(policy) as store:
         plan = store.plan(current)
     tenants = {
-        tenant: {
-            "period": periods.get(tenant, policy.retention.period),
-            "default": tenant not in periods,
-            **plan.by_tenant.get(tenant, {"total": 0, "expired": 0}),
-        }
+        tenant: TenantInfo(
+            period=periods.get(tenant, policy.retention.period),
+            default=tenant not in periods,
+            **plan.by_tenant.get(tenant, {}),
+        )
         for tenant in sorted(set(plan.by_tenant) | set(periods))
     }
     warnings = _hold_warnings(policy, current.holds, plan.inert_holds)
@@ -157,58 +168,58 @@ def extract(policy: Policy, run: Run) -> dict[str, Any]:
         plan.active,
         plan.anomalies,
     )
-    on_default = sorted(t for t, info in tenants.items() if info["default"])
+    on_default = sorted(t for t, info in tenants.items() if info.default)
     if tenants:
         log.info("%s: %d tenants, on the default period: %s", policy.name, len(tenants), on_default)
-    return {
-        "cutoff": current.cutoff.isoformat(),
-        "tenant_cutoffs": {t: c.isoformat() for t, c in current.tenant_cutoffs.items()},
-        "tenants": tenants,
-        "plan": plan.to_dict(),
-        "warnings": warnings,
-        "started_at": started_at.isoformat(),
-        "attempt": run.attempt,
-    }
+    return Extracted(
+        cutoff=current.cutoff.isoformat(),
+        tenant_cutoffs={t: c.isoformat() for t, c in current.tenant_cutoffs.items()},
+        tenants=tenants,
+        plan=plan,
+        warnings=warnings,
+        started_at=started_at.isoformat(),
+        attempt=run.attempt,
+    ).to_json()
 
 
 def check(
     policy: Policy, run: Run, extracted: dict[str, Any], refusals: tuple[str, ...] = ()
 ) -> dict[str, Any]:
     from lifecycle import guards
-    from lifecycle.stores import Plan
 
-    tenants = extracted.get("tenants") or {}
+    facts = Extracted.from_json(extracted)
     decision = guards.check(
         policy,
-        Plan(**extracted["plan"]),
-        datetime.fromisoformat(extracted["cutoff"]),
+        facts.plan,
+        facts.cutoff_at,
         # The wall clock, not the logical date: no record goes while its window is still open.
         wall_clock=datetime.now(UTC),
         dry_run=run.dry_run,
         max_delete_fraction=run.max_delete_fraction,
-        tenant_periods={t: i["period"] for t, i in tenants.items() if not i["default"]},
-        tenant_cutoffs={
-            t: datetime.fromisoformat(c) for t, c in extracted.get("tenant_cutoffs", {}).items()
-        },
+        tenant_periods=facts.tenant_periods(),
+        tenant_cutoffs=facts.tenant_cutoffs_at(),
         refusals=refusals,
     )
-    result = decision.to_dict()
-    result["warnings"] = [*result["warnings"], *extracted.get("warnings", [])]
+    warnings = [*decision.warnings, *facts.warnings]
     if decision.outcome == "approved":
         # Intent before action: the trail holds the approval (run, cutoff, ceiling) before a
         # delete task may start; if the control database cannot take it, nothing is deleted.
         # First, the batches earlier attempts or runs left in flight are settled: what they
         # deleted is theirs, found before this run deletes anything.
         with run_ledger(policy, run) as ledger:
-            result["warnings"] += _settle_in_flight(policy, ledger)
-            ledger.approve(
-                datetime.fromisoformat(extracted["cutoff"]),
-                decision.approved_records,
-                run.logical_date,
-            )
-    for warning in result["warnings"]:
+            warnings += _settle_in_flight(policy, ledger)
+            ledger.approve(facts.cutoff_at, decision.approved_records, run.logical_date)
+    for warning in warnings:
         log.warning("%s: %s", policy.name, warning)
-    return result | {"attempt": run.attempt}
+    return CheckDecision(
+        outcome=decision.outcome,
+        approved=decision.approved,
+        dry_run=decision.dry_run,
+        approved_records=decision.approved_records,
+        reasons=list(decision.reasons),
+        warnings=warnings,
+        attempt=run.attempt,
+    ).to_json()
 
 
 def _settle_in_flight(policy: Policy, ledger: Ledger) -> list[str]:
@@ -241,15 +252,15 @@ def run_ledger(policy: Policy, run: Run) -> Iterator[Ledger]:
 def split(
     policy: Policy, run: Run, extracted: dict[str, Any], decision: dict[str, Any]
 ) -> list[dict[str, Any]]:
-    """Cut the approved purge into slices, one mapped delete task each (see `store.shards`)."""
+    """Cut the approved purge into slices, one mapped delete task each (see `store.slices`)."""
     from lifecycle.stores import PurgeLimitExceeded
 
     current, _ = window(policy, run, extracted)
-    approved = decision["approved_records"]
+    approved = CheckDecision.from_json(decision).approved_records
     with open_policy_store(policy) as store:
-        shards = store.shards(current, count=policy.store.max_slices, expired=approved)
-        shards = [replace(shard, past=store.past_window(current, shard)) for shard in shards]
-    found = sum(shard.expired for shard in shards)
+        pieces = store.slices(current, count=policy.store.max_slices, expired=approved)
+        pieces = [replace(piece, past=store.past_window(current, piece)) for piece in pieces]
+    found = sum(piece.expired for piece in pieces)
     if found > approved:
         raise PurgeLimitExceeded(
             f"{policy.name}: {found} records to delete at the split, more than the {approved} "
@@ -258,17 +269,17 @@ def split(
     log.info(
         "%s: purge split into %d slice(s) of %s records",
         policy.name,
-        len(shards),
-        [shard.expired for shard in shards],
+        len(pieces),
+        [piece.expired for piece in pieces],
     )
-    return [shard.to_dict() | {"attempt": run.attempt} for shard in shards]
+    return [SliceTask.of(piece, run.attempt).to_json() for piece in pieces]
 
 
 def delete(
     policy: Policy,
     run: Run,
     extracted: dict[str, Any],
-    shard: dict[str, Any],
+    task: dict[str, Any],
     *,
     try_number: int = 1,
 ) -> dict[str, Any]:
@@ -280,10 +291,9 @@ def delete(
     in flight, and is written to the ledger against that try. Where the store cannot count
     cheaply (object stores), the in-flight batch stays reported as such."""
     from lifecycle.errors import NotApproved
-    from lifecycle.stores import Shard
 
     current, _ = window(policy, run, extracted)
-    piece = Shard(**{k: v for k, v in shard.items() if k != "attempt"})
+    piece = SliceTask.from_json(task).bounds()
     earlier, uncounted = 0, False
     with run_ledger(policy, run) as ledger, open_policy_store(policy) as store:
         current = replace(current, reload_holds=_HoldSource(policy, run, ledger.engine))
@@ -309,71 +319,76 @@ def delete(
         result = store.purge(
             current,
             approved=max(0, piece.expired - earlier),
-            shard=piece,
+            in_slice=piece,
             journal=ledger.journal(piece.index, try_number),
         )
         totals = ledger.slice_totals(piece.index)
-    return result.to_dict() | {
-        "deleted": totals.deleted,
-        "batches": totals.batches,
-        "earlier_tries": totals.deleted - result.deleted,
-        "earlier_uncounted": uncounted and bool(totals.in_flight),
-        "shard": piece.index,
-        "attempt": run.attempt,
-    }
+    return SliceResult(
+        slice=piece.index,
+        deleted=totals.deleted,
+        batches=totals.batches,
+        seconds=result.seconds,
+        failed=result.failed,
+        earlier_tries=totals.deleted - result.deleted,
+        earlier_uncounted=uncounted and bool(totals.in_flight),
+        attempt=run.attempt,
+    ).to_json()
 
 
-def merge_purges(
-    run: Run, shards: list[dict[str, Any]] | None, results: Any
-) -> dict[str, Any] | None:
+def merge_purges(run: Run, tasks: list[dict[str, Any]] | None, results: Any) -> Purge | None:
     """The run's purge from its slices' results. None without this attempt's split; with a
     slice unfinished, only what the finished ones deleted (a slice that failed may have
     committed batches: the run's total is then unknown)."""
-    if not shards:
+    if not tasks or any(t.get("attempt") != run.attempt for t in tasks):
         return None
     if isinstance(results, dict):  # one mapped task: Airflow returns its value alone
         results = [results]
-    done = {r["shard"]: r for r in results or () if r and r.get("attempt") == run.attempt}
-    if any(s["attempt"] != run.attempt for s in shards):
-        return None
-    missing = sorted({s["index"] for s in shards} - set(done))
+    done = {
+        result.slice: result
+        for result in (SliceResult.of_attempt(r, run.attempt) for r in results or ())
+        if result is not None
+    }
+    missing = sorted({t["index"] for t in tasks} - set(done))
     if missing:  # what the finished slices deleted is known; the run's total is not
-        return {
-            "incomplete": missing,
-            "deleted_by_finished": sum(r["deleted"] for r in done.values()),
-            "attempt": run.attempt,
-        }
+        return Purge(incomplete=missing, deleted_by_finished=sum(r.deleted for r in done.values()))
     failed: dict[str, int] = {}
     for result in done.values():
-        for code, n in result.get("failed", {}).items():
+        for code, n in result.failed.items():
             failed[code] = failed.get(code, 0) + n
-    return {
-        "deleted": sum(r["deleted"] for r in done.values()),
-        "batches": sum(r["batches"] for r in done.values()),
-        "seconds": max(r["seconds"] for r in done.values()),
-        "failed": failed,
-        "shards": len(done),
-        "earlier_tries": sum(r.get("earlier_tries", 0) for r in done.values()),
-        "earlier_uncounted": sorted(i for i, r in done.items() if r.get("earlier_uncounted")),
-        "attempt": run.attempt,
-    }
+    return Purge(
+        deleted=sum(r.deleted for r in done.values()),
+        batches=sum(r.batches for r in done.values()),
+        seconds=max(r.seconds for r in done.values()),
+        failed=failed,
+        slices=len(done),
+        earlier_tries=sum(r.earlier_tries for r in done.values()),
+        earlier_uncounted=sorted(i for i, r in done.items() if r.earlier_uncounted),
+    )
 
 
 def verify(policy: Policy, run: Run, extracted: dict[str, Any]) -> dict[str, Any]:
     current, _ = window(policy, run, extracted)
     with open_policy_store(policy) as store:
         result = store.verify(current)
-    return result.to_dict() | {"attempt": run.attempt}
+    return VerificationResult(
+        success=result.success,
+        remaining=result.remaining,
+        seconds=result.seconds,
+        summary=result.summary,
+        attempt=run.attempt,
+    ).to_json()
 
 
 def record(
     policy: Policy,
     run: Run,
     *,
-    shards: list[dict[str, Any]] | None,
+    slices: list[dict[str, Any]] | None,
     purges: Any,
+    extracted: dict[str, Any] | None,
+    decision: dict[str, Any] | None,
+    verification: dict[str, Any] | None,
     failures: list[str] | None = None,
-    **results: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """Write the audit row of the run from what its steps left (None where a step failed):
     one row for the run, the slices' purges summed.
@@ -384,11 +399,12 @@ def record(
     from lifecycle.audit import audit_row, record_run
     from lifecycle.connections import control_engine
 
-    results = {
-        name: result if result and result.get("attempt") == run.attempt else None
-        for name, result in results.items()
-    }
-    results["purged"] = merge_purges(run, shards, purges)
+    results = RunResults(
+        extracted=Extracted.of_attempt(extracted, run.attempt),
+        decision=CheckDecision.of_attempt(decision, run.attempt),
+        purged=merge_purges(run, slices, purges),
+        verification=VerificationResult.of_attempt(verification, run.attempt),
+    )
     with control_engine() as engine:
         approved, totals = _ledger_totals(policy, run, engine)
         row = audit_row(
@@ -398,10 +414,10 @@ def record(
             attempt=run.attempt,
             logical_date=run.logical_date,
             dry_run=run.dry_run,
-            started_at=_started(run, results.get("extracted")),
+            started_at=_started(run, results.extracted),
             failures=failures or [],
             ledger_totals=totals,
-            **results,
+            results=results,
         )
         if not record_run(engine, row):
             log.info(
@@ -416,11 +432,11 @@ def record(
     return row
 
 
-def _started(run: Run, extracted: dict[str, Any] | None) -> datetime | None:
+def _started(run: Run, extracted: Extracted | None) -> datetime | None:
     """The run's real start: its first task's (a run of `dags test` or the demo would otherwise
     say it started at its logical date)."""
-    if extracted and extracted.get("started_at"):
-        return datetime.fromisoformat(extracted["started_at"])
+    if extracted is not None and extracted.started_at:
+        return datetime.fromisoformat(extracted.started_at)
     return run.started_at
 
 

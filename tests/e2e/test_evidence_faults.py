@@ -178,7 +178,7 @@ def record(policy, run, extracted, decision, slices, purges) -> dict[str, Any]:
     return steps.record(
         policy,
         run,
-        shards=slices,
+        slices=slices,
         purges=purges,
         extracted=extracted,
         decision=decision,

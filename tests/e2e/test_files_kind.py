@@ -4,7 +4,6 @@ and the audit trail in a real control database."""
 
 from __future__ import annotations
 
-import inspect
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -21,9 +20,7 @@ ONE_US = timedelta(microseconds=1)
 
 
 def record(policy, run, slices, purged, extracted, decision, verification):
-    """`steps.record` of the run, whichever name its keyword of the slices has (`shards` is
-    being renamed `slices`: one word per concept, issue 12)."""
-    name = "slices" if "slices" in inspect.signature(steps.record).parameters else "shards"
+    """`steps.record` of the run, as its task calls it."""
     return steps.record(
         policy,
         run,
@@ -31,7 +28,7 @@ def record(policy, run, slices, purged, extracted, decision, verification):
         extracted=extracted,
         decision=decision,
         verification=verification,
-        **{name: slices},
+        slices=slices,
     )
 
 

@@ -243,7 +243,7 @@ def test_a_cleared_run_never_reuses_the_evidence_of_an_earlier_attempt(deploymen
         cleared,
         extracted=None,  # extract failed in attempt 1
         decision=stale["check"],
-        shards=stale["split"],
+        slices=stale["split"],
         purges=stale["delete"],
         verification={**stale["verify"]},
     )
@@ -323,10 +323,10 @@ def test_a_retried_slice_reports_what_its_interrupted_try_deleted(deployment, mo
     assert (retried["deleted"], retried["earlier_tries"]) == (39, first_try)
     assert (first["deleted"], first["earlier_tries"]) == (40, 0)
     merged = steps.merge_purges(run, slices, [first, retried])
-    assert merged["incomplete"] == [2]  # slice 2 has not run: the total is not known yet
+    assert merged.incomplete == [2]  # slice 2 has not run: the total is not known yet
     last = steps.delete(policy, run, extracted, slices[2], try_number=1)
     merged = steps.merge_purges(run, slices, [first, retried, last])
-    assert (merged["deleted"], merged["earlier_tries"], merged["shards"]) == (119, first_try, 3)
+    assert (merged.deleted, merged.earlier_tries, merged.slices) == (119, first_try, 3)
     assert survivors(engine, table) == sorted(t for t in timestamps if t >= CUTOFF)
     with steps.run_ledger(policy, run) as ledger:
         totals = ledger.totals()

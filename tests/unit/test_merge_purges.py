@@ -3,25 +3,28 @@ attempt finished."""
 
 from datetime import UTC, datetime
 
+from lifecycle.payloads import CheckDecision, Extracted, Purge, RunResults
 from lifecycle.steps import Run, merge_purges
+from lifecycle.stores import Plan
 
 RUN = Run("retention_cdrs", "r", 1, datetime(2026, 11, 29, tzinfo=UTC), None)
 SLICES = [{"index": 0, "expired": 5, "attempt": 1}, {"index": 1, "expired": 7, "attempt": 1}]
 
 
-def result(shard: int, deleted: int, attempt: int = 1, **more) -> dict:
-    return {"shard": shard, "deleted": deleted, "batches": 1, "seconds": 0.5 + shard,
+def result(index: int, deleted: int, attempt: int = 1, **more) -> dict:
+    """A delete task's XCom, as on the wire."""
+    return {"slice": index, "deleted": deleted, "batches": 1, "seconds": 0.5 + index,
             "failed": {}, "attempt": attempt} | more  # fmt: skip
 
 
 def test_every_slice_finished_sums_them():
     merged = merge_purges(RUN, SLICES, [result(0, 5), result(1, 7, earlier_tries=3)])
-    assert (merged["deleted"], merged["batches"], merged["seconds"]) == (12, 2, 1.5)
-    assert (merged["shards"], merged["earlier_tries"]) == (2, 3)
+    assert (merged.deleted, merged.batches, merged.seconds) == (12, 2, 1.5)
+    assert (merged.slices, merged.earlier_tries) == (2, 3)
 
 
 def test_a_missing_or_stale_slice_leaves_the_total_unknown():
-    unfinished = {"incomplete": [1], "deleted_by_finished": 5, "attempt": 1}
+    unfinished = Purge(incomplete=[1], deleted_by_finished=5)
     assert merge_purges(RUN, SLICES, [result(0, 5)]) == unfinished
     # The XCom of an earlier attempt (before a clear) is not this attempt's work.
     assert merge_purges(RUN, SLICES, [result(0, 5), result(1, 7, attempt=0)]) == unfinished
@@ -32,7 +35,7 @@ def test_a_missing_or_stale_slice_leaves_the_total_unknown():
 
 def test_one_slice_comes_back_as_a_value_not_a_list():
     merged = merge_purges(RUN, SLICES[:1], result(0, 5, failed={"AccessDenied": 2}))
-    assert (merged["deleted"], merged["failed"]) == (5, {"AccessDenied": 2})
+    assert (merged.deleted, merged.failed) == (5, {"AccessDenied": 2})
 
 
 def test_an_unfinished_slice_fails_the_run_and_names_what_the_others_deleted(make_policy):
@@ -45,10 +48,13 @@ def test_an_unfinished_slice_fails_the_run_and_names_what_the_others_deleted(mak
         attempt=1,
         logical_date=RUN.logical_date,
         dry_run=False,
-        extracted={"cutoff": "2026-05-29T00:00:00+00:00", "plan": {"expired": 12}},
-        decision={"outcome": "approved", "warnings": []},
-        purged=merge_purges(RUN, SLICES, [result(0, 5)]),
-        verification=None,
+        results=RunResults(
+            extracted=Extracted(cutoff="2026-05-29T00:00:00+00:00", plan=Plan(12, 12)),
+            decision=CheckDecision(
+                outcome="approved", approved=True, dry_run=False, approved_records=12
+            ),
+            purged=merge_purges(RUN, SLICES, [result(0, 5)]),
+        ),
         started_at=None,
     )
     assert (row["status"], row["deleted"]) == ("failed", None)

@@ -260,3 +260,23 @@ def test_an_s3_prefix_fits_the_audit_trails_store_column():
     widest = parse_policy(S3_VALID.replace("prefix: support/", "prefix: " + "p/" * 85))
     store = widest.store.model_copy(update={"conn_id": "c" * 250, "bucket": "b" * 63})
     assert len(f"s3:{store.conn_id}:{store.location}") <= runs.c.store.type.length
+
+
+def test_the_former_names_users_wrote_still_read():
+    """One word per concept (issue 12): `store.slices`, formerly `shards`, and an object store's
+    empty `subjects: {}`, which older versions accepted; both still read as they meant."""
+    assert make_policy(store__slices=3).store.max_slices == 3
+    assert make_policy(store__shards=2).store.max_slices == 2
+    schema = json_schema()
+    assert "slices" in schema["$defs"]["SqlStore"]["properties"]
+    assert "shards" not in schema["$defs"]["SqlStore"]["properties"]
+    s3 = {
+        "kind": "s3",
+        "conn_id": "recordings",
+        "bucket": "recordings",
+        "prefix": "calls/",
+        "subjects": {},
+    }
+    assert make_policy(store=s3).store.hold_subjects() == {"prefix"}
+    with pytest.raises(ValueError, match="s3 holds match key prefixes"):
+        make_policy(store=s3 | {"subjects": {"customer": "customer_id"}})

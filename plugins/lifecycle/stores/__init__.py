@@ -1,5 +1,9 @@
 """Stores: where the data of a policy lives. One module per store kind, one small interface.
 
+Words, one per concept: a record is *past the window* when its period is over, held or not;
+*expired* when it is past the window and not held (what a purge deletes); *held* when it is past
+the window under a hold. A *slice* is the part of a purge one mapped delete task does.
+
 A store answers three questions for a cutoff: what is expired (`plan`), delete it (`purge`), and
 prove nothing expired remains (`verify`). It returns counts and bounds only, never records, so
 nothing it reports can carry personal data. A new store kind is two new modules here: its
@@ -77,7 +81,7 @@ class Plan:
 
 
 @dataclass(frozen=True)
-class Shard:
+class Slice:
     """A slice of a purge, run as one mapped delete task: the keys `after < key <= through`
     (None: unbounded), so the slices of a run never overlap and together miss nothing."""
 
@@ -155,11 +159,11 @@ class RetentionStore(ABC):
     @abstractmethod
     def plan(self, window: RetentionWindow) -> Plan: ...
 
-    def shards(self, window: RetentionWindow, *, count: int, expired: int) -> list[Shard]:
+    def slices(self, window: RetentionWindow, *, count: int, expired: int) -> list[Slice]:
         """Split the purge into at most `count` slices; by default one: the whole store."""
-        return [Shard(index=0, expired=expired)]
+        return [Slice(index=0, expired=expired)]
 
-    def past_window(self, window: RetentionWindow, shard: Shard) -> int | None:
+    def past_window(self, window: RetentionWindow, in_slice: Slice) -> int | None:
         """Records past the window in a slice, held or not, or None where counting would cost a
         whole listing. A retried delete compares it with the count at the split: what is gone
         meanwhile was deleted by an interrupted try, whatever holds were placed since."""
@@ -171,7 +175,7 @@ class RetentionStore(ABC):
         window: RetentionWindow,
         *,
         approved: int,
-        shard: Shard | None = None,
+        in_slice: Slice | None = None,
         journal: PurgeJournal | None = None,
     ) -> PurgeResult:
         """Delete what is expired and not held in the slice (default: everything), in bounded

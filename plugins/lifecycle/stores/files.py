@@ -38,7 +38,7 @@ from lifecycle.stores import (
     PurgeResult,
     RetentionStore,
     RetentionWindow,
-    Shard,
+    Slice,
     StoreConfigError,
     Verification,
 )
@@ -342,11 +342,11 @@ class FilesStore(RetentionStore):
         window: RetentionWindow,
         *,
         approved: int,
-        shard: Shard | None = None,
+        in_slice: Slice | None = None,
         journal: PurgeJournal | None = None,
     ) -> PurgeResult:
         journal = journal or NO_JOURNAL
-        if shard is not None and not shard.whole:
+        if in_slice is not None and not in_slice.whole:
             raise ValueError(f"{self.label}: a files store purges as one slice")
         started = last_report = time.perf_counter()
         deleted = submitted = batches = 0

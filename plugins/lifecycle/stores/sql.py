@@ -32,7 +32,7 @@ from lifecycle.stores import (
     PurgeResult,
     RetentionStore,
     RetentionWindow,
-    Shard,
+    Slice,
     StoreConfigError,
     Verification,
 )
@@ -239,7 +239,7 @@ class SqlTableStore(RetentionStore):
             return default
         return sa.case(*whens, else_=self.sql.cutoff_in_case(self.ts, window.cutoff))
 
-    def _expired(self, window: RetentionWindow) -> sa.ColumnElement[bool]:
+    def _past_window(self, window: RetentionWindow) -> sa.ColumnElement[bool]:
         """Past the window (held or not), by the record's timestamp or its subject's event."""
         return self.time.expired(self._threshold(window))
 
@@ -254,7 +254,7 @@ class SqlTableStore(RetentionStore):
 
     def _purgeable(self, window: RetentionWindow) -> sa.ColumnElement[bool]:
         """Past the window and not held (a NULL subject column matches no hold)."""
-        return sa.and_(self._expired(window), sa.not_(self._held(window.holds)))
+        return sa.and_(self._past_window(window), sa.not_(self._held(window.holds)))
 
     # -- plan ---------------------------------------------------------------------------------
 
@@ -262,16 +262,17 @@ class SqlTableStore(RetentionStore):
         return sa.func.count(sa.case((condition, 1)))
 
     def _plan_columns(self, window: RetentionWindow) -> list[sa.ColumnElement[Any]]:
-        """One row: total, purgeable, expired, active, anomalies, the purgeable's oldest and
-        newest moment, and the oldest moment still in its window."""
-        expired, purgeable = self._expired(window), self._purgeable(window)
+        """One row: total, purgeable ("expired" in a Plan), past the window (held or not),
+        active, anomalies, the purgeable's oldest and newest moment, and the oldest moment still
+        in its window."""
+        past, purgeable = self._past_window(window), self._purgeable(window)
         terms = self.time.plan_terms()
         moment, active, anomaly = terms.moment, terms.active, terms.anomaly
-        retained = sa.and_(moment.is_not(None), sa.not_(expired), sa.not_(active), sa.not_(anomaly))
+        retained = sa.and_(moment.is_not(None), sa.not_(past), sa.not_(active), sa.not_(anomaly))
         return [
             sa.func.count(),
             self._counted(purgeable),
-            self._counted(expired),
+            self._counted(past),
             self._counted(active),
             self._counted(anomaly),
             sa.func.min(sa.case((purgeable, moment))),
@@ -280,19 +281,19 @@ class SqlTableStore(RetentionStore):
         ]
 
     def plan(self, window: RetentionWindow) -> Plan:
-        expired, purgeable = self._expired(window), self._purgeable(window)
+        past, purgeable = self._past_window(window), self._purgeable(window)
         columns = self._plan_columns(window)
         mapped = [hold for hold in window.holds if hold.subject in self.subjects.subjects]
         per_hold = []
         for hold in mapped:
             reached = self.subjects.matches(hold.subject, [hold_value(hold)])
-            per_hold += [self._counted(sa.and_(expired, reached)), self._counted(reached)]
+            per_hold += [self._counted(sa.and_(past, reached)), self._counted(reached)]
         query = sa.select(*columns, *per_hold).select_from(self.table)
         with _sanitized(self.label, "plan"), self.engine.connect() as conn:
             (
                 total,
                 n_purgeable,
-                n_expired,
+                n_past,
                 n_active,
                 n_anomalies,
                 oldest,
@@ -319,7 +320,7 @@ class SqlTableStore(RetentionStore):
         return Plan(
             total=total,
             expired=n_purgeable,
-            held=n_expired - n_purgeable,
+            held=n_past - n_purgeable,
             active=n_active,
             anomalies=n_anomalies,
             oldest_expired=_iso(oldest),
@@ -341,7 +342,7 @@ class SqlTableStore(RetentionStore):
         except NotImplementedError:
             return False
 
-    def _shardable(self) -> bool:
+    def _sliceable(self) -> bool:
         """Opaque keys only (`_opaque_key`), and only a unique key: a cut inside a run of equal
         values would put more rows in a slice than it was counted with."""
         if not self._opaque_key():
@@ -355,22 +356,22 @@ class SqlTableStore(RetentionStore):
         ]
         return any([c.name for c in unique.columns] == alone for unique in uniques)
 
-    def _bounds(self, shard: Shard | None) -> list[sa.ColumnElement[bool]]:
-        if shard is None:
+    def _bounds(self, in_slice: Slice | None) -> list[sa.ColumnElement[bool]]:
+        if in_slice is None:
             return []
         bounds: list[sa.ColumnElement[bool]] = []
-        if shard.after is not None:
-            bounds.append(self.key > _coerce(str(shard.after), self.key))
-        if shard.through is not None:
-            bounds.append(self.key <= _coerce(str(shard.through), self.key))
+        if in_slice.after is not None:
+            bounds.append(self.key > _coerce(str(in_slice.after), self.key))
+        if in_slice.through is not None:
+            bounds.append(self.key <= _coerce(str(in_slice.through), self.key))
         return bounds
 
-    def shards(self, window: RetentionWindow, *, count: int, expired: int) -> list[Shard]:
+    def slices(self, window: RetentionWindow, *, count: int, expired: int) -> list[Slice]:
         """Cut the purgeable rows, in key order, into slices of about equal size (at least two
         batches each). The bounds are every step-th purgeable key, numbered in the database."""
         size = max(self.config.batch_size * 2, -(-expired // max(count, 1)))
-        if count <= 1 or expired <= size or not self._shardable():
-            return [Shard(index=0, expired=expired)]
+        if count <= 1 or expired <= size or not self._sliceable():
+            return [Slice(index=0, expired=expired)]
         numbered = (
             sa.select(
                 self.key.label("key"),
@@ -390,15 +391,15 @@ class SqlTableStore(RetentionStore):
             rows = conn.execute(query).all()
         total = rows[-1].total if rows else 0
         cuts = [_json_key(row.key) for row in rows if row.n < total][: count - 1]
-        shards, after = [], None
+        pieces, after = [], None
         for index, through in enumerate(cuts):
-            shards.append(Shard(index=index, expired=size, after=after, through=through))
+            pieces.append(Slice(index=index, expired=size, after=after, through=through))
             after = through
-        shards.append(Shard(index=len(cuts), expired=total - size * len(cuts), after=after))
-        return shards
+        pieces.append(Slice(index=len(cuts), expired=total - size * len(cuts), after=after))
+        return pieces
 
-    def past_window(self, window: RetentionWindow, shard: Shard) -> int:
-        query = sa.select(sa.func.count()).where(self._expired(window), *self._bounds(shard))
+    def past_window(self, window: RetentionWindow, in_slice: Slice) -> int:
+        query = sa.select(sa.func.count()).where(self._past_window(window), *self._bounds(in_slice))
         with _sanitized(self.label, "count"), self.engine.connect() as conn:
             return conn.execute(query).scalar_one()
 
@@ -409,11 +410,11 @@ class SqlTableStore(RetentionStore):
         window: RetentionWindow,
         *,
         approved: int,
-        shard: Shard | None = None,
+        in_slice: Slice | None = None,
         journal: PurgeJournal | None = None,
     ) -> PurgeResult:
         journal = journal or NO_JOURNAL
-        purgeable = sa.and_(self._purgeable(window), *self._bounds(shard))
+        purgeable = sa.and_(self._purgeable(window), *self._bounds(in_slice))
         holds = window.holds
         started = time.perf_counter()
         # The key range holding purgeable rows (ORDER BY/LIMIT: min() has no uuid overload).
@@ -432,7 +433,7 @@ class SqlTableStore(RetentionStore):
                 if fresh != holds:
                     holds = fresh
                     current = replace(window, holds=holds)
-                    purgeable = sa.and_(self._purgeable(current), *self._bounds(shard))
+                    purgeable = sa.and_(self._purgeable(current), *self._bounds(in_slice))
             upper, count = self._batch(
                 lower_bound,
                 highest,
@@ -544,10 +545,10 @@ class SqlTableStore(RetentionStore):
             held_count = conn.execute(
                 sa.select(sa.func.count())
                 .select_from(self.table)
-                .where(self._expired(window), held)
+                .where(self._past_window(window), held)
             ).scalar_one()
         query = sa.select(sa.literal(1).label("expired")).select_from(self.table)
-        query = query.where(self._expired(window))
+        query = query.where(self._past_window(window))
         sql = str(query.compile(self.engine, compile_kwargs={"literal_binds": True}))
         return verify_sql(
             url=self.engine.url.render_as_string(hide_password=False),

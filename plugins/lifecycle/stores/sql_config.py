@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import AliasChoices, BaseModel, Field, field_validator
 
 from lifecycle.fields import NAME_PATTERN, ConnId, Identifier, QualifiedTable, Strict
 from lifecycle.stores.config import DELETE, READ, Needs, StoreConfig
@@ -58,15 +58,17 @@ class SqlStore(StoreConfig):
     batch_size: int = Field(
         default=50_000, gt=0, le=1_000_000, description="Rows deleted per transaction."
     )
-    shards: int = Field(
+    slices: int = Field(
         default=4,
         ge=1,
         le=64,
+        # `shards`, its former name, is still read.
+        validation_alias=AliasChoices("slices", "shards"),
         description="Most parallel delete tasks a purge is split into (mapped tasks that spread "
         "over the workers): contiguous, non-overlapping ranges of an integer or UUID `key`, of "
         "about equal expired rows, two batches at least (the last may be smaller); fewer when "
         "less is expired. Tables with other key types purge in one task (their key values could be "
-        "personal data, and range bounds travel through XCom).",
+        "personal data, and range bounds travel through XCom). Formerly `shards` (still read).",
     )
     subjects: dict[
         Annotated[str, Field(pattern=NAME_PATTERN)],
@@ -126,7 +128,7 @@ class SqlStore(StoreConfig):
 
     @property
     def max_slices(self) -> int:
-        return self.shards
+        return self.slices
 
     def hold_subjects(self) -> set[str]:
         return set(self.subjects)

@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from lifecycle.stores import PurgeLimitExceeded, Shard
+from lifecycle.stores import PurgeLimitExceeded, Slice
 from lifecycle.stores.sql import SqlTableStore, create_engine
 from tests.stores.test_sql import CUTOFF, ONE_US, WINDOW, config, make_table, survivors
 
@@ -36,24 +36,24 @@ def test_uuid_key_slices_partition_the_purgeable_rows(postgres_url):
 
 def _slices_partition_and_purge_in_parallel(engine, key_type):
     table = make_table(engine, "events", _timestamps(403), key_type=key_type)
-    store = SqlTableStore(config(batch_size=10, shards=4), engine)
+    store = SqlTableStore(config(batch_size=10, slices=4), engine)
     expired = store.plan(WINDOW).expired
     assert expired == 202  # 101 three days old, 101 one microsecond past the cutoff
 
-    shards = store.shards(WINDOW, count=4, expired=expired)
+    pieces = store.slices(WINDOW, count=4, expired=expired)
 
-    assert [s.index for s in shards] == [0, 1, 2, 3]
-    assert [s.expired for s in shards] == [51, 51, 51, 49]
-    assert shards[0].after is None and shards[-1].through is None
-    assert all(a.through == b.after for a, b in itertools.pairwise(shards))
-    assert [store.past_window(WINDOW, s) for s in shards] == [s.expired for s in shards]
+    assert [s.index for s in pieces] == [0, 1, 2, 3]
+    assert [s.expired for s in pieces] == [51, 51, 51, 49]
+    assert pieces[0].after is None and pieces[-1].through is None
+    assert all(a.through == b.after for a, b in itertools.pairwise(pieces))
+    assert [store.past_window(WINDOW, s) for s in pieces] == [s.expired for s in pieces]
     # Each slice in its own thread and connection, as the mapped tasks run on their workers.
     results = {}
 
-    def purge(shard: Shard) -> None:
-        results[shard.index] = store.purge(WINDOW, approved=shard.expired, shard=shard)
+    def purge(piece: Slice) -> None:
+        results[piece.index] = store.purge(WINDOW, approved=piece.expired, in_slice=piece)
 
-    threads = [threading.Thread(target=purge, args=(s,)) for s in shards]
+    threads = [threading.Thread(target=purge, args=(s,)) for s in pieces]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -67,10 +67,10 @@ def _slices_partition_and_purge_in_parallel(engine, key_type):
 
 def test_a_slice_never_deletes_outside_its_bounds(engine):
     table = make_table(engine, "events", _timestamps(403))
-    store = SqlTableStore(config(batch_size=10, shards=4), engine)
-    second = store.shards(WINDOW, count=4, expired=202)[1]
+    store = SqlTableStore(config(batch_size=10, slices=4), engine)
+    second = store.slices(WINDOW, count=4, expired=202)[1]
 
-    assert store.purge(WINDOW, approved=second.expired, shard=second).deleted == 51
+    assert store.purge(WINDOW, approved=second.expired, in_slice=second).deleted == 51
 
     with engine.connect() as conn:
         ids = conn.execute(
@@ -85,24 +85,24 @@ def test_a_slice_never_deletes_outside_its_bounds(engine):
 def test_small_purges_and_text_keys_stay_in_one_slice(engine):
     # Text keys may be personal data (an e-mail address as key): never a bound in XCom.
     make_table(engine, "events", _timestamps(403), key_type="text")
-    store = SqlTableStore(config(batch_size=10, shards=4), engine)
-    assert store.shards(WINDOW, count=4, expired=202) == [Shard(index=0, expired=202)]
+    store = SqlTableStore(config(batch_size=10, slices=4), engine)
+    assert store.slices(WINDOW, count=4, expired=202) == [Slice(index=0, expired=202)]
     make_table(engine, "events", _timestamps(403))
     # Slices of two batches at least (the last may be smaller): 202 rows in batches of 110
     # make one slice, in batches of 60 a slice of 120 and one of the other 82.
-    store = SqlTableStore(config(batch_size=110, shards=4), engine)
-    assert len(store.shards(WINDOW, count=4, expired=202)) == 1
-    store = SqlTableStore(config(batch_size=60, shards=4), engine)
-    assert [s.expired for s in store.shards(WINDOW, count=4, expired=202)] == [120, 82]
-    assert len(store.shards(WINDOW, count=1, expired=202)) == 1
+    store = SqlTableStore(config(batch_size=110, slices=4), engine)
+    assert len(store.slices(WINDOW, count=4, expired=202)) == 1
+    store = SqlTableStore(config(batch_size=60, slices=4), engine)
+    assert [s.expired for s in store.slices(WINDOW, count=4, expired=202)] == [120, 82]
+    assert len(store.slices(WINDOW, count=1, expired=202)) == 1
 
 
 def test_a_slice_keeps_to_its_approved_count(engine):
     make_table(engine, "events", _timestamps(403))
-    store = SqlTableStore(config(batch_size=10, shards=4), engine)
-    first = store.shards(WINDOW, count=4, expired=202)[0]
+    store = SqlTableStore(config(batch_size=10, slices=4), engine)
+    first = store.slices(WINDOW, count=4, expired=202)[0]
     with pytest.raises(PurgeLimitExceeded):
-        store.purge(WINDOW, approved=first.expired - 1, shard=first)
+        store.purge(WINDOW, approved=first.expired - 1, in_slice=first)
 
 
 def test_a_key_that_is_not_unique_is_never_sliced(engine):
@@ -120,6 +120,6 @@ def test_a_key_that_is_not_unique_is_never_sliced(engine):
             table.insert(),
             [{"batch_no": i // 40, "seen_at": CUTOFF - timedelta(days=1)} for i in range(400)],
         )
-    store = SqlTableStore(config(key="batch_no", batch_size=10, shards=4), engine)
-    assert store.shards(WINDOW, count=4, expired=400) == [Shard(index=0, expired=400)]
+    store = SqlTableStore(config(key="batch_no", batch_size=10, slices=4), engine)
+    assert store.slices(WINDOW, count=4, expired=400) == [Slice(index=0, expired=400)]
     assert store.purge(WINDOW, approved=400).deleted == 400
