@@ -427,5 +427,51 @@ def export_json(
     return _export("json", policy, start, end, tz)
 
 
+# -- the compliance report -------------------------------------------------------------------
+
+ReportDay = Annotated[
+    date,
+    BeforeValidator(_day),
+    Query(description="the period's first or last day (YYYY-MM-DD, included)"),
+]
+
+
+def _report(start: date, end: date) -> Any:
+    from lifecycle.report import Period, build_report
+
+    if end < start:
+        raise HTTPException(422, "end is before start")
+    loaded = _policies()
+    return build_report(
+        audit_engine(),
+        [item.policy for item in loaded.policies],
+        Period(start, end),
+        source="the audit trail",
+        invalid_files=tuple(sorted({error.path.name for error in loaded.errors})),
+    )
+
+
+@app.get("/report.html", response_class=HTMLResponse)
+def report_html(start: ReportDay, end: ReportDay) -> HTMLResponse:
+    """The compliance report of a period (as `python -m lifecycle report`), as a page."""
+    from lifecycle.report import render_html
+
+    return HTMLResponse(render_html(_report(start, end)), headers=NO_STORE)
+
+
+@app.get("/report.pdf")
+def report_pdf(start: ReportDay, end: ReportDay) -> Response:
+    """The compliance report of a period as a PDF to download."""
+    from lifecycle.report import render_pdf
+    from lifecycle.ui.export import content_disposition
+
+    filename = f"retention-report-{start}-{end}.pdf"
+    return Response(
+        render_pdf(_report(start, end)),
+        media_type="application/pdf",
+        headers={"Content-Disposition": content_disposition(filename), **NO_STORE},
+    )
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
