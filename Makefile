@@ -54,6 +54,7 @@ bench: $(VENV)/.installed  ## performance scripts (PostgreSQL on 127.0.0.1)
 	$(PY) benchmarks/dag_parse.py
 	$(PY) benchmarks/sql_purge.py
 	$(PY) benchmarks/s3_purge.py
+	$(PY) benchmarks/ui_pages.py
 
 clean-demo:
 	rm -rf .demo
