@@ -82,12 +82,14 @@ def _timezone(value: str) -> str:
         or value.split("/")[0] in _NOT_ZONES
     ):
         raise ValueError(problem)
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(problem) from None
+    # The list first: ZoneInfo opens a file named after the value, and a long one raises
+    # OSError (file name too long) rather than a validation error.
     if value not in _iana_zones():
         raise ValueError(problem)
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError(problem) from None
     return value
 
 

@@ -280,3 +280,14 @@ def test_the_former_names_users_wrote_still_read():
     assert make_policy(store=s3).store.hold_subjects() == {"prefix"}
     with pytest.raises(ValueError, match="s3 holds match key prefixes"):
         make_policy(store=s3 | {"subjects": {"customer": "customer_id"}})
+
+
+def test_a_very_long_timezone_is_a_message_not_a_crash(tmp_path):
+    """ZoneInfo opens a file named after the value: a 500-character name raised OSError (file
+    name too long) out of validation instead of naming the field."""
+    path = tmp_path / "cdrs.yaml"
+    path.write_text(policy_yaml() + "timezone: Europe/" + "A" * 500 + "\n", encoding="utf-8")
+    result = load_policies(tmp_path)
+    (error,) = result.errors
+    assert error.problems[0].startswith("timezone: 'Europe/AAAA")
+    assert error.problems[0].endswith("is not an IANA timezone (example: Europe/Amsterdam)")
