@@ -17,7 +17,7 @@ import itertools
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -127,6 +127,54 @@ class KeyVerdict:
 
     def unreadable(self) -> int:
         return 0 if self.per_version or self.key_moment is not None else len(self.data())
+
+
+_Call = Future[tuple[int, Counter[str]]]
+
+
+class _Calls:
+    """DeleteObjects calls in flight, at most `limit` at once, each written to the ledger as it
+    finishes (`journal.before` when sent: at most its size, a key may fail; `journal.after`
+    with what it deleted). A call that raised (the endpoint gone) stops the purge once the
+    others that finished are recorded."""
+
+    def __init__(self, pool: ThreadPoolExecutor, journal: PurgeJournal, limit: int):
+        self.pool, self.journal, self.limit = pool, journal, limit
+        self.in_flight: set[_Call] = set()
+        self.numbers: dict[_Call, int] = {}
+        self.deleted = 0
+        self.errors: Counter[str] = Counter()
+
+    def submit(
+        self,
+        number: int,
+        delete: Callable[[list[Version]], tuple[int, Counter[str]]],
+        batch: list[Version],
+    ) -> None:
+        while len(self.in_flight) >= self.limit:
+            done, self.in_flight = wait(self.in_flight, return_when=FIRST_COMPLETED)
+            self._collect(done)
+        self.journal.before(number, len(batch))
+        future = self.pool.submit(delete, batch)
+        self.numbers[future] = number
+        self.in_flight.add(future)
+
+    def drain(self) -> None:
+        done, self.in_flight = wait(self.in_flight).done, set()
+        self._collect(done)
+
+    def _collect(self, done: set[_Call]) -> None:
+        raised = None
+        for future in sorted(done, key=self.numbers.__getitem__):
+            if future.exception() is not None:
+                raised = raised or future.exception()
+                continue
+            gone, failed = future.result()
+            self.journal.after(self.numbers.pop(future), gone)
+            self.deleted += gone
+            self.errors += failed
+        if raised is not None:
+            raise raised
 
 
 class S3PrefixStore(RetentionStore):
@@ -350,68 +398,45 @@ class S3PrefixStore(RetentionStore):
         in_slice: Slice | None = None,
         journal: PurgeJournal | None = None,
     ) -> PurgeResult:
-        journal = journal or NO_JOURNAL
         if in_slice is not None and not in_slice.whole:
             raise ValueError(f"{self.label}: an object store purges as one slice")
         started = last_report = time.perf_counter()
-        deleted = submitted = batches = 0
-        errors: Counter[str] = Counter()
-        in_flight: set[Future[tuple[int, Counter[str]]]] = set()
-        numbers: dict[Future[tuple[int, Counter[str]]], int] = {}
-
-        def collect(done: set[Future[tuple[int, Counter[str]]]]) -> None:
-            """Each finished call into the ledger; a call that raised (the endpoint gone) stops
-            the purge once the others that finished are recorded."""
-            nonlocal deleted, errors
-            raised = None
-            for future in sorted(done, key=numbers.__getitem__):
-                if future.exception() is not None:
-                    raised = raised or future.exception()
-                    continue
-                gone, failed = future.result()
-                journal.after(numbers.pop(future), gone)
-                deleted += gone
-                errors += failed
-            if raised is not None:
-                raise raised
-
+        submitted = batches = 0
         with ThreadPoolExecutor(max_workers=self.config.max_in_flight) as pool:
+            calls = _Calls(pool, journal or NO_JOURNAL, self.config.max_in_flight)
             for listed in self._batches(window):
                 batch = self._still_unheld(window, listed)
                 if not batch:
                     continue
                 if submitted + len(batch) > approved:
-                    collect(wait(in_flight).done)
+                    calls.drain()
                     raise PurgeLimitExceeded(
                         f"{self.label}: the purge found {submitted + len(batch)} versions to "
                         f"delete, more than the {approved} approved by the check; stopped before "
                         "sending them, run again"
                     )
-                while len(in_flight) >= self.config.max_in_flight:
-                    done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                    collect(done)
-                journal.before(batches + 1, len(batch))  # at most: a key may fail
-                future = pool.submit(self._delete, batch)
-                numbers[future] = batches + 1
-                in_flight.add(future)
-                submitted += len(batch)
                 batches += 1
+                calls.submit(batches, self._delete, batch)
+                submitted += len(batch)
                 now = time.perf_counter()
                 if now - last_report >= PROGRESS_EVERY_SECONDS:
                     last_report = now
                     self._log_progress(batches, submitted, now - started)
-            collect(wait(in_flight).done)
+            calls.drain()
         seconds = time.perf_counter() - started
-        self._log_progress(batches, deleted, seconds, final=True)
-        if errors:
+        self._log_progress(batches, calls.deleted, seconds, final=True)
+        if calls.errors:
             log.warning(
                 "%s: %d versions not deleted: %s",
                 self.label,
-                sum(errors.values()),
-                ", ".join(f"{code} x{n}" for code, n in errors.most_common()),
+                sum(calls.errors.values()),
+                ", ".join(f"{code} x{n}" for code, n in calls.errors.most_common()),
             )
         return PurgeResult(
-            deleted=deleted, batches=batches, seconds=round(seconds, 3), failed=dict(errors)
+            deleted=calls.deleted,
+            batches=batches,
+            seconds=round(seconds, 3),
+            failed=dict(calls.errors),
         )
 
     def _log_progress(
