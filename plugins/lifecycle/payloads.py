@@ -98,14 +98,7 @@ class SliceTask(Payload):
 
     @classmethod
     def of(cls, piece: Slice, attempt: int) -> SliceTask:
-        return cls(
-            index=piece.index,
-            expired=piece.expired,
-            after=piece.after,
-            through=piece.through,
-            past=piece.past,
-            attempt=attempt,
-        )
+        return cls(**piece.to_dict(), attempt=attempt)
 
 
 class SliceResult(Payload):

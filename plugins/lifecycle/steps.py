@@ -370,13 +370,7 @@ def verify(policy: Policy, run: Run, extracted: dict[str, Any]) -> dict[str, Any
     current, _ = window(policy, run, extracted)
     with open_policy_store(policy) as store:
         result = store.verify(current)
-    return VerificationResult(
-        success=result.success,
-        remaining=result.remaining,
-        seconds=result.seconds,
-        summary=result.summary,
-        attempt=run.attempt,
-    ).to_json()
+    return VerificationResult(**result.to_dict(), attempt=run.attempt).to_json()
 
 
 def record(

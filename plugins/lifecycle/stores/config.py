@@ -90,3 +90,18 @@ class StoreConfig(Strict):
     def check_policy(self, policy: Policy) -> None:
         """Refuse, with a ValueError naming the field, what the rest of the policy asks and
         this kind cannot do (a `from_event` on objects, say)."""
+
+
+class HeldByPrefix:
+    """For a store kind whose records are named by a key or a path (objects, files): a hold
+    names a prefix of it (subject `prefix`), and its time is its own or read from its name."""
+
+    def hold_subjects(self) -> set[str]:
+        from lifecycle.subjects import PREFIX_SUBJECT
+
+        return {PREFIX_SUBJECT}
+
+
+def time_source_text(timestamp: str | BaseModel) -> str:
+    """A record's time source for the DAG doc: `mtime`, `last_modified`, or the mapping."""
+    return timestamp if isinstance(timestamp, str) else f"`{timestamp.model_dump()}`"

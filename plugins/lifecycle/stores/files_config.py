@@ -10,7 +10,7 @@ from urllib.parse import quote
 from pydantic import AfterValidator, BaseModel, Discriminator, Field, Tag, WithJsonSchema
 
 from lifecycle.fields import MAX_PREFIX_LENGTH, ConnId, KeyPatternTimestamp
-from lifecycle.stores.config import Needs, StoreConfig
+from lifecycle.stores.config import HeldByPrefix, Needs, StoreConfig, time_source_text
 from lifecycle.subjects import PREFIX_SUBJECT
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ FileTimestamp = Annotated[
 ]
 
 
-class FilesStore(StoreConfig):
+class FilesStore(HeldByPrefix, StoreConfig):
     """Files under a directory of a mounted file system (a network share), reached through an
     Airflow connection of type `fs` (File (path)) whose extra `path` is the mount's root."""
 
@@ -101,9 +101,6 @@ class FilesStore(StoreConfig):
     implementation: ClassVar[str] = "lifecycle.stores.files"
     reference_sections: ClassVar[tuple[tuple[str, type[BaseModel]], ...]] = ()
 
-    def hold_subjects(self) -> set[str]:
-        return {PREFIX_SUBJECT}
-
     def subjects_doc(self) -> str:
         return f"{PREFIX_SUBJECT} → the file's path under the connection's root"
 
@@ -111,8 +108,7 @@ class FilesStore(StoreConfig):
         return "from the file's time (see below)"
 
     def doc_rows(self) -> list[tuple[str, str]]:
-        timestamp = self.timestamp
-        source = timestamp if isinstance(timestamp, str) else f"`{timestamp.model_dump()}`"
+        source = time_source_text(self.timestamp)
         return [
             ("File time", source),
             ("Deletion", f"unlink, {self.batch_size} files a batch; symbolic links and other "

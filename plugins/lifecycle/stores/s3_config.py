@@ -23,7 +23,7 @@ from lifecycle.fields import (
     Strict,
     _matching,
 )
-from lifecycle.stores.config import StoreConfig
+from lifecycle.stores.config import HeldByPrefix, StoreConfig, time_source_text
 from lifecycle.subjects import PREFIX_SUBJECT
 
 if TYPE_CHECKING:
@@ -73,7 +73,7 @@ ObjectTimestamp = Annotated[
 ]
 
 
-class S3Store(StoreConfig):
+class S3Store(HeldByPrefix, StoreConfig):
     """Objects under a prefix of an S3-compatible bucket, reached through an Airflow AWS
     connection (`endpoint_url` in its extra for MinIO or another S3 server)."""
 
@@ -127,9 +127,6 @@ class S3Store(StoreConfig):
         ("`store.timestamp` of an s3 store: `{key_pattern: ...}`", KeyPatternTimestamp),
     )
 
-    def hold_subjects(self) -> set[str]:
-        return {PREFIX_SUBJECT}
-
     def subjects_doc(self) -> str:
         return f"{PREFIX_SUBJECT} → the object key"
 
@@ -137,8 +134,7 @@ class S3Store(StoreConfig):
         return "from the object's time (see below)"
 
     def doc_rows(self) -> list[tuple[str, str]]:
-        timestamp = self.timestamp
-        source = timestamp if isinstance(timestamp, str) else f"`{timestamp.model_dump()}`"
+        source = time_source_text(self.timestamp)
         return [
             ("Object time", source),
             ("Deletion", f"DeleteObjects, {self.batch_size} versions a call, "
