@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     ConfigDict,
     Field,
     ValidationInfo,
@@ -34,6 +35,7 @@ from lifecycle.fields import (  # noqa: F401
     QualifiedTable,
     Timezone,
     _bounded_period,
+    _matching,
     compile_key_pattern,
     period_at_least,
 )
@@ -49,6 +51,7 @@ __all__ = [
     "STORE_KINDS",
     "EventSource",
     "Guards",
+    "Owners",
     "Policy",
     "Retention",
     "Statement",
@@ -161,6 +164,74 @@ class Guards(_Strict):
     )
 
 
+# Owners' addresses go into SMTP headers: a plain address only (no display name, no comma, no
+# line break), bounded as RFC 5321 bounds a path.
+EMAIL_PATTERN = (
+    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@"
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+)
+MAX_EMAIL_LENGTH = 254
+MAX_OWNER_EMAILS = 20
+EmailAddress = Annotated[
+    str,
+    Field(max_length=MAX_EMAIL_LENGTH),
+    AfterValidator(_matching(EMAIL_PATTERN, "a plain e-mail address (name@example.com)")),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": EMAIL_PATTERN,
+            "maxLength": MAX_EMAIL_LENGTH,
+            "description": "A plain e-mail address, no display name: dpo@example.com.",
+        }
+    ),
+]
+
+
+class Owners(_Strict):
+    """Who hears of trouble: a run that is refused, fails or fails verification, and a policy
+    with no verified run by its deadline (the schedule's next run after the last verified one,
+    plus `grace_hours`: 26 h for a daily run). Alerts carry the policy, the status, the reasons
+    (counts and settings) and a link to the evidence page: never a record."""
+
+    email: list[EmailAddress] = Field(
+        default_factory=list,
+        max_length=MAX_OWNER_EMAILS,
+        description=f"E-mail addresses (at most {MAX_OWNER_EMAILS}), sent through the SMTP "
+        "connection `smtp_conn_id`.",
+    )
+    webhook_conn_id: ConnId | None = Field(
+        default=None,
+        description="Airflow connection of a chat webhook (Slack, Teams, Mattermost...): a JSON "
+        "message is posted to its host (a URL, https:// unless the connection says otherwise).",
+    )
+    smtp_conn_id: ConnId | None = Field(
+        default=None,
+        description="SMTP connection of the e-mails; default: Airflow's `[email] email_conn_id` "
+        "(smtp_default).",
+    )
+    grace_hours: int = Field(
+        default=2,
+        ge=0,
+        le=168,
+        description="Hours after a scheduled run by which it must have completed verified "
+        "before the owners hear that the policy is overdue.",
+    )
+
+    @field_validator("email")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        seen = {address.lower() for address in value}
+        if len(seen) != len(value):
+            raise ValueError("an address is listed twice")
+        return value
+
+    @model_validator(mode="after")
+    def _someone(self) -> Owners:
+        if not self.email and self.webhook_conn_id is None:
+            raise ValueError("name at least one e-mail address or a webhook_conn_id")
+        return self
+
+
 # The store: one config model per kind, from the registry (lifecycle.stores.kinds); each owns
 # what its kind means for the rest of the engine.
 from lifecycle.stores.kinds import STORE_KINDS, Store  # noqa: E402
@@ -203,6 +274,11 @@ class Policy(_Strict):
     )
     retries: int = Field(
         default=3, ge=0, le=10, description="Task retries (exponential backoff) on store errors."
+    )
+    owners: Owners | None = Field(
+        default=None,
+        description="Who is alerted when a run is refused, fails or fails verification, or when "
+        "no verified run completed by the deadline.",
     )
 
     @field_validator("schedule")
