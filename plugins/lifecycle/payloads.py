@@ -11,13 +11,16 @@ Payloads hold counts, bounds, cutoffs and policy settings: never a record's valu
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from lifecycle.stores import Plan, Slice
+
+log = logging.getLogger(__name__)
 
 KeyBound = int | str | None  # an integer or UUID key as JSON, or unbounded
 
@@ -36,10 +39,18 @@ class Payload(BaseModel):
 
     @classmethod
     def of_attempt(cls, data: Mapping[str, Any] | None, attempt: int) -> Self | None:
-        """The payload if it is this attempt's; None if missing or another attempt's."""
+        """The payload if it is this attempt's; None if missing or another attempt's, or if it
+        cannot be read (written by another version mid-run): `record` must write its row
+        whatever it finds, as for a step that failed (the ledger still has the counts)."""
         if not data or data.get("attempt") != attempt:
             return None
-        return cls.from_json(data)
+        try:
+            return cls.from_json(data)
+        except ValidationError as exc:  # its text can quote the input: not logged
+            log.warning(
+                "a %s XCom could not be read (%d problems)", cls.__name__, exc.error_count()
+            )
+            return None
 
 
 class TenantInfo(BaseModel):
@@ -104,7 +115,7 @@ class SliceTask(Payload):
 class SliceResult(Payload):
     """delete: what one slice's purge deleted (the ledger's sums, earlier tries included)."""
 
-    slice: int
+    slice: int = Field(validation_alias=AliasChoices("slice", "shard"))  # formerly `shard`
     deleted: int
     batches: int
     seconds: float
