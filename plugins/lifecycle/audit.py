@@ -11,6 +11,9 @@ is append-only: a row, once written, is never changed (the jobs' database role m
 nothing else). A retried `record` task finds its attempt's row already written from the same
 inputs and keeps it; a run cleared and run again gets a row of its own, so the evidence of what
 the first attempt deleted is never overwritten.
+
+Every row is chained (`lifecycle.chain`): it carries the SHA-256 of its content as stored and of
+the row before it, computed in the transaction that inserts it, with the chain's head locked.
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from lifecycle.chain import CHAIN_COLUMNS
 from lifecycle.connections import AUDIT_CONN_ID  # noqa: F401 - importable from here too
 from lifecycle.control import (  # noqa: F401 - the trail's tables, importable from here too
     Timestamp,
+    chain_head,
     ensure_schema,
     ledger,
     metadata,
@@ -53,6 +58,9 @@ def _as_utc(value: Any, naive: bool) -> datetime | None:
 
 def record_run(engine: sa.Engine, row: dict[str, Any]) -> bool:
     """Append the row of this run attempt; False when a retry finds it already written."""
+    # The chain's columns are this function's to fill (a row read back and written again, as
+    # a test may, brings the old ones).
+    row = {name: value for name, value in row.items() if name not in CHAIN_COLUMNS}
     unknown = set(row) - set(runs.c.keys())
     if unknown:
         raise ValueError(f"unknown audit fields: {sorted(unknown)}")
@@ -80,12 +88,25 @@ def record_run(engine: sa.Engine, row: dict[str, Any]) -> bool:
             ]
     try:
         with engine.begin() as conn:
+            _chain(conn, values, present)
             conn.execute(sa.insert(runs).values(values))
     except sa.exc.IntegrityError as exc:
         if exc.orig is not None and _is_duplicate(exc.orig):
             return False  # an earlier try of this attempt wrote it
         raise
     return True
+
+
+def _chain(conn: sa.Connection, values: dict[str, Any], present: set[str]) -> None:
+    """Chain the row onto the head (locked until this transaction ends): a trail without the
+    chain yet (before `audit-init` of this version) gets the row unchained, and says so."""
+    from lifecycle.chain import chain_onto
+
+    if not set(CHAIN_COLUMNS) <= present or not sa.inspect(conn).has_table(chain_head.name):
+        log.warning("audit trail has no hash chain yet: row written unchained (run audit-init)")
+        return
+    if chain_onto(conn, values) is None:
+        log.warning("the chain's head has no row: row written unchained (run audit-init)")
 
 
 def _is_duplicate(error: BaseException) -> bool:

@@ -1,7 +1,8 @@
 """The control database (connection `lifecycle_audit`): its schema, owned by this module alone.
 
-Three tables: the audit trail (`retention_audit`, one row per run attempt), the holds
-(`retention_holds`) and the deletion ledger (`retention_ledger`). Only `lifecycle audit-init`
+Four tables: the audit trail (`retention_audit`, one row per run attempt), the head of its hash
+chain (`retention_chain`, one row: see `lifecycle.chain`), the holds (`retention_holds`) and the
+deletion ledger (`retention_ledger`). Only `lifecycle audit-init`
 (run as the tables' owner) and the demo create or alter them (`ensure_schema`); every reader and
 writer of a run inspects what is there and copes: the jobs' least-privileged role may not run
 DDL, so a run after an upgrade never fails on an ALTER it may not make.
@@ -54,8 +55,14 @@ runs = sa.Table(
     sa.Column("timings", sa.JSON),
     sa.Column("started_at", Timestamp),
     sa.Column("finished_at", Timestamp),
+    # The hash chain (lifecycle.chain): the row's place in it, the hash of the row before it and
+    # its own. NULL in rows written before the chain existed.
+    sa.Column("chain_seq", sa.BigInteger),
+    sa.Column("prev_hash", sa.String(64)),
+    sa.Column("row_hash", sa.String(64)),
     sa.UniqueConstraint("dag_id", "run_id", "attempt", name="uq_retention_audit_run"),
     sa.Index("ix_retention_audit_policy_time", "policy", "logical_date"),
+    sa.Index("ux_retention_audit_chain_seq", "chain_seq", unique=True),
     # No INSERT ... RETURNING id: RETURNING needs SELECT, and the jobs' role may only INSERT.
     implicit_returning=False,
 )
@@ -84,6 +91,20 @@ ledger = sa.Table(
     sa.Column("witnesses", sa.JSON),
     sa.Index("ix_retention_ledger_run", "dag_id", "run_id", "attempt"),
     sa.Index("ix_retention_ledger_policy", "policy", "event"),
+    implicit_returning=False,
+)
+
+# The head of the audit trail's hash chain: one row (id 1), the last chained row's place and hash.
+# A writer locks it, chains its row onto it and moves it in one transaction (lifecycle.chain), so
+# concurrent runs never fork the chain; the jobs' role may SELECT and UPDATE it, nothing else.
+HEAD_ID = 1
+chain_head = sa.Table(
+    "retention_chain",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),  # 0: no row chained yet
+    sa.Column("row_hash", sa.String(64), nullable=False),
+    sa.Column("moved_at", Timestamp),
     implicit_returning=False,
 )
 
@@ -123,14 +144,25 @@ def present(engine: sa.Engine, table: sa.Table) -> bool:
 
 
 def ensure_schema(engine: sa.Engine) -> None:
-    """Create the tables, and add the nullable columns a newer version introduced."""
+    """Create the tables, add the nullable columns and indexes a newer version introduced, and
+    the chain's head row (the chain starts after the rows already there)."""
     metadata.create_all(engine, checkfirst=True)
     inspector = sa.inspect(engine)
     for table in metadata.sorted_tables:
-        present = {column["name"] for column in inspector.get_columns(table.name)}
-        missing = [column for column in table.columns if column.name not in present]
-        if not missing:
-            continue
+        _add_columns(engine, inspector, table)
+        indexes = {index["name"] for index in inspector.get_indexes(table.name)}
+        for index in table.indexes:
+            if index.name not in indexes:
+                index.create(engine)
+    with engine.begin() as conn:
+        if conn.execute(sa.select(chain_head.c.id)).first() is None:
+            conn.execute(sa.insert(chain_head).values(id=HEAD_ID, seq=0, row_hash="0" * 64))
+
+
+def _add_columns(engine: sa.Engine, inspector: sa.Inspector, table: sa.Table) -> None:
+    present = {column["name"] for column in inspector.get_columns(table.name)}
+    missing = [column for column in table.columns if column.name not in present]
+    if missing:
         preparer = engine.dialect.identifier_preparer
         with engine.begin() as conn:
             for column in missing:
