@@ -132,11 +132,17 @@ def _observed_count(result: Any, label: str) -> int:
 
 
 def verify_inventory(
-    chunks: Iterable[list[float | None]], *, label: str, held: int = 0
+    chunks: Iterable[list[float | None]],
+    *,
+    label: str,
+    held: int = 0,
+    unit: str = "versions",
+    also_excepted: str = " and Object Lock",
 ) -> Verification:
-    """Validate an object store's inventory, chunk by chunk (bounded memory): every value of
-    `seconds_past_cutoff` (one per remaining unheld version; None where held or unreadable)
-    must be >= 0. Only numbers reach GX: no key, no content."""
+    """Validate an inventory (an object store's versions, a directory's files), chunk by chunk
+    (bounded memory): every value of `seconds_past_cutoff` (one per remaining unheld item; None
+    where held or unreadable) must be >= 0. Only numbers reach GX: no key, no path, no
+    content. `unit` names the items in the summary; `also_excepted`, what else keeps one."""
     import great_expectations as gx
     import great_expectations.expectations as gxe
     import pandas as pd
@@ -161,7 +167,7 @@ def verify_inventory(
             gxe.ExpectColumnValuesToBeBetween(
                 column="seconds_past_cutoff",
                 min_value=0,
-                description=f"No unheld version of {label} past the window remains",
+                description=f"No unheld {unit.rstrip('s')} of {label} past the window remains",
             )
         ],
     )
@@ -185,9 +191,10 @@ def verify_inventory(
         summary={
             "success": success,
             "expectation": "expect_column_values_to_be_between(seconds_past_cutoff, min 0)",
-            "versions_checked": checked,
+            "versions_checked": checked,  # the key's first name: items of any kind
+            "unit": unit,
             "chunks": chunk_count,
             "remaining": remaining,
-            "checked": f"versions past the window, {held} holds and Object Lock excepted",
+            "checked": f"{unit} past the window, {held} holds{also_excepted} excepted",
         },
     )

@@ -405,6 +405,9 @@ def test_verify_fails_on_what_remains_and_names_no_file(tmp_path):
     verification = FilesStore(files_policy(), str(tmp_path)).verify(RetentionWindow(CUTOFF))
     assert (verification.success, verification.remaining) == (False, 1)
     assert verification.summary["versions_checked"] == 2
+    # Said of files, not of an object store's versions and Object Lock.
+    assert verification.summary["unit"] == "files"
+    assert verification.summary["checked"] == "files past the window, 0 holds excepted"
     assert "612345678" not in json.dumps(verification.to_dict())
 
 

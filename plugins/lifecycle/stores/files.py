@@ -420,7 +420,9 @@ class FilesStore(RetentionStore):
             if chunk:
                 yield chunk
 
-        return verify_inventory(chunks(), label=self.label, held=len(window.holds))
+        return verify_inventory(
+            chunks(), label=self.label, held=len(window.holds), unit="files", also_excepted=""
+        )
 
 
 def open_store(policy: Policy, connection: Any) -> FilesStore:
