@@ -4,6 +4,8 @@ validate [DIR]        check every policy file; same messages as the DAG loader; 
 schema [--check]      write (or check) the JSON Schema and the field reference from the model
 holds ...             list, place and release holds (control database)
 audit-init            create the audit trail and holds tables, as their owner
+audit-verify          walk the audit trail's hash chain, name the first row altered, removed or
+                      inserted; exit 1 on a broken chain
 grants --role R       the least-privilege GRANT statements of the jobs' role, from the policies;
                       --apply runs them through each connection (which must log in as the owner);
                       --audit-reader: those of the audit UI's role instead (reads the trail only)
@@ -238,6 +240,35 @@ def audit_init(conn_id: str) -> int:
     return 0
 
 
+def audit_verify(conn_id: str) -> int:
+    """Walk the chain oldest first and recompute every hash: exit 0 intact, 1 broken (or not
+    readable, said by error type only: a driver's message can quote values)."""
+    import sqlalchemy as sa
+
+    from lifecycle.chain import verify
+    from lifecycle.stores import StoreConfigError
+
+    try:
+        engine = _control_engine(conn_id)
+    except StoreConfigError as exc:
+        print(f"audit-verify: {exc}", file=sys.stderr)
+        return 1
+    try:
+        result = verify(engine)
+    except sa.exc.DBAPIError as exc:
+        print(
+            f"audit-verify: the control database refused or did not answer "
+            f"({type(exc.orig).__name__})",
+            file=sys.stderr,
+        )
+        return 1
+    finally:
+        engine.dispose()
+    print(f"{result.checked} rows checked ({result.before_chain} before the chain)")
+    print(result.summary(), file=sys.stdout if result.intact else sys.stderr)
+    return 0 if result.intact else 1
+
+
 def grants(
     role: str, dialect: str, apply: bool, audit_conn_id: str, audit_reader: bool = False
 ) -> int:
@@ -426,6 +457,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_holds(commands.add_parser("holds", help="list, place or release holds"))
     audit_cmd = commands.add_parser("audit-init", help="create the audit and holds tables")
     audit_cmd.add_argument("--conn-id", default="lifecycle_audit", help="control database")
+    verify_cmd = commands.add_parser("audit-verify", help="check the audit trail's hash chain")
+    verify_cmd.add_argument("--conn-id", default="lifecycle_audit", help="control database")
     grants_cmd = commands.add_parser("grants", help="least-privilege grants of the jobs' role")
     grants_cmd.add_argument("--role", required=True, help="the database role the jobs log in as")
     grants_cmd.add_argument(
@@ -454,6 +487,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "audit-init":
         return audit_init(args.conn_id)
+    if args.command == "audit-verify":
+        return audit_verify(args.conn_id)
     if args.command == "grants":
         try:
             return grants(

@@ -234,7 +234,11 @@ def test_the_pdf_through_the_cli(trail, policies, tmp_path, capsys):
     pages = _pdf_pages(output)
     assert len(pages) == 5  # the summary, the three policies, the retired one
     for number, page in enumerate(pages, 1):
-        assert "the audit trail is not hash-chained yet" in page
+        # The trail's hash chain, walked as the report was made: intact, and its head.
+        assert re.search(
+            r"chain verified intact \(\d+ rows\), head of the chain row \d+ sha256 [0-9a-f]{64}",
+            page,
+        ), page
         assert f"page {number} of 5" in page
     summary, cdrs, events, recordings, retired = pages
     assert "Period 2026-07-01 to 2026-09-30" in summary
@@ -272,7 +276,9 @@ def test_the_html_through_the_cli(trail, policies, tmp_path):
     assert "<th>Records deleted</th><td>30 (and an unknown number" in page
     assert "<td>hold 3</td>" in page and "<td>hold 11</td>" in page
     assert REFUSED in page and "&lt;subscribers&gt;" in page and "<subscribers>" not in page
-    assert "the audit trail is not hash-chained yet" in page
+    assert re.search(
+        r"chain verified intact \(\d+ rows\), head of the chain row \d+ sha256 [0-9a-f]{64}", page
+    )
     cdrs = page.split('id="policy-cdrs"')[1].split("</section>")[0]
     assert cdrs.count("<rect ") == 92  # a bar for every day of the quarter
     assert "2026-07-01: 10 records deleted" in cdrs and "2026-08-15: 20 records deleted" in cdrs

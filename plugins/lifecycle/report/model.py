@@ -25,7 +25,7 @@ DEFAULT_ZONE = "Europe/Amsterdam"
 # A quarter reads day by day; longer periods (a year: 365 bars) week by week.
 DAILY_UP_TO_DAYS = 92
 FAILED = ("failed", "verification_failed")
-NO_HASHES = "the audit trail is not hash-chained yet"
+NO_HASHES = "the audit trail is not hash-chained yet"  # before `audit-init` of the chain
 
 
 @dataclass(frozen=True)
@@ -142,8 +142,10 @@ class Report:
     policies: tuple[PolicyReport, ...]
     retired: tuple[PolicyReport, ...]
     invalid_files: tuple[str, ...] = ()
-    # The trail has no hash chain yet: nothing to sign with, and no hash is ever made up here.
+    # What `lifecycle.chain.verify` said of the trail's hash chain when the report was made; its
+    # head ("row N sha256 H") only when intact: no hash is ever made up here.
     integrity: str = NO_HASHES
+    chain_head: str | None = None
 
     @property
     def all(self) -> tuple[PolicyReport, ...]:
@@ -336,6 +338,7 @@ def build_report(
         for name, tally in sorted(tallies.items())
         if name not in by_name and tally.attempts
     )
+    integrity, head = integrity_of(engine)
     return Report(
         period=period,
         generated_at=now or datetime.now(UTC),
@@ -343,4 +346,22 @@ def build_report(
         policies=current,
         retired=retired,
         invalid_files=invalid_files,
+        integrity=integrity,
+        chain_head=head,
     )
+
+
+def integrity_of(engine: sa.Engine) -> tuple[str, str | None]:
+    """(what the hash chain's walk found, its head when intact)."""
+    from lifecycle.chain import verify
+
+    try:
+        chain = verify(engine)
+    except sa.exc.DBAPIError as exc:
+        return f"the hash chain could not be read ({type(exc.orig).__name__})", None
+    if not chain.chained:
+        return NO_HASHES, None
+    if chain.broken is not None:
+        return f"the audit trail's hash chain is BROKEN ({chain.broken})", None
+    head = f"row {chain.last_row_id} sha256 {chain.last_hash}" if chain.last_row_id else None
+    return f"the audit trail's hash chain verified intact ({chain.checked} rows)", head

@@ -145,10 +145,13 @@ def heading(policy: PolicyReport) -> str:
 
 
 def footer(report: Report) -> str:
-    return (
+    generated = (
         f"Generated {report.generated_at:%Y-%m-%d %H:%M} UTC from {report.source}; "
-        f"counts and dates only. Integrity: {report.integrity}, so this report carries no hashes."
+        f"counts and dates only. Integrity: {report.integrity}"
     )
+    if report.chain_head:
+        return f"{generated}, head of the chain {report.chain_head}."
+    return f"{generated}, so this report carries no hashes."
 
 
 def period_line(report: Report) -> str:

@@ -1,6 +1,6 @@
 """The report as a PDF (ReportLab: pure Python, no system libraries): a summary page, then a page
 per policy (its statement row, figures, holds, refusals, failures and chart); on every page
-a footer saying where the figures come from and that the trail has no hashes yet."""
+a footer saying where the figures come from and what the trail's hash chain was found to be."""
 
 from __future__ import annotations
 
