@@ -194,9 +194,26 @@ def with_settled(row: dict[str, Any], settled: Settled) -> dict[str, Any]:
     return row
 
 
-def _complete(row: sa.Row[Any], settled: Settled | None = None) -> dict[str, Any]:
+def _complete(
+    row: sa.Row[Any], settled: Settled | None = None, as_stored: bool = False
+) -> dict[str, Any]:
     complete = _utc(dict.fromkeys(runs.c.keys()) | dict(row._mapping))
+    if as_stored:
+        return settled_apart(complete, settled or {})
     return with_settled(complete, settled) if settled else complete
+
+
+def settled_apart(row: dict[str, Any], settled: Settled) -> dict[str, Any]:
+    """The row as stored (as its hash was taken), what a later run settled for it beside it, in
+    `settled_later` (records, batches, settlements; None: nothing), for an export whose hashes
+    a third party rechecks."""
+    found = settled.get((row["dag_id"], row["run_id"], row["attempt"]))
+    row["settled_later"] = (
+        None
+        if found is None
+        else {"records": found[0], "batches": found[1], "settlements": found[2]}
+    )
+    return row
 
 
 def iter_runs(
@@ -206,8 +223,11 @@ def iter_runs(
     start: datetime | None = None,
     end: datetime | None = None,
     chunk: int = 1000,
+    as_stored: bool = False,
 ) -> Iterator[dict[str, Any]]:
-    """Audit rows, oldest first, streamed: optionally one policy, logical dates in [start, end)."""
+    """Audit rows, oldest first, streamed: optionally one policy, logical dates in [start, end).
+    `as_stored`: each row as written (and hashed), what a later run settled for it apart
+    (`settled_apart`) instead of added to it (`with_settled`)."""
     with engine.connect() as conn:
         columns = _present(conn)
         if columns is None:
@@ -216,7 +236,7 @@ def iter_runs(
         query = sa.select(*columns).order_by(runs.c.logical_date, runs.c.id)
         query = _filtered(query, engine, policy, start, end)
         for row in conn.execution_options(yield_per=chunk).execute(query):
-            yield _complete(row, settled)
+            yield _complete(row, settled, as_stored)
 
 
 def read_runs(engine: sa.Engine, policy: str | None = None, **bounds: Any) -> list[dict[str, Any]]:

@@ -160,12 +160,13 @@ def _runs_of(
     start: date | None = None,
     end: date | None = None,
     zone: str = zones.DEFAULT_ZONE,
+    as_stored: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """Runs whose logical date falls on the local calendar days [start, end] in `zone`."""
     from lifecycle.audit import iter_runs
 
     lower, upper = zones.day_bounds(start, end, zone)
-    return iter_runs(audit_engine(), policy, start=lower, end=upper)
+    return iter_runs(audit_engine(), policy, start=lower, end=upper, as_stored=as_stored)
 
 
 def _zone_of(name: str) -> str:
@@ -214,12 +215,15 @@ def overview_page(request: Request) -> HTMLResponse:
     from lifecycle.audit import latest_runs
 
     loaded = _policies()
+    from lifecycle.ui.integrity import chain_status
+
     latest = latest_runs(audit_engine())
     rows = overview([p.policy for p in loaded.policies], latest, _now())
     return _page(
         request,
         "overview.html",
         rows=rows,
+        chain=chain_status(audit_engine(), _now()),
         retired=retired(latest, loaded),
         chart_gaps=chart_gaps(rows),
         default_zone=zones.DEFAULT_ZONE,
@@ -383,7 +387,9 @@ def _export(
     day_zone = tz or (zone_of(policy) if policy else zones.DEFAULT_ZONE)
     # The first row is read before the response starts: a database that fails is a 503, not
     # a 200 with a truncated file.
-    rows = _runs_of(policy or None, start, end, day_zone)
+    # As stored: the hashes a third party rechecks are of the rows as written; what a later
+    # run settled for a row is its own column (settled_later).
+    rows = _runs_of(policy or None, start, end, day_zone, as_stored=True)
     first = next(rows, None)
     rows = itertools.chain([first] if first is not None else [], rows)
     name = "-".join(

@@ -6,7 +6,12 @@ November, not the 28th.
 
 The CSV is opened in spreadsheets, and some audit text is not ours (a manual run id is whatever
 its trigger typed): a text cell a spreadsheet would read as a formula is prefixed with `'`.
-The JSON export keeps every value as stored."""
+The JSON export keeps every value as stored.
+
+Both carry each row as stored, with its hash chain columns (`chain_seq`, `prev_hash`,
+`row_hash`), so that a third party rechecks every hash with the algorithm of `lifecycle.chain`
+alone; what a later run settled for a row (batches in flight when a try ended) is not added to
+its counts here but given beside them, in `settled_later` (JSON: records, batches, settlements)."""
 
 from __future__ import annotations
 
@@ -41,8 +46,10 @@ def _with_local(names: list[str]) -> list[str]:
     return out
 
 
-COLUMNS = _with_local(TABLE_COLUMNS)
+SETTLED = "settled_later"
+COLUMNS = [*_with_local(TABLE_COLUMNS), SETTLED]
 JSON_COLUMNS = {column.name for column in runs.columns if isinstance(column.type, sa.JSON)}
+JSON_COLUMNS.add(SETTLED)
 Zones = Callable[[str], str]  # policy name -> its timezone
 # OWASP's CSV injection list: what makes Excel, LibreOffice or Sheets start a formula (or, for
 # tab and CR, hides the character that would).
