@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
@@ -41,6 +39,7 @@ from lifecycle.stores.sql_dialects import dialect_of
 from lifecycle.stores.sql_subjects import SubjectMatcher, hold_value
 from lifecycle.stores.sql_subjects import coerce as _coerce
 from lifecycle.stores.sql_time import EventTimestamp, OwnTimestamp, TimeSource
+from lifecycle.stores.sql_walk import LivePurgeable, Tally, tid_ranges
 
 if TYPE_CHECKING:
     from lifecycle.policy import Policy
@@ -54,7 +53,6 @@ _DRIVERS = {
     "mariadb": "mysql+pymysql",
     "sqlite": "sqlite",
 }
-PROGRESS_EVERY_SECONDS = 5.0
 
 
 def url_from_connection(connection: Any) -> URL:
@@ -413,65 +411,77 @@ class SqlTableStore(RetentionStore):
         in_slice: Slice | None = None,
         journal: PurgeJournal | None = None,
     ) -> PurgeResult:
-        journal = journal or NO_JOURNAL
-        purgeable = sa.and_(self._purgeable(window), *self._bounds(in_slice))
-        holds = window.holds
-        started = time.perf_counter()
+        tally = Tally(self.label, journal or NO_JOURNAL)
+        purgeable = LivePurgeable(
+            lambda current: sa.and_(self._purgeable(current), *self._bounds(in_slice)), window
+        )
+        # The whole table walks in physical order where the database can (PostgreSQL); a slice
+        # of the key range, and other databases, in key ranges.
+        walked = (in_slice is None or in_slice.whole) and self._walk(purgeable, tally, approved)
+        if walked:  # fresh statistics first: the sweep's look for what is left uses an index
+            self.sql.refresh_statistics(self.engine, self.table, self.label)
+        self._sweep(purgeable, tally, approved)
+        tally.report(final=True)
+        if not walked:
+            self.sql.refresh_statistics(self.engine, self.table, self.label)
+        return PurgeResult(
+            deleted=tally.deleted, batches=tally.batches, seconds=round(tally.seconds, 3)
+        )
+
+    def _walk(self, purgeable: LivePurgeable, tally: Tally, approved: int) -> bool:
+        """Batches of block ranges (`lifecycle.stores.sql_walk`) over the blocks the table has
+        now; False where the table cannot be walked so. A range with nothing to delete is no
+        batch (nothing journaled); the witnesses come from the DELETE itself."""
+        with _sanitized(self.label, "purge"), self.engine.connect() as conn:
+            layout = self.sql.heap_layout(conn, self.table)
+        if layout is None:
+            return False
+        key = self.key if tally.journal.wants_witnesses and self._opaque_key() else None
+
+        def last_offset(block: int) -> int:
+            with _sanitized(self.label, "purge"), self.engine.connect() as conn:
+                return self.sql.last_offset(conn, self.table, block)
+
+        for lower, upper in tid_ranges(*layout, self.config.batch_size, last_offset):
+            in_batch = sa.and_(self.sql.tid_between(self.table, lower, upper), purgeable.now())
+            number = tally.batches + 1
+            with _sanitized(self.label, f"purge batch {number}"), self.engine.begin() as conn:
+                count, lowest, highest = self.sql.delete_counting(conn, self.table, in_batch, key)
+                if count:
+                    witnesses = None if key is None else _json_keys(lowest, highest)
+                    self._before_commit(number, tally.deleted + count, approved, tally, witnesses)
+            if count:
+                tally.committed(count)
+        return True
+
+    def _sweep(self, purgeable: LivePurgeable, tally: Tally, approved: int) -> None:
+        """Batches of `batch_size` keys from the lowest purgeable key to the highest."""
         # The key range holding purgeable rows (ORDER BY/LIMIT: min() has no uuid overload).
-        first_key = sa.select(self.key).where(purgeable).limit(1)
+        first_key = sa.select(self.key).where(purgeable.condition).limit(1)
         with _sanitized(self.label, "purge"), self.engine.connect() as conn:
             lowest = conn.execute(first_key.order_by(self.key.asc())).scalar()
             highest = conn.execute(first_key.order_by(self.key.desc())).scalar()
-        deleted = batches = 0
-        last_report = started
         lower_bound = self.key >= lowest if lowest is not None else None
         while lower_bound is not None:
-            if window.reload_holds is not None:
-                # A hold placed while the purge runs protects from the next batch on (an
-                # indexed read of the control table); an unreachable one stops the purge.
-                fresh = window.reload_holds()
-                if fresh != holds:
-                    holds = fresh
-                    current = replace(window, holds=holds)
-                    purgeable = sa.and_(self._purgeable(current), *self._bounds(in_slice))
-            upper, count = self._batch(
-                lower_bound,
-                highest,
-                purgeable,
-                number=batches + 1,
-                done=deleted,
-                approved=approved,
-                journal=journal,
-            )
-            deleted += count
-            batches += 1
-            journal.after(batches, count)  # right after the commit
-            now = time.perf_counter()
-            if now - last_report >= PROGRESS_EVERY_SECONDS:
-                last_report = now
-                self._log_progress(batches, deleted, now - started)
+            condition = purgeable.now()
+            upper, count = self._batch(lower_bound, highest, condition, tally, approved)
+            tally.committed(count)
             if upper == highest:
                 break
             lower_bound = self.key > upper
-        seconds = time.perf_counter() - started
-        self._log_progress(batches, deleted, seconds, final=True)
-        self.sql.refresh_statistics(self.engine, self.table, self.label)
-        return PurgeResult(deleted=deleted, batches=batches, seconds=round(seconds, 3))
 
     def _batch(
         self,
         lower_bound: sa.ColumnElement[bool],
         highest: Any,
         purgeable: sa.ColumnElement[bool],
-        *,
-        number: int,
-        done: int,
+        tally: Tally,
         approved: int,
-        journal: PurgeJournal,
     ) -> tuple[Any, int]:
-        """Batch `number`, one transaction: the next `batch_size` keys from `lower_bound`, their
-        purgeable rows deleted, never beyond `approved` with the `done` of earlier batches.
+        """The next batch, one transaction: the next `batch_size` keys from `lower_bound`, their
+        purgeable rows deleted, never beyond `approved` with the rows of earlier batches.
         Returns its last key and its count."""
+        number = tally.batches + 1
         with _sanitized(self.label, f"purge batch {number}"), self.engine.begin() as conn:
             upper = conn.execute(
                 sa.select(self.key)
@@ -485,31 +495,35 @@ class SqlTableStore(RetentionStore):
             in_batch = sa.and_(lower_bound, self.key <= upper, purgeable)
             witnesses = (
                 self._witnesses(conn, in_batch)
-                if journal.wants_witnesses and self._opaque_key()
+                if tally.journal.wants_witnesses and self._opaque_key()
                 else None
             )
             count = conn.execute(sa.delete(self.table).where(in_batch)).rowcount
-            if done + count > approved:
-                # Raising inside begin() rolls this batch back.
-                raise PurgeLimitExceeded(
-                    f"{self.label}: the purge reached {done + count} records, more than the "
-                    f"{approved} approved by the check; batch rolled back, run again"
-                )
-            # Durable before the commit: the ledger knows the batch in flight and exactly what
-            # it deletes if it commits (a failure here rolls the batch back).
-            journal.before(number, count, witnesses)
+            self._before_commit(number, tally.deleted + count, approved, tally, witnesses)
         return upper, count
+
+    def _before_commit(
+        self, number: int, reached: int, approved: int, tally: Tally, witnesses: list[Any] | None
+    ) -> None:
+        """Inside batch `number`'s transaction, its rows deleted: raising rolls it back."""
+        if reached > approved:
+            raise PurgeLimitExceeded(
+                f"{self.label}: the purge reached {reached} records, more than the "
+                f"{approved} approved by the check; batch rolled back, run again"
+            )
+        # Durable before the commit: the ledger knows the batch in flight and exactly what
+        # it deletes if it commits (a failure here rolls the batch back).
+        tally.journal.before(number, reached - tally.deleted, witnesses)
 
     def _witnesses(self, conn: sa.Connection, in_batch: sa.ColumnElement[bool]) -> list[Any]:
         """The lowest and highest key the batch deletes (ORDER BY/LIMIT: min() has no uuid
         overload), read in its transaction: the ledger keeps them so that a later run can tell
         whether a batch whose commit was never heard of committed (`witnesses_left`)."""
         first = sa.select(self.key).where(in_batch).limit(1)
-        keys = [
+        return _json_keys(
             conn.execute(first.order_by(self.key.asc())).scalar(),
             conn.execute(first.order_by(self.key.desc())).scalar(),
-        ]
-        return list(dict.fromkeys(_json_key(key) for key in keys if key is not None))
+        )
 
     def witnesses_left(self, witnesses: list[Any]) -> int | None:
         if not witnesses:
@@ -518,19 +532,6 @@ class SqlTableStore(RetentionStore):
         query = sa.select(sa.func.count()).select_from(self.table).where(self.key.in_(keys))
         with _sanitized(self.label, "settle"), self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
-
-    def _log_progress(
-        self, batches: int, deleted: int, seconds: float, final: bool = False
-    ) -> None:
-        rate = deleted / seconds if seconds > 0 else 0.0
-        log.info(
-            "%s %s: %d batches, %d rows deleted, %.0f rows/s",
-            self.label,
-            "purge done" if final else "purging",
-            batches,
-            deleted,
-            rate,
-        )
 
     # -- verify -------------------------------------------------------------------------------
 
@@ -574,6 +575,11 @@ _TEXT_BIND = re.compile(r"(?<![:\w\\]):(?=\w)")
 
 def _json_key(value: Any) -> int | str:
     return value if isinstance(value, int) else str(value)
+
+
+def _json_keys(*keys: Any) -> list[Any]:
+    """A batch's witnesses as the ledger keeps them: JSON-safe, each once."""
+    return list(dict.fromkeys(_json_key(key) for key in keys if key is not None))
 
 
 def _config(policy: Policy) -> SqlStore:

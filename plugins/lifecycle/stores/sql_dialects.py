@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,32 @@ class Dialect:
     def refresh_statistics(self, engine: sa.Engine, table: sa.Table, label: str) -> None:
         """After a mass delete (the verification's count should use an index)."""
 
+    def heap_layout(self, conn: sa.Connection, table: sa.Table) -> tuple[int, float] | None:
+        """The table's pages now and its live rows per page, where a purge can walk it in
+        physical order (`lifecycle.stores.sql_walk`); None: key ranges only."""
+        return None
+
+    def tid_between(
+        self, table: sa.Table, lower: tuple[int, int], upper: tuple[int, int]
+    ) -> sa.ColumnElement[bool]:
+        """The rows stored from (block, offset) `lower` up to, not including, `upper`."""
+        raise NotImplementedError
+
+    def last_offset(self, conn: sa.Connection, table: sa.Table, block: int) -> int:
+        """The highest line pointer of `block` that holds a row (0: none)."""
+        raise NotImplementedError
+
+    def delete_counting(
+        self,
+        conn: sa.Connection,
+        table: sa.Table,
+        where: sa.ColumnElement[bool],
+        key: sa.Column[Any] | None = None,
+    ) -> tuple[int, Any, Any]:
+        """Delete the rows of `where`: how many went and, given an integer or UUID `key`, the
+        lowest and highest of them (else None, None)."""
+        raise NotImplementedError
+
 
 class PostgreSQLDialect(Dialect):
     def cutoff_in_case(
@@ -76,6 +103,78 @@ class PostgreSQLDialect(Dialect):
                 conn.execute(sa.text(f"ANALYZE {name}"))
         except sa.exc.DBAPIError as exc:
             log.warning("%s: ANALYZE skipped (%s)", label, type(exc.orig).__name__)
+
+    def heap_layout(self, conn: sa.Connection, table: sa.Table) -> tuple[int, float] | None:
+        """An ordinary table on PostgreSQL 14+ (TID range scans): its size in blocks from
+        pg_relation_size, its rows per page from pg_class (reltuples/relpages), or counted in
+        its first blocks when it was never analyzed. Partitioned tables, views and foreign
+        tables: None (the ctid of a partitioned table's rows is per partition)."""
+        if (conn.dialect.server_version_info or (0,)) < (14,):
+            return None
+        name = conn.dialect.identifier_preparer.format_table(table)
+        row = conn.execute(
+            sa.text(
+                "SELECT c.relkind, c.reltuples, c.relpages, pg_relation_size(c.oid) "
+                "/ current_setting('block_size')::bigint FROM pg_class c "
+                "WHERE c.oid = CAST(:name AS regclass)"
+            ),
+            {"name": name},
+        ).one()
+        kind, tuples, pages, blocks = row
+        if kind != "r" or not blocks:
+            return None
+        if tuples > 0 and pages > 0:
+            return int(blocks), float(tuples) / pages
+        sample = min(int(blocks), 16)
+        counted = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(table)
+            .where(self.tid_between(table, (0, 0), (sample, 0)))
+        ).scalar_one()
+        return int(blocks), max(float(counted), 1.0) / sample
+
+    def tid_between(
+        self, table: sa.Table, lower: tuple[int, int], upper: tuple[int, int]
+    ) -> sa.ColumnElement[bool]:
+        # Literal TIDs (integers of ours): every batch gets a plan for its own range, never a
+        # generic plan of a prepared statement that cannot know the range is a few pages.
+        ctid = _ctid(table)
+        low, high = (f"'({int(b)},{int(o)})'::tid" for b, o in (lower, upper))
+        return sa.and_(ctid >= sa.literal_column(low), ctid < sa.literal_column(high))
+
+    def last_offset(self, conn: sa.Connection, table: sa.Table, block: int) -> int:
+        in_block = self.tid_between(table, (block, 0), (block + 1, 0))
+        query = sa.select(sa.func.max(_ctid(table))).where(in_block)
+        last = conn.execute(query.select_from(table)).scalar()  # '(block,offset)', a text
+        return 0 if last is None else int(str(last).strip("()").split(",")[1])
+
+    def delete_counting(
+        self,
+        conn: sa.Connection,
+        table: sa.Table,
+        where: sa.ColumnElement[bool],
+        key: sa.Column[Any] | None = None,
+    ) -> tuple[int, Any, Any]:
+        """One statement, no second read of the rows: the DELETE's RETURNING, aggregated in
+        the database. A uuid compares as its text in byte order (its own order; PostgreSQL
+        has no min(uuid))."""
+        if key is None:
+            return conn.execute(sa.delete(table).where(where)).rowcount, None, None
+        gone = sa.delete(table).where(where).returning(key).cte("gone")
+        value: sa.ColumnElement[Any] = gone.c[key.name]
+        if key.type.python_type is not int:
+            value = sa.cast(value, sa.Text).collate("C")
+        count, lowest, highest = conn.execute(
+            sa.select(sa.func.count(), sa.func.min(value), sa.func.max(value))
+        ).one()
+        return int(count), lowest, highest
+
+
+_POSTGRESQL = postgresql.dialect()  # type: ignore[no-untyped-call]
+
+
+def _ctid(table: sa.Table) -> sa.ColumnElement[Any]:
+    return sa.literal_column(f"{_POSTGRESQL.identifier_preparer.format_table(table)}.ctid")
 
 
 class SQLiteDialect(Dialect):
