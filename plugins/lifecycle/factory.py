@@ -227,12 +227,32 @@ def _record(policy: Policy, asset: Asset) -> None:
     context["outlet_events"][asset].extra = {"policy": policy.name, **counts}
     log.info("%s: audited %s", policy.name, counts)
     if row["status"] not in ("purged", "dry_run"):
-        raise AirflowFailException(
-            f"{policy.name}: run {row['status']}: {'; '.join(row['reasons'])}"
+        from lifecycle.notify import Alert, RunAlert, evidence_url
+
+        # Fails the task; the owners' notifiers (on_failure_callback) send what it carries.
+        raise RunAlert(
+            Alert(
+                policy=policy.name,
+                status=row["status"],
+                reasons=tuple(row["reasons"] or ()),
+                evidence=evidence_url(policy.name, row["dag_id"], row["run_id"], row["attempt"]),
+                extra={"Run": row["run_id"]},
+            )
         )
 
 
 # -- DAGs -------------------------------------------------------------------------------------
+
+
+def _owner_notifiers(policy: Policy) -> list[Any]:
+    """The owners' notifiers, called when `record` fails (a refused, failed or unverified run,
+    or no audit row): lifecycle.notify, with the SMTP provider, imported only for policies with
+    owners."""
+    if policy.owners is None:
+        return []
+    from lifecycle.notify import owner_notifiers
+
+    return list(owner_notifiers(policy.owners))
 
 
 def _dag_arguments(policy: Policy, path: Path) -> dict[str, Any]:
@@ -303,7 +323,12 @@ def build_dag(policy: Policy, path: Path, conflict: str | None = None) -> DAG:
             with _no_retry_for_what_retries_cannot_fix(path):
                 return _verify(policy, extracted)
 
-        @task(task_id="record", trigger_rule=TriggerRule.ALL_DONE, outlets=[asset])
+        @task(
+            task_id="record",
+            trigger_rule=TriggerRule.ALL_DONE,
+            outlets=[asset],
+            on_failure_callback=_owner_notifiers(policy),
+        )
         def record() -> None:
             _record(policy, asset)
 
