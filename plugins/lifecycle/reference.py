@@ -17,6 +17,7 @@ from lifecycle.loader import DEFAULT_POLICY_DIR
 from lifecycle.policy import (
     EventSource,
     Guards,
+    Owners,
     Policy,
     Retention,
     Statement,
@@ -40,6 +41,7 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
         for section in ((f"`store` with `kind: {kind}`", model), *model.reference_sections)
     ),
     ("`guards`", Guards),
+    ("`owners`", Owners),
 ]
 
 
