@@ -2,7 +2,9 @@
 
 The jobs read and delete in each SQL policy's table, only read the tables they consult (the event
 table of `from_event`, the link tables of `store.subjects`, the settings table of `per_tenant`,
-the holds) and only append to the audit trail. Nothing else: no UPDATE, no TRUNCATE, no DDL.
+the holds) and only append to the audit trail. Nothing else: no TRUNCATE, no DDL, and UPDATE on
+one table only: the one-row head of the trail's hash chain (`retention_chain`), which a run locks
+and moves as it chains its row (lifecycle.chain); the trail itself stays unreadable to the role.
 The statements come from the loaded policies, so a new policy file needs no second list kept by
 hand: rerun `lifecycle grants`.
 
@@ -26,12 +28,12 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql
 
 from lifecycle.connections import AUDIT_CONN_ID
-from lifecycle.control import holds, ledger, runs
+from lifecycle.control import chain_head, holds, ledger, runs
 from lifecycle.fields import IDENTIFIER_PATTERN
 from lifecycle.policy import Policy
 from lifecycle.protected import protected_table_problem
 
-READ, DELETE, APPEND = "SELECT", "DELETE", "INSERT"
+READ, DELETE, APPEND, MOVE = "SELECT", "DELETE", "INSERT", "UPDATE"
 # What grant_statements never gives on a protected table.
 _DELETING = {DELETE, "ALL", "ALL PRIVILEGES"}
 DIALECTS = {"postgresql": postgresql.dialect, "mysql": mysql.dialect, "mariadb": mysql.dialect}
@@ -76,6 +78,8 @@ def required_grants(
     # The deletion ledger: appended batch by batch, read back by retries and later runs to
     # reconcile (counts only, no personal data).
     needs[audit_conn_id][ledger.name] |= {READ, APPEND}
+    # The chain's head: locked (UPDATE, SELECT ... FOR UPDATE), read and moved by each row.
+    needs[audit_conn_id][chain_head.name] |= {READ, MOVE}
     return {
         conn_id: [
             TableGrant(table, tuple(sorted(privileges)))
@@ -88,8 +92,15 @@ def required_grants(
 def reader_grants(audit_conn_id: str = AUDIT_CONN_ID) -> dict[str, list[TableGrant]]:
     """The audit UI's role (the API server's connection): it reads the audit trail and the
     deletion ledger (counts and batch bounds; a run's row adds the batches a later run
-    settled for it), nothing else; not the holds, whose values are personal data."""
-    return {audit_conn_id: [TableGrant(runs.name, (READ,)), TableGrant(ledger.name, (READ,))]}
+    settled for it) and the head of the hash chain (to verify it against), nothing else; not
+    the holds, whose values are personal data."""
+    return {
+        audit_conn_id: [
+            TableGrant(runs.name, (READ,)),
+            TableGrant(ledger.name, (READ,)),
+            TableGrant(chain_head.name, (READ,)),
+        ]
+    }
 
 
 def check_role(role: str) -> str:

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from lifecycle import cli
 from lifecycle.audit import read_runs, record_run
+from lifecycle.chain import row_hash, verify
 from lifecycle.grants import required_grants
 from lifecycle.holds import place_hold
 from lifecycle.loader import DEFAULT_POLICY_DIR, load_policies
@@ -181,6 +182,8 @@ def test_grants_come_from_the_catalogue_policies():
     audit = {grant.table: grant for grant in grants["lifecycle_audit"]}
     assert audit["retention_audit"].privileges == ("INSERT",)
     assert audit["retention_holds"].privileges == ("SELECT",)
+    # The hash chain's one-row head: locked, read and moved as each row is chained.
+    assert audit["retention_chain"].privileges == ("SELECT", "UPDATE")
     assert set(grants) == {"telecom_db", "lifecycle_audit"}  # S3 connections take no SQL grant
 
 
@@ -191,7 +194,11 @@ def test_printed_grants_hold_no_privilege_beyond_the_policies(capsys):
     assert "GRANT SELECT ON contracts TO retention;" in printed
     assert "GRANT INSERT ON retention_audit TO retention;" in printed
     assert "GRANT USAGE ON SEQUENCE retention_audit_id_seq TO retention;" in printed
-    for forbidden in ("UPDATE", "TRUNCATE", "CREATE", "GRANT ALL", "REFERENCES", "TRIGGER"):
+    # UPDATE on the hash chain's head alone (lifecycle.chain), nowhere else.
+    assert [line for line in printed.splitlines() if "UPDATE" in line] == [
+        "GRANT SELECT, UPDATE ON retention_chain TO retention;"
+    ]
+    for forbidden in ("TRUNCATE", "CREATE", "GRANT ALL", "REFERENCES", "TRIGGER"):
         assert forbidden not in printed
     assert cli.main(["grants", "--role", "retention; DROP TABLE cdrs"]) == 1
 
@@ -257,7 +264,7 @@ def test_the_role_purges_and_audits_and_may_do_nothing_else(
         connect_as(monkeypatch, cluster, cluster.owner)
         assert cli.main(["audit-init"]) == 0
         assert cli.main(["grants", "--role", cluster.role, "--apply"]) == 0
-        assert "granted on 3 tables" in capsys.readouterr().out
+        assert "granted on 4 tables" in capsys.readouterr().out
         hold = place_hold(
             owner_audit,
             scope="contacts",
@@ -279,6 +286,8 @@ def test_the_role_purges_and_audits_and_may_do_nothing_else(
             ("retention_holds", "SELECT"),
             ("retention_ledger", "INSERT"),  # the deletion ledger: appended batch by batch,
             ("retention_ledger", "SELECT"),  # read back to reconcile
+            ("retention_chain", "SELECT"),  # the hash chain's head: locked and moved
+            ("retention_chain", "UPDATE"),
         }
 
         # The jobs' part, logged in as the role.
@@ -323,12 +332,19 @@ def test_the_role_purges_and_audits_and_may_do_nothing_else(
              "placed_by) VALUES ('*', 'customer', '1', 'legal_hold', now(), 'job')"),
             ("audit", "UPDATE retention_holds SET released_at = now()"),
             ("audit", "CREATE TABLE extra (id int)"),
+            ("audit", "UPDATE retention_audit SET row_hash = prev_hash"),
+            ("audit", "DELETE FROM retention_chain"),
+            ("audit", "INSERT INTO retention_chain (id, seq, row_hash) VALUES (2, 0, 'x')"),
         ]  # fmt: skip
         outcomes = {(db, sql): refusal(role_engines[db], sql) for db, sql in forbidden}
         assert outcomes == dict.fromkeys(forbidden, INSUFFICIENT_PRIVILEGE)
         # What it may do, it does: the check above fails for the right reason, not a typo.
         assert refusal(role_telecom, "DELETE FROM events WHERE id = -1") is None
         assert refusal(role_audit, "SELECT id FROM retention_holds") is None
+        assert refusal(role_audit, "SELECT seq FROM retention_chain FOR UPDATE") is None
+        # The rows the role wrote are chained, without its reading the trail.
+        chain = verify(owner_audit)
+        assert chain.intact and chain.checked == 2, chain.summary()
 
         # After an upgrade, before `audit-init` adds a new column: the role may not ALTER, so
         # the run's row is written without it and says so; the evidence is not lost.
@@ -342,6 +358,10 @@ def test_the_role_purges_and_audits_and_may_do_nothing_else(
         assert written["reasons"] == [
             "audit schema outdated, not recorded: shards (run `lifecycle audit-init`)"
         ]
+        # Chained, and hashed as stored: without the column. (Dropping it altered the rows
+        # that had a value there, and the chain says so.)
+        assert written["row_hash"] is not None and row_hash(written) == written["row_hash"]
+        assert verify(owner_audit).broken.kind == "altered"
         connect_as(monkeypatch, cluster, cluster.owner)
         assert cli.main(["audit-init"]) == 0  # as the owner: the column is back
         assert "shards" in {
@@ -353,7 +373,9 @@ def test_the_role_purges_and_audits_and_may_do_nothing_else(
         assert table_privileges(owner_audit, cluster.role) == {
             ("retention_audit", "SELECT"),
             ("retention_ledger", "SELECT"),  # a row adds what a later run settled for it
+            ("retention_chain", "SELECT"),  # the hash chain's head, to verify against
         }
+        assert verify(role_audit) == verify(owner_audit)  # the UI's role walks it too
         assert refusal(role_audit, "SELECT policy, deleted FROM retention_audit") is None
         assert [r["run_id"] for r in read_runs(role_audit)] == [
             r["run_id"] for r in read_runs(owner_audit)
@@ -388,6 +410,8 @@ def test_connections_to_one_database_are_granted_together(cluster, tmp_path, mon
             ("retention_holds", "SELECT"),
             ("retention_ledger", "INSERT"),
             ("retention_ledger", "SELECT"),
+            ("retention_chain", "SELECT"),
+            ("retention_chain", "UPDATE"),
         }
     finally:
         owner.dispose()
