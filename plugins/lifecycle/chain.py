@@ -132,9 +132,7 @@ def read_head(conn: sa.Connection) -> Head | None:
     return None if row is None else Head(int(row[0]), row[1])
 
 
-def hashed_rows(
-    conn: sa.Connection, chunk: int = 1000
-) -> Generator[dict[str, Any], None, None]:
+def hashed_rows(conn: sa.Connection, chunk: int = 1000) -> Generator[dict[str, Any], None, None]:
     """The chained rows as stored, in chain order, streamed (no settled corrections)."""
     present = {column["name"] for column in sa.inspect(conn).get_columns(runs.name)}
     columns = [column for column in runs.columns if column.name in present]
@@ -205,7 +203,8 @@ class _Walk:
     last_id: int | None = None
     first_id: int | None = None
     broken: Break | None = None
-    at_head: tuple[int, str] | None = None  # the id and hash of the row at the head's place read before the walk
+    # The id and hash of the row at the place of the head read before the walk.
+    at_head: tuple[int, str] | None = None
     past: list[tuple[int, int]] | None = None  # (seq, id) of rows past that head
 
     def step(self, row: dict[str, Any], head_seq: int) -> Break | None:
@@ -216,7 +215,8 @@ class _Walk:
             return Break(
                 REMOVED,
                 row_id,
-                f"place {self.expected}" + (f" to {seq - 1}" if seq - 1 > self.expected else "")
+                f"place {self.expected}"
+                + (f" to {seq - 1}" if seq - 1 > self.expected else "")
                 + f" of the chain missing before it (after row {self.last_id})",
             )
         if row_hash(row) != row["row_hash"]:
@@ -288,9 +288,7 @@ def _head_break(walk: _Walk, before: Head | None, after: Head | None) -> Break |
 def _unchained_after(conn: sa.Connection, first_id: int | None) -> Break | None:
     if first_id is None:
         return None
-    query = sa.select(sa.func.min(runs.c.id)).where(
-        runs.c.row_hash.is_(None), runs.c.id > first_id
-    )
+    query = sa.select(sa.func.min(runs.c.id)).where(runs.c.row_hash.is_(None), runs.c.id > first_id)
     row_id = conn.execute(query).scalar_one()
     if row_id is None:
         return None
