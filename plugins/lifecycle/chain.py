@@ -31,7 +31,7 @@ import hashlib
 import json
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -301,3 +301,87 @@ def _first(one: Break | None, other: Break | None) -> Break | None:
     if one.row_id is not None and other.row_id is not None and other.row_id < one.row_id:
         return other
     return one
+
+
+# -- the evidence location: the head, written where not even the database's owner can rewrite it -
+
+ANCHOR_PREFIX = "retention-chain-head/"
+ANCHOR_RETENTION_DAYS = 3653  # ten years: past the longest retention period of the catalogue
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """What `write_anchor` left in the bucket: the object, and whether Object Lock keeps it."""
+
+    key: str
+    locked: bool
+    head: dict[str, Any]
+
+
+def anchor_body(result: Verification, now: datetime) -> dict[str, Any]:
+    """The head as a small JSON object: place, row id, hash; no content of any row."""
+    return {
+        "algorithm": f"sha256, canonical form v{CANONICAL_VERSION}",
+        "seq": result.checked,
+        "row_id": result.last_row_id,
+        "row_hash": result.last_hash,
+        "verified_at": _timestamp(now),
+    }
+
+
+def _object_lock(client: Any, bucket: str) -> bool:
+    try:
+        found = client.get_object_lock_configuration(Bucket=bucket)
+    except client.exceptions.ClientError:
+        return False  # no Object Lock on this bucket (or not readable): a plain object
+    return bool(found.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled")
+
+
+def write_anchor(
+    client: Any, bucket: str, result: Verification, now: datetime, prefix: str = ANCHOR_PREFIX
+) -> Anchor:
+    """Write the intact chain's head to `bucket`, under Object Lock retention in COMPLIANCE
+    mode where the bucket has Object Lock (nobody, root included, shortens or lifts it)."""
+    if not result.intact:
+        raise ValueError(f"a broken chain is not anchored: {result.broken}")
+    head = anchor_body(result, now)
+    key = f"{prefix}{now.astimezone(UTC):%Y-%m-%dT%H%M%S.%fZ}.json"
+    extra: dict[str, Any] = {}
+    locked = _object_lock(client, bucket)
+    if locked:
+        until = now + timedelta(days=ANCHOR_RETENTION_DAYS)
+        extra = {"ObjectLockMode": "COMPLIANCE", "ObjectLockRetainUntilDate": until}
+    body = json.dumps(head, sort_keys=True).encode()
+    client.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json", **extra)
+    return Anchor(key, locked, head)
+
+
+def latest_anchor(client: Any, bucket: str, prefix: str = ANCHOR_PREFIX) -> dict[str, Any] | None:
+    """The newest head written to the bucket (keys sort by time), or None."""
+    newest = None
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys = [item["Key"] for item in page.get("Contents", ())]
+        newest = max([*keys, *([newest] if newest else [])], default=None)
+    if newest is None:
+        return None
+    found: dict[str, Any] = json.loads(client.get_object(Bucket=bucket, Key=newest)["Body"].read())
+    return found
+
+
+def against_anchor(engine: sa.Engine, anchored: dict[str, Any]) -> Break | None:
+    """Whether the chain still holds the head anchored earlier: the row at its place with its
+    hash. A chain rewritten from that place on, head included, shows here and nowhere else."""
+    if not anchored["seq"]:
+        return None  # anchored before the first chained row
+    query = sa.select(runs.c.id, runs.c.row_hash).where(runs.c.chain_seq == anchored["seq"])
+    with engine.connect() as conn:
+        found = conn.execute(query).all()
+    if any(row.row_hash == anchored["row_hash"] for row in found):
+        return None
+    row_id = found[0].id if found else anchored.get("row_id")
+    return Break(
+        ALTERED if found else REMOVED,
+        row_id,
+        f"the chain no longer holds the head anchored at {anchored.get('verified_at')} "
+        f"(place {anchored['seq']}, sha256 {anchored['row_hash']}): rewritten since",
+    )

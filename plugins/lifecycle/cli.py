@@ -5,7 +5,8 @@ schema [--check]      write (or check) the JSON Schema and the field reference f
 holds ...             list, place and release holds (control database)
 audit-init            create the audit trail and holds tables, as their owner
 audit-verify          walk the audit trail's hash chain, name the first row altered, removed or
-                      inserted; exit 1 on a broken chain
+                      inserted; exit 1 on a broken chain; --anchor S3_CONN: check the head last
+                      written to that bucket, then write this one (Object Lock, COMPLIANCE mode)
 grants --role R       the least-privilege GRANT statements of the jobs' role, from the policies;
                       --apply runs them through each connection (which must log in as the owner);
                       --audit-reader: those of the audit UI's role instead (reads the trail only)
@@ -240,9 +241,10 @@ def audit_init(conn_id: str) -> int:
     return 0
 
 
-def audit_verify(conn_id: str) -> int:
+def audit_verify(conn_id: str, anchor: str | None = None, bucket: str | None = None) -> int:
     """Walk the chain oldest first and recompute every hash: exit 0 intact, 1 broken (or not
-    readable, said by error type only: a driver's message can quote values)."""
+    readable, said by error type only: a driver's message can quote values). `anchor`: also
+    check the head last written to that S3 connection's bucket, then write today's there."""
     import sqlalchemy as sa
 
     from lifecycle.chain import verify
@@ -255,6 +257,12 @@ def audit_verify(conn_id: str) -> int:
         return 1
     try:
         result = verify(engine)
+        print(f"{result.checked} rows checked ({result.before_chain} before the chain)")
+        print(result.summary(), file=sys.stdout if result.intact else sys.stderr)
+        code = 0 if result.intact else 1
+        if anchor is not None:
+            code = _anchor(engine, result, anchor, bucket) or code
+        return code
     except sa.exc.DBAPIError as exc:
         print(
             f"audit-verify: the control database refused or did not answer "
@@ -264,9 +272,44 @@ def audit_verify(conn_id: str) -> int:
         return 1
     finally:
         engine.dispose()
-    print(f"{result.checked} rows checked ({result.before_chain} before the chain)")
-    print(result.summary(), file=sys.stdout if result.intact else sys.stderr)
-    return 0 if result.intact else 1
+
+
+def _anchor(engine: sa.Engine, result: Any, conn_id: str, bucket: str | None) -> int:
+    """Check the chain against the head last anchored in the bucket, then anchor this one
+    (only when intact). 1 when the chain lost the anchored head or the bucket refused."""
+    from datetime import UTC
+
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from lifecycle.chain import against_anchor, latest_anchor, write_anchor
+    from lifecycle.connections import airflow_connection
+    from lifecycle.stores import StoreConfigError
+    from lifecycle.stores.s3 import client_from_connection
+
+    try:
+        connection = airflow_connection(conn_id, "--anchor")
+        bucket = bucket or (connection.extra_dejson or {}).get("bucket")
+        if not bucket:
+            raise StoreConfigError(f"--anchor: connection {conn_id!r} names no bucket (--bucket)")
+        client = client_from_connection(connection)
+        anchored = latest_anchor(client, bucket)
+        lost = None if anchored is None else against_anchor(engine, anchored)
+        if lost is not None:
+            print(f"audit-verify: chain BROKEN: {lost}", file=sys.stderr)
+            return 1
+        if not result.intact:
+            print("audit-verify: a broken chain is not anchored", file=sys.stderr)
+            return 1
+        written = write_anchor(client, bucket, result, datetime.now(UTC))
+    except StoreConfigError as exc:
+        print(f"audit-verify: {exc}", file=sys.stderr)
+        return 1
+    except (BotoCoreError, ClientError) as exc:
+        print(f"audit-verify: the evidence bucket refused ({type(exc).__name__})", file=sys.stderr)
+        return 1
+    lock = "Object Lock COMPLIANCE" if written.locked else "no Object Lock on this bucket"
+    print(f"anchored the head in s3://{bucket}/{written.key} ({lock})")
+    return 0
 
 
 def grants(
@@ -459,6 +502,10 @@ def _parser() -> argparse.ArgumentParser:
     audit_cmd.add_argument("--conn-id", default="lifecycle_audit", help="control database")
     verify_cmd = commands.add_parser("audit-verify", help="check the audit trail's hash chain")
     verify_cmd.add_argument("--conn-id", default="lifecycle_audit", help="control database")
+    verify_cmd.add_argument(
+        "--anchor", metavar="CONN_ID", help="S3 connection: check and write the head there"
+    )
+    verify_cmd.add_argument("--bucket", help="the evidence bucket (default: the connection's)")
     grants_cmd = commands.add_parser("grants", help="least-privilege grants of the jobs' role")
     grants_cmd.add_argument("--role", required=True, help="the database role the jobs log in as")
     grants_cmd.add_argument(
@@ -488,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "audit-init":
         return audit_init(args.conn_id)
     if args.command == "audit-verify":
-        return audit_verify(args.conn_id)
+        return audit_verify(args.conn_id, args.anchor, args.bucket)
     if args.command == "grants":
         try:
             return grants(
