@@ -91,6 +91,13 @@ def record_run(engine: sa.Engine, row: dict[str, Any]) -> bool:
             _chain(conn, values, present)
             conn.execute(sa.insert(runs).values(values))
     except sa.exc.IntegrityError as exc:
+        if exc.orig is not None and "chain_seq" in str(exc.orig):
+            # The head is behind the chain (its row was reset): never taken for a retry's
+            # duplicate, or the run's row would be lost without a word.
+            raise RuntimeError(
+                "the audit trail's chain head is behind its rows: run `lifecycle audit-verify` "
+                "(as the owner) and repair the head; the run's row is not written yet"
+            ) from None
         if exc.orig is not None and _is_duplicate(exc.orig):
             return False  # an earlier try of this attempt wrote it
         raise

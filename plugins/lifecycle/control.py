@@ -156,7 +156,16 @@ def ensure_schema(engine: sa.Engine) -> None:
                 index.create(engine)
     with engine.begin() as conn:
         if conn.execute(sa.select(chain_head.c.id)).first() is None:
-            conn.execute(sa.insert(chain_head).values(id=HEAD_ID, seq=0, row_hash="0" * 64))
+            # A fresh chain, or one whose head row went missing: it continues after the last
+            # chained row (`audit-verify` still checks every row up to it).
+            last = conn.execute(
+                sa.select(runs.c.chain_seq, runs.c.row_hash)
+                .where(runs.c.row_hash.is_not(None))
+                .order_by(runs.c.chain_seq.desc())
+                .limit(1)
+            ).first()
+            seq, row_hash = (int(last[0]), last[1]) if last else (0, "0" * 64)
+            conn.execute(sa.insert(chain_head).values(id=HEAD_ID, seq=seq, row_hash=row_hash))
 
 
 def _add_columns(engine: sa.Engine, inspector: sa.Inspector, table: sa.Table) -> None:

@@ -300,3 +300,16 @@ def test_the_csv_and_json_exports_carry_hashes_a_third_party_recomputes(engine):
             for name, value in record.items()
         }
         assert recomputed(as_canonical) == record["row_hash"]
+
+
+def test_a_head_behind_its_rows_fails_the_write_loudly_never_as_a_retry(engine):
+    with engine.begin() as conn:  # the head reset behind the chain's back
+        conn.execute(sa.update(chain_head).values(seq=2, row_hash=stored(engine, 2)["row_hash"]))
+    with pytest.raises(RuntimeError, match="chain head is behind its rows"):
+        record_run(engine, trail_row(6))
+    with engine.begin() as conn:  # the head row gone: `audit-init` puts it after the last row
+        conn.execute(sa.delete(chain_head))
+    ensure_schema(engine)
+    assert record_run(engine, trail_row(6))
+    result = verify(engine)
+    assert result.intact and result.checked == 6
