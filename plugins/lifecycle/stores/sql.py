@@ -431,7 +431,7 @@ class SqlTableStore(RetentionStore):
     def _walk(self, purgeable: LivePurgeable, tally: Tally, approved: int) -> bool:
         """Batches of block ranges (`lifecycle.stores.sql_walk`) over the blocks the table has
         now; False where the table cannot be walked so. A range with nothing to delete is no
-        batch (nothing journaled); the witnesses come from the DELETE itself."""
+        batch (nothing journaled)."""
         with _sanitized(self.label, "purge"), self.engine.connect() as conn:
             layout = self.sql.heap_layout(conn, self.table)
         if layout is None:
@@ -446,9 +446,12 @@ class SqlTableStore(RetentionStore):
             in_batch = sa.and_(self.sql.tid_between(self.table, lower, upper), purgeable.now())
             number = tally.batches + 1
             with _sanitized(self.label, f"purge batch {number}"), self.engine.begin() as conn:
-                count, lowest, highest = self.sql.delete_counting(conn, self.table, in_batch, key)
+                bounds = None if key is None else self.sql.key_bounds(conn, in_batch, key)
+                if bounds == (None, None):
+                    continue  # nothing purgeable in the range: no batch
+                count = conn.execute(sa.delete(self.table).where(in_batch)).rowcount
                 if count:
-                    witnesses = None if key is None else _json_keys(lowest, highest)
+                    witnesses = None if bounds is None else _json_keys(*bounds)
                     self._before_commit(number, tally.deleted + count, approved, tally, witnesses)
             if count:
                 tally.committed(count)
@@ -460,6 +463,8 @@ class SqlTableStore(RetentionStore):
         first_key = sa.select(self.key).where(purgeable.condition).limit(1)
         with _sanitized(self.label, "purge"), self.engine.connect() as conn:
             lowest = conn.execute(first_key.order_by(self.key.asc())).scalar()
+            if lowest is None:
+                return
             highest = conn.execute(first_key.order_by(self.key.desc())).scalar()
         lower_bound = self.key >= lowest if lowest is not None else None
         while lower_bound is not None:

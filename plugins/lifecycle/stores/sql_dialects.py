@@ -69,15 +69,10 @@ class Dialect:
         """The highest line pointer of `block` that holds a row (0: none)."""
         raise NotImplementedError
 
-    def delete_counting(
-        self,
-        conn: sa.Connection,
-        table: sa.Table,
-        where: sa.ColumnElement[bool],
-        key: sa.Column[Any] | None = None,
-    ) -> tuple[int, Any, Any]:
-        """Delete the rows of `where`: how many went and, given an integer or UUID `key`, the
-        lowest and highest of them (else None, None)."""
+    def key_bounds(
+        self, conn: sa.Connection, where: sa.ColumnElement[bool], key: sa.Column[Any]
+    ) -> tuple[Any, Any]:
+        """The lowest and highest key of the rows of `where` in a walked range."""
         raise NotImplementedError
 
 
@@ -148,26 +143,19 @@ class PostgreSQLDialect(Dialect):
         last = conn.execute(query.select_from(table)).scalar()  # '(block,offset)', a text
         return 0 if last is None else int(str(last).strip("()").split(",")[1])
 
-    def delete_counting(
-        self,
-        conn: sa.Connection,
-        table: sa.Table,
-        where: sa.ColumnElement[bool],
-        key: sa.Column[Any] | None = None,
-    ) -> tuple[int, Any, Any]:
-        """One statement, no second read of the rows: the DELETE's RETURNING, aggregated in
-        the database. A uuid compares as its text in byte order (its own order; PostgreSQL
-        has no min(uuid))."""
-        if key is None:
-            return conn.execute(sa.delete(table).where(where)).rowcount, None, None
-        gone = sa.delete(table).where(where).returning(key).cte("gone")
-        value: sa.ColumnElement[Any] = gone.c[key.name]
-        if key.type.python_type is not int:
-            value = sa.cast(value, sa.Text).collate("C")
-        count, lowest, highest = conn.execute(
-            sa.select(sa.func.count(), sa.func.min(value), sa.func.max(value))
-        ).one()
-        return int(count), lowest, highest
+    def key_bounds(
+        self, conn: sa.Connection, where: sa.ColumnElement[bool], key: sa.Column[Any]
+    ) -> tuple[Any, Any]:
+        """The lowest and highest key of the rows of `where` (None, None: no rows), in one
+        read of the range as it is stored: min() and max() of an expression, so that the
+        planner cannot turn them into a walk of the key's index from one end (a bigint key that
+        follows time would walk every earlier key first). A uuid compares as its text in byte
+        order, which is its own order (PostgreSQL has no min(uuid))."""
+        as_text = sa.cast(key, sa.Text).collate("C")
+        value: sa.ColumnElement[Any] = key + 0 if key.type.python_type is int else as_text
+        query = sa.select(sa.func.min(value), sa.func.max(value)).where(where)
+        lowest, highest = conn.execute(query).one()
+        return lowest, highest
 
 
 _POSTGRESQL = postgresql.dialect()  # type: ignore[no-untyped-call]
