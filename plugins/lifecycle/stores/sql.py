@@ -418,9 +418,9 @@ class SqlTableStore(RetentionStore):
         # The whole table walks in physical order where the database can (PostgreSQL); a slice
         # of the key range, and other databases, in key ranges.
         walked = (in_slice is None or in_slice.whole) and self._walk(purgeable, tally, approved)
-        if walked:  # fresh statistics first: the sweep's look for what is left uses an index
+        if walked:  # statistics after the mass delete before the sweep's look for what is left
             self.sql.refresh_statistics(self.engine, self.table, self.label)
-        self._sweep(purgeable, tally, approved)
+        self._sweep(purgeable, tally, approved, after_walk=walked)
         tally.report(final=True)
         if not walked:
             self.sql.refresh_statistics(self.engine, self.table, self.label)
@@ -457,11 +457,18 @@ class SqlTableStore(RetentionStore):
                 tally.committed(count)
         return True
 
-    def _sweep(self, purgeable: LivePurgeable, tally: Tally, approved: int) -> None:
+    def _sweep(
+        self, purgeable: LivePurgeable, tally: Tally, approved: int, *, after_walk: bool
+    ) -> None:
         """Batches of `batch_size` keys from the lowest purgeable key to the highest."""
         # The key range holding purgeable rows (ORDER BY/LIMIT: min() has no uuid overload).
         first_key = sa.select(self.key).where(purgeable.condition).limit(1)
         with _sanitized(self.label, "purge"), self.engine.connect() as conn:
+            # After a walk, usually nothing: asked without an order, which at worst reads the
+            # table once (where ANALYZE was not allowed, statistics from before the walk would
+            # have the key's index walked from one end to find nothing).
+            if after_walk and conn.execute(first_key).first() is None:
+                return
             lowest = conn.execute(first_key.order_by(self.key.asc())).scalar()
             if lowest is None:
                 return
