@@ -4,7 +4,9 @@ Deletion walks the primary key in ranges of `batch_size` keys: each batch finds 
 its range (an index-only walk), deletes the expired rows inside the range and commits. Range
 predicates keep the database on its primary-key index (PostgreSQL plans `IN (SELECT ... LIMIT)`
 as a hash join over the whole table), any orderable key type works, and a crashed purge resumes
-simply by being run again: finished batches are gone, the rest is found again.
+simply by being run again: finished batches are gone, the rest is found again. On PostgreSQL a
+whole-table purge first walks the table in physical order (`lifecycle.stores.sql_walk`): the
+key ranges then only sweep up what that walk could not see.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 import re
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
@@ -39,7 +41,7 @@ from lifecycle.stores.sql_dialects import dialect_of
 from lifecycle.stores.sql_subjects import SubjectMatcher, hold_value
 from lifecycle.stores.sql_subjects import coerce as _coerce
 from lifecycle.stores.sql_time import EventTimestamp, OwnTimestamp, TimeSource
-from lifecycle.stores.sql_walk import LivePurgeable, Tally, tid_ranges
+from lifecycle.stores.sql_walk import LivePurgeable, Tally, json_keys, walk
 
 if TYPE_CHECKING:
     from lifecycle.policy import Policy
@@ -417,7 +419,7 @@ class SqlTableStore(RetentionStore):
         )
         # The whole table walks in physical order where the database can (PostgreSQL); a slice
         # of the key range, and other databases, in key ranges.
-        walked = (in_slice is None or in_slice.whole) and self._walk(purgeable, tally, approved)
+        walked = (in_slice is None or in_slice.whole) and walk(self, purgeable, tally, approved)
         if walked:  # statistics after the mass delete before the sweep's look for what is left
             self.sql.refresh_statistics(self.engine, self.table, self.label)
         self._sweep(purgeable, tally, approved, after_walk=walked)
@@ -427,35 +429,6 @@ class SqlTableStore(RetentionStore):
         return PurgeResult(
             deleted=tally.deleted, batches=tally.batches, seconds=round(tally.seconds, 3)
         )
-
-    def _walk(self, purgeable: LivePurgeable, tally: Tally, approved: int) -> bool:
-        """Batches of block ranges (`lifecycle.stores.sql_walk`) over the blocks the table has
-        now; False where the table cannot be walked so. A range with nothing to delete is no
-        batch (nothing journaled)."""
-        with _sanitized(self.label, "purge"), self.engine.connect() as conn:
-            layout = self.sql.heap_layout(conn, self.table)
-        if layout is None:
-            return False
-        key = self.key if tally.journal.wants_witnesses and self._opaque_key() else None
-
-        def last_offset(block: int) -> int:
-            with _sanitized(self.label, "purge"), self.engine.connect() as conn:
-                return self.sql.last_offset(conn, self.table, block)
-
-        for lower, upper in tid_ranges(*layout, self.config.batch_size, last_offset):
-            in_batch = sa.and_(self.sql.tid_between(self.table, lower, upper), purgeable.now())
-            number = tally.batches + 1
-            with _sanitized(self.label, f"purge batch {number}"), self.engine.begin() as conn:
-                bounds = None if key is None else self.sql.key_bounds(conn, in_batch, key)
-                if bounds == (None, None):
-                    continue  # nothing purgeable in the range: no batch
-                count = conn.execute(sa.delete(self.table).where(in_batch)).rowcount
-                if count:
-                    witnesses = None if bounds is None else _json_keys(*bounds)
-                    self._before_commit(number, tally.deleted + count, approved, tally, witnesses)
-            if count:
-                tally.committed(count)
-        return True
 
     def _sweep(
         self, purgeable: LivePurgeable, tally: Tally, approved: int, *, after_walk: bool
@@ -473,8 +446,8 @@ class SqlTableStore(RetentionStore):
             if lowest is None:
                 return
             highest = conn.execute(first_key.order_by(self.key.desc())).scalar()
-        lower_bound = self.key >= lowest if lowest is not None else None
-        while lower_bound is not None:
+        lower_bound = self.key >= lowest
+        while True:
             condition = purgeable.now()
             upper, count = self._batch(lower_bound, highest, condition, tally, approved)
             tally.committed(count)
@@ -514,6 +487,10 @@ class SqlTableStore(RetentionStore):
             self._before_commit(number, tally.deleted + count, approved, tally, witnesses)
         return upper, count
 
+    def guarded(self, operation: str) -> AbstractContextManager[None]:
+        """Database errors of `operation` told without their message (`StoreError`)."""
+        return _sanitized(self.label, operation)
+
     def _before_commit(
         self, number: int, reached: int, approved: int, tally: Tally, witnesses: list[Any] | None
     ) -> None:
@@ -532,7 +509,7 @@ class SqlTableStore(RetentionStore):
         overload), read in its transaction: the ledger keeps them so that a later run can tell
         whether a batch whose commit was never heard of committed (`witnesses_left`)."""
         first = sa.select(self.key).where(in_batch).limit(1)
-        return _json_keys(
+        return json_keys(
             conn.execute(first.order_by(self.key.asc())).scalar(),
             conn.execute(first.order_by(self.key.desc())).scalar(),
         )
@@ -586,12 +563,7 @@ _TEXT_BIND = re.compile(r"(?<![:\w\\]):(?=\w)")
 
 
 def _json_key(value: Any) -> int | str:
-    return value if isinstance(value, int) else str(value)
-
-
-def _json_keys(*keys: Any) -> list[Any]:
-    """A batch's witnesses as the ledger keeps them: JSON-safe, each once."""
-    return list(dict.fromkeys(_json_key(key) for key in keys if key is not None))
+    return json_keys(value)[0]
 
 
 def _config(policy: Policy) -> SqlStore:

@@ -17,10 +17,14 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from lifecycle.stores import PurgeJournal, RetentionWindow
+
+if TYPE_CHECKING:
+    from lifecycle.stores.sql import SqlTableStore
 
 log = logging.getLogger("lifecycle.stores.sql")
 
@@ -101,3 +105,40 @@ class Tally:
             self.deleted,
             self.deleted / seconds if seconds > 0 else 0.0,
         )
+
+
+def walk(store: SqlTableStore, purgeable: LivePurgeable, tally: Tally, approved: int) -> bool:
+    """Batches of block ranges over the blocks the table has now, each its own transaction
+    with the store's checks (the ceiling, the journal); False where the table cannot be walked
+    so (`Dialect.heap_layout`). A range with nothing to delete is no batch (nothing journaled).
+    The witnesses are the lowest and highest key the batch deletes, for integer and UUID keys."""
+    with store.guarded("purge"), store.engine.connect() as conn:
+        layout = store.sql.heap_layout(conn, store.table)
+    if layout is None:
+        return False
+    key = store.key if tally.journal.wants_witnesses and store._opaque_key() else None
+
+    def last_offset(block: int) -> int:
+        with store.guarded("purge"), store.engine.connect() as conn:
+            return store.sql.last_offset(conn, store.table, block)
+
+    for lower, upper in tid_ranges(*layout, store.config.batch_size, last_offset):
+        in_batch = sa.and_(store.sql.tid_between(store.table, lower, upper), purgeable.now())
+        number = tally.batches + 1
+        with store.guarded(f"purge batch {number}"), store.engine.begin() as conn:
+            bounds = None if key is None else store.sql.key_bounds(conn, in_batch, key)
+            if bounds == (None, None):
+                continue  # nothing purgeable in the range: no batch
+            count = conn.execute(sa.delete(store.table).where(in_batch)).rowcount
+            if count:
+                witnesses = None if bounds is None else json_keys(*bounds)
+                store._before_commit(number, tally.deleted + count, approved, tally, witnesses)
+        if count:
+            tally.committed(count)
+    return True
+
+
+def json_keys(*keys: Any) -> list[int | str]:
+    """Keys as the ledger and XCom keep them (a batch's witnesses, slice bounds): JSON-safe,
+    each once, None left out."""
+    return list(dict.fromkeys(k if isinstance(k, int) else str(k) for k in keys if k is not None))
