@@ -330,3 +330,63 @@ def test_the_journal_sees_every_batch_with_its_count(pg, key_type):
     assert store.witnesses_left([k for w in witnesses if w for k in w]) == 0
     if key_type == "integer":  # the lowest and the highest key of the batch
         assert all(w is not None and w[0] < w[1] for w in witnesses)
+
+
+def test_a_slice_of_a_split_purge_stays_in_key_ranges(pg, monkeypatch):
+    """Slices are key ranges (`split`): each is purged by the keyed loop, never walked."""
+    table = build(pg, "uuid")
+    store = store_of(pg, table, batch_size=200, slices=2)
+    pieces = store.slices(WINDOW, count=2, expired=EXPIRED)
+    assert len(pieces) == 2 and not pieces[0].whole
+    sweeps = Sweeps(monkeypatch)
+
+    results = [store.purge(WINDOW, approved=p.expired, in_slice=p) for p in pieces]
+
+    assert sum(r.deleted for r in results) == EXPIRED
+    assert sweeps.batches == sum(r.batches for r in results)
+    survivors = left(pg, table)
+    assert CUTOFF - ONE_US not in survivors and sum(survivors.values()) == ROWS - EXPIRED
+
+
+def test_a_partitioned_table_is_purged_in_key_ranges(pg, monkeypatch):
+    """A partitioned table has no blocks of its own (each partition has its ctids)."""
+    engine, made = pg
+    name = f"physical_parted_{uuid.uuid4().hex[:12]}"
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                f"CREATE TABLE {name} (id uuid NOT NULL, seen_at timestamptz NOT NULL, "
+                "payload text, PRIMARY KEY (id, seen_at)) PARTITION BY RANGE (seen_at)"
+            )
+        )
+        conn.execute(
+            sa.text(
+                f"CREATE TABLE {name}_old PARTITION OF {name} FOR VALUES FROM (MINVALUE) "
+                f"TO ('{CUTOFF.isoformat()}')"
+            )
+        )
+        conn.execute(
+            sa.text(
+                f"CREATE TABLE {name}_new PARTITION OF {name} FOR VALUES FROM "
+                f"('{CUTOFF.isoformat()}') TO (MAXVALUE)"
+            )
+        )
+        conn.execute(
+            sa.text(
+                f"INSERT INTO {name} SELECT gen_random_uuid(), "
+                "CAST(:cutoff AS timestamptz) + (g % 6 - 3) * interval '1 microsecond', 'p' "
+                "FROM generate_series(1, 600) AS g"
+            ),
+            {"cutoff": CUTOFF},
+        )
+    table = sa.Table(name, sa.MetaData(), autoload_with=engine)
+    made.append(table)  # dropping the parent drops its partitions
+    store = store_of(pg, table, batch_size=50)
+    sweeps = Sweeps(monkeypatch)
+
+    result = store.purge(WINDOW, approved=300)
+
+    assert result.deleted == 300 and sweeps.batches == result.batches
+    with engine.connect() as conn:
+        oldest = conn.execute(sa.select(sa.func.min(table.c.seen_at))).scalar_one()
+    assert oldest == CUTOFF
