@@ -29,11 +29,17 @@ if TYPE_CHECKING:
 # The control database (connection `lifecycle_audit`): lifecycle.audit.metadata's tables. A
 # literal so that importing this module imports no SQLAlchemy model; a unit test keeps it equal
 # to the metadata.
-CONTROL_TABLES: tuple[str, ...] = ("retention_audit", "retention_holds", "retention_ledger")
+CONTROL_TABLES: tuple[str, ...] = (
+    "retention_audit",
+    "retention_holds",
+    "retention_ledger",
+    "retention_chain",
+)
 _CONTROL_ROLES = {
     "retention_audit": "the retention audit trail",
     "retention_holds": "the table of legal holds, restrictions and disputes",
     "retention_ledger": "the deletion ledger",
+    "retention_chain": "the head of the audit trail's hash chain",
 }
 
 # Airflow 3.3's metadata tables (airflow.models.base.Base.metadata after

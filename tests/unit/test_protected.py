@@ -83,6 +83,7 @@ def test_the_audit_trail_is_refused_with_a_message_for_the_author():
         "it is never a purge target"
     )
     assert "holds" in protected_table_problem("retention_holds")
+    assert "hash chain" in protected_table_problem("audit.retention_chain")
     assert "Airflow's metadata" in protected_table_problem("dag_run")
     assert "system schema 'pg_catalog'" in protected_table_problem("pg_catalog.pg_class")
     assert "SQLite's internal" in protected_table_problem("sqlite_master")
