@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import threading
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -62,3 +63,29 @@ def test_the_exports_carry_the_hashes_and_a_third_party_rechecks_them(app_client
             for name, value in record.items()
         }
         assert recomputed(canonical) == record["row_hash"]
+
+
+def test_a_page_never_waits_for_a_walk_after_the_first(app_client):
+    """Three years of runs take a second or more to walk: after the first page, a stale answer
+    is given at once and the next walk goes in the background; the page after it has the new
+    verdict."""
+    from datetime import UTC, datetime
+
+    integrity.forget()
+    client = app_client(_trail())
+    engine = sa.create_engine(os.environ["AIRFLOW_CONN_LIFECYCLE_AUDIT"])
+    try:
+        now = datetime(2026, 11, 29, 12, tzinfo=UTC)
+        assert integrity.chain_status(engine, now).intact  # the first page walks once
+        with engine.begin() as conn:
+            conn.execute(sa.update(runs).where(runs.c.id == 3).values(deleted=0))
+        later = now + integrity.CHECK_EVERY
+        assert integrity.chain_status(engine, later).intact  # the last walk, at once
+        for thread in [t for t in threading.enumerate() if t.name == "chain-walk"]:
+            thread.join(timeout=30)
+        verdict = integrity.chain_status(engine, later)
+        assert not verdict.intact and "row 3 altered" in verdict.summary()
+    finally:
+        engine.dispose()
+        integrity.forget()
+    assert client.get("/").status_code == 200
