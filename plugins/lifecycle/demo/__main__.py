@@ -215,10 +215,18 @@ def _run(day: date, server) -> int:
     with object_store(server, store):
         failed = run_all(selection.dags, audit, logical_date)
     print_report(read_runs(audit), logical_date)
+    print_chain(audit)
     if failed:
         print(f"{len(failed)} run(s) did not succeed: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+def print_chain(audit) -> None:
+    """The audit trail's hash chain, as `python -m lifecycle audit-verify` checks it."""
+    from lifecycle.chain import verify
+
+    print(f"audit trail: {verify(audit).summary()} (python -m lifecycle audit-verify)")
 
 
 def run_all(dags, audit, logical_date: datetime) -> list[str]:
