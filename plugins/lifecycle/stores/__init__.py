@@ -16,8 +16,8 @@ from __future__ import annotations
 import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, Self, cast
 
 from lifecycle.errors import PermanentError
@@ -55,6 +55,21 @@ class RetentionWindow:
     def cutoff_for(self, tenant: str | None) -> datetime:
         return self.tenant_cutoffs.get(tenant, self.cutoff) if tenant is not None else self.cutoff
 
+    def moved(self, days: int) -> RetentionWindow:
+        """The window `days` later: every cutoff (the policy's and each client's) moved forward,
+        the same holds. What it finds expired and this one does not is due within `days`."""
+        ahead = timedelta(days=days)
+        return replace(
+            self,
+            cutoff=self.cutoff + ahead,
+            tenant_cutoffs={tenant: c + ahead for tenant, c in self.tenant_cutoffs.items()},
+        )
+
+
+# The forecast's horizons, in days: how many records reach the end of their window within each
+# (`Plan.due`), so that a wave of deletions is seen coming.
+HORIZON_DAYS = (7, 30, 90)
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -75,6 +90,10 @@ class Plan:
     # Ids of the holds on a subject this store maps that reach no record at all (a value in
     # another form, or a subject with no records here): reported as a warning.
     inert_holds: list[str] = field(default_factory=list)
+    # The forecast: horizon in days (as text, a JSON key) -> records not expired now that will
+    # be within that many days (past the window and not held, every cutoff moved forward by
+    # it; the holds as they are now). Empty where the store does not count it (object stores).
+    due: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

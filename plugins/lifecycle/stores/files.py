@@ -30,6 +30,7 @@ from zoneinfo import ZoneInfo
 
 from lifecycle.fields import KeyPatternTimestamp, compile_key_pattern
 from lifecycle.stores import (
+    HORIZON_DAYS,
     NO_JOURNAL,
     Hold,
     Plan,
@@ -115,6 +116,7 @@ class _Tally:
     oldest_retained: datetime | None = None
     held_by_hold: Counter[str] = field(default_factory=Counter)
     reached: set[int] = field(default_factory=set)
+    due: Counter[str] = field(default_factory=Counter)  # the forecast: horizon -> files
 
     def add(self, listed: Listed, cutoff: datetime, hold: int | None) -> None:
         self.total += 1
@@ -126,6 +128,8 @@ class _Tally:
         assert moment is not None  # not an anomaly: dated
         if moment >= cutoff:
             self.oldest_retained = min(self.oldest_retained or moment, moment)
+            if hold is None:  # expired once the cutoff has moved past it, by then
+                self.due.update(str(d) for d in HORIZON_DAYS if moment < cutoff + timedelta(d))
         elif hold is not None:
             self.held += 1
             self.held_by_hold[str(hold)] += 1
@@ -145,6 +149,7 @@ class _Tally:
             oldest_retained=_iso(self.oldest_retained),
             held_by_hold=dict(self.held_by_hold),
             inert_holds=[str(i) for i in sorted(set(self.prefixes) - self.reached)],
+            due={str(days): self.due[str(days)] for days in HORIZON_DAYS},
         )
 
 

@@ -38,6 +38,7 @@ from lifecycle.stores import (
 )
 from lifecycle.stores.sql_config import SqlStore
 from lifecycle.stores.sql_dialects import dialect_of
+from lifecycle.stores.sql_forecast import due_columns, due_counts
 from lifecycle.stores.sql_subjects import SubjectMatcher, hold_value
 from lifecycle.stores.sql_subjects import coerce as _coerce
 from lifecycle.stores.sql_time import EventTimestamp, OwnTimestamp, TimeSource
@@ -282,7 +283,9 @@ class SqlTableStore(RetentionStore):
 
     def plan(self, window: RetentionWindow) -> Plan:
         past, purgeable = self._past_window(window), self._purgeable(window)
-        columns = self._plan_columns(window)
+        # The forecast (`lifecycle.stores.sql_forecast`) in the same query: one snapshot.
+        counts = self._plan_columns(window)
+        columns = [*counts, *due_columns(self._purgeable, window)]
         mapped = [hold for hold in window.holds if hold.subject in self.subjects.subjects]
         per_hold = []
         for hold in mapped:
@@ -290,17 +293,10 @@ class SqlTableStore(RetentionStore):
             per_hold += [self._counted(sa.and_(past, reached)), self._counted(reached)]
         query = sa.select(*columns, *per_hold).select_from(self.table)
         with _sanitized(self.label, "plan"), self.engine.connect() as conn:
-            (
-                total,
-                n_purgeable,
-                n_past,
-                n_active,
-                n_anomalies,
-                oldest,
-                newest,
-                oldest_retained,
-                *hold_counts,
-            ) = conn.execute(query).one()
+            row = conn.execute(query).one()
+            total, n_purgeable, n_past, n_active, n_anomalies, *bounds = row[: len(counts)]
+            oldest, newest, oldest_retained = bounds
+            due, hold_counts = row[len(counts) : len(columns)], row[len(columns) :]
             by_tenant = {}
             if self.tenant is not None:
                 rows = conn.execute(
@@ -329,6 +325,7 @@ class SqlTableStore(RetentionStore):
             held_by_hold=held_by_hold,
             by_tenant=by_tenant,
             inert_holds=unreached,
+            due=due_counts(due, n_purgeable),
         )
 
     # -- scale-out: slices of the key range, each purged by its own mapped task -----------------
