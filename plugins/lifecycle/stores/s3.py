@@ -7,11 +7,14 @@ and delete marker, so no version of expired data remains. Versions under an Obje
 hold or an unexpired retention are left alone and counted as held (governance retention is never
 bypassed). Deletion is `DeleteObjects`, up to 1000 versions a call and a bounded number of calls
 in flight; the per-key `Errors` of a 200 response are retried when transient and otherwise
-reported, never counted as deleted.
+reported, never counted as deleted. The HeadObject questions (a date in the metadata, a
+version's Object Lock status, asked only of a bucket with Object Lock) go out in a bounded pool
+over a window of the listing, answered in listing order (`lifecycle.stores.s3_heads`).
 """
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import logging
@@ -39,6 +42,7 @@ from lifecycle.stores import (
 )
 from lifecycle.stores.key_dates import end_of_named_period
 from lifecycle.stores.s3_config import MetadataTimestamp, S3Store
+from lifecycle.stores.s3_heads import Head, head, in_order
 from lifecycle.subjects import PREFIX_SUBJECT
 
 if TYPE_CHECKING:
@@ -52,9 +56,10 @@ INVENTORY_CHUNK = 5_000
 PROGRESS_EVERY_SECONDS = 5.0
 
 
-def client_from_connection(connection: Any) -> Any:  # boto3 is untyped
+def client_from_connection(connection: Any, connections: int = 32) -> Any:  # boto3 is untyped
     """A boto3 S3 client from an Airflow AWS connection: login/password are the key pair, the
-    extra may give `endpoint_url` (MinIO, a local server) and `region_name`."""
+    extra may give `endpoint_url` (MinIO, a local server) and `region_name`. `connections`:
+    the HTTP connections it keeps, at least the requests a store has in flight at once."""
     import boto3
     from botocore.config import Config
 
@@ -65,7 +70,9 @@ def client_from_connection(connection: Any) -> Any:  # boto3 is untyped
         aws_secret_access_key=connection.password or extra.get("aws_secret_access_key"),
         endpoint_url=extra.get("endpoint_url"),
         region_name=extra.get("region_name", "us-east-1"),
-        config=Config(retries={"mode": "adaptive", "max_attempts": 8}, max_pool_connections=32),
+        config=Config(
+            retries={"mode": "adaptive", "max_attempts": 8}, max_pool_connections=connections
+        ),
     )
 
 
@@ -233,26 +240,65 @@ class S3PrefixStore(RetentionStore):
             ]
             yield from heapq.merge(entries, markers, key=lambda v: v.key)
 
-    def _keys(self, window: RetentionWindow) -> Iterator[KeyVerdict]:
+    def _keys(self, window: RetentionWindow, *, held_dates: bool = True) -> Iterator[KeyVerdict]:
+        """The keys under the prefix in listing order, each with what the window says of it.
+        The HeadObject questions (metadata dates, Object Lock) go out in a bounded pool, see
+        `s3_heads`; a store that needs none (dates in the key or LastModified, no Object Lock on
+        the bucket) asks nothing. `held_dates=False`: a key under a prefix hold is not dated
+        (only the plan counts a held key's expired versions; a purge and a verification need
+        nothing of it)."""
+        listed = self._listed(window)
+        if self.metadata_key is None and not self.object_lock:
+            return listed
+        return in_order(
+            listed,
+            functools.partial(self._ask, held_dates=held_dates),
+            in_flight=self.config.head_in_flight,
+        )
+
+    def _listed(self, window: RetentionWindow) -> Iterator[KeyVerdict]:
+        """The keys as listed, grouped, dated by their name or LastModified, matched to the
+        prefix holds: everything but what a HeadObject says."""
         per_version = self.pattern is None and self.metadata_key is None
         for key, group in itertools.groupby(self._versions(), key=lambda v: v.key):
-            versions = list(group)
             tenant = self._tenant(key) if self.per_tenant else None
             verdict = KeyVerdict(
                 key=key,
-                versions=versions,
+                versions=list(group),
                 cutoff=window.cutoff_for(tenant),
                 tenant=tenant,
                 per_version=per_version,
-                key_moment=None if per_version else self._key_moment(key, versions),
+                key_moment=self._moment_from_key(key) if self.pattern is not None else None,
             )
             for hold in window.holds:
                 if hold.subject == PREFIX_SUBJECT and key.startswith(hold.value):
                     verdict.held_by = hold.id
                     break
-            if verdict.held_by is None and self.object_lock:
-                verdict.locked = frozenset(self._locked(verdict.expired()))
             yield verdict
+
+    def _ask(self, verdict: KeyVerdict, *, held_dates: bool) -> KeyVerdict:
+        """What HeadObject says of a key (in the pool): its time from the metadata of its
+        current version (a key of only delete markers has no data to date: the markers go, see
+        `deletable`), then which of its expired versions are locked. The current version's
+        HeadObject carries its lock status too: it is not asked twice."""
+        if verdict.held_by is not None and not held_dates:
+            return verdict
+        current = next((v for v in verdict.versions if not v.is_marker), None)
+        answers: dict[str, Head] = {}
+        if self.metadata_key is not None and current is not None:
+            answers[current.version_id] = self._head(current)
+            verdict.key_moment = self._metadata_moment(answers[current.version_id].metadata)
+        if verdict.held_by is None and self.object_lock:
+            now = datetime.now(UTC)
+            verdict.locked = frozenset(
+                version.version_id
+                for version in verdict.expired()
+                if (answers.get(version.version_id) or self._head(version)).locked(now)
+            )
+        return verdict
+
+    def _head(self, version: Version) -> Head:
+        return head(self.client, self.config.bucket, self._address(version))
 
     def _address(self, version: Version) -> dict[str, str]:
         """Key and VersionId. A versioned bucket needs the id even for the "null" version
@@ -265,18 +311,11 @@ class S3PrefixStore(RetentionStore):
         rest = key[len(self.config.prefix) :]
         return rest.split("/", 1)[0] if "/" in rest else None
 
-    def _key_moment(self, key: str, versions: list[Version]) -> datetime | None:
-        """The key's time from its name or its metadata; None if it cannot be read (then its
-        versions are reported and never deleted)."""
-        if self.pattern is not None:
-            return self._moment_from_key(key)
-        current = next((v for v in versions if not v.is_marker), None)
-        if current is None:
-            return None  # only delete markers: no data to date (the markers go, see deletable)
-        head = self.client.head_object(Bucket=self.config.bucket, **self._address(current))
-        value = head.get("Metadata", {}).get(self.metadata_key)
+    def _metadata_moment(self, metadata: dict[str, str]) -> datetime | None:
+        """The key's time from its metadata; None if it cannot be read (then its versions are
+        reported and never deleted)."""
         try:
-            moment = datetime.fromisoformat(value)
+            moment = datetime.fromisoformat(metadata.get(self.metadata_key or "", ""))
         except (TypeError, ValueError):
             return None
         # Without an offset the value is wall-clock time in the policy's timezone.
@@ -286,16 +325,6 @@ class S3PrefixStore(RetentionStore):
         """The end of the period the key names (its last microsecond), so that a key is expired
         only when the whole day (or hour...) it names is before the cutoff."""
         return end_of_named_period(self.pattern, key, self.zone)
-
-    def _locked(self, versions: list[Version]) -> Iterator[str]:
-        """The versions under an Object Lock legal hold or unexpired retention (read with
-        HeadObject: S3 says so per version)."""
-        now = datetime.now(UTC)
-        for version in versions:
-            head = self.client.head_object(Bucket=self.config.bucket, **self._address(version))
-            until = head.get("ObjectLockRetainUntilDate")
-            if head.get("ObjectLockLegalHoldStatus") == "ON" or (until is not None and until > now):
-                yield version.version_id
 
     # -- plan ---------------------------------------------------------------------------------
 
@@ -345,7 +374,7 @@ class S3PrefixStore(RetentionStore):
 
     def _batches(self, window: RetentionWindow) -> Iterator[list[Version]]:
         batch: list[Version] = []
-        for verdict in self._keys(window):
+        for verdict in self._keys(window, held_dates=False):
             for version in verdict.deletable():
                 batch.append(version)
                 if len(batch) == self.config.batch_size:
@@ -461,7 +490,7 @@ class S3PrefixStore(RetentionStore):
 
         def chunks() -> Iterator[list[float | None]]:
             chunk: list[float | None] = []
-            for verdict in self._keys(window):
+            for verdict in self._keys(window, held_dates=False):
                 for version in verdict.data():
                     held = verdict.held_by is not None or version.version_id in verdict.locked
                     moment = verdict.moment(version)
@@ -479,4 +508,7 @@ class S3PrefixStore(RetentionStore):
 
 
 def open_store(policy: Policy, connection: Any) -> S3PrefixStore:
-    return S3PrefixStore(policy, client_from_connection(connection))
+    store = policy.store
+    # A purge has its HeadObject and DeleteObjects requests in flight at once.
+    wanted = store.head_in_flight + store.max_in_flight if isinstance(store, S3Store) else 0
+    return S3PrefixStore(policy, client_from_connection(connection, max(32, wanted)))

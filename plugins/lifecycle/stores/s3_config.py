@@ -101,6 +101,13 @@ class S3Store(HeldByPrefix, StoreConfig):
     max_in_flight: int = Field(
         default=4, gt=0, le=32, description="DeleteObjects calls in flight at once."
     )
+    head_in_flight: int = Field(
+        default=16,
+        ge=1,
+        le=64,
+        description="HeadObject requests in flight at once: a date in the metadata, a "
+        "version's Object Lock status (asked only when the bucket has Object Lock).",
+    )
 
     @model_validator(mode="before")
     @classmethod
