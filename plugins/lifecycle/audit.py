@@ -410,11 +410,13 @@ _PLAN_BOUNDS = ("oldest_expired", "newest_expired", "oldest_retained")
 
 
 def _plan_fields(plan: Plan | None) -> dict[str, Any]:
-    """What the plan (extract) found: counts and timestamp bounds, hold ids with their counts."""
+    """What the plan (extract) found: counts and timestamp bounds, hold ids with their counts,
+    and the forecast (None where the store did not count it: never hashed then)."""
     if plan is None:
-        return dict.fromkeys((*_PLAN_COUNTS, *_PLAN_BOUNDS)) | {"holds": {}}
+        return dict.fromkeys((*_PLAN_COUNTS, *_PLAN_BOUNDS, "due")) | {"holds": {}}
     return {name: getattr(plan, name) for name in (*_PLAN_COUNTS, *_PLAN_BOUNDS)} | {
-        "holds": dict(plan.held_by_hold)
+        "holds": dict(plan.held_by_hold),
+        "due": dict(plan.due) or None,
     }
 
 

@@ -8,7 +8,7 @@ The canonical form (version 1), what a third party recomputes from the export wi
   `chain_seq` among them;
 - values as stored: timestamps in UTC as `YYYY-MM-DDTHH:MM:SS.ffffffZ` (always six digits of
   microseconds), integers as JSON integers, booleans as `true`/`false`, text as is, the JSON
-  columns (holds, tenants, reasons, verification, timings) as the JSON value they hold;
+  columns (holds, tenants, due, reasons, verification, timings) as the JSON value they hold;
 - one JSON object of those, `json.dumps(obj, sort_keys=True, separators=(",", ":"),
   ensure_ascii=False, allow_nan=False)` (keys sorted at every depth), encoded as UTF-8;
 - `row_hash` = the lowercase hex SHA-256 of those bytes.

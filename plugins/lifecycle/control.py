@@ -50,6 +50,9 @@ runs = sa.Table(
     sa.Column("remaining", sa.BigInteger),
     sa.Column("holds", sa.JSON),  # hold id -> records it kept: listed by hold, never by content
     sa.Column("tenants", sa.JSON),  # tenant -> period, on the default or not, total, expired
+    # The forecast: horizon in days -> records that reach the end of their window within it
+    # (`Plan.due`). NULL where the store does not count it (object stores) and in older rows.
+    sa.Column("due", sa.JSON),
     sa.Column("reasons", sa.JSON),
     sa.Column("verification", sa.JSON),  # the Great Expectations result summary
     sa.Column("timings", sa.JSON),

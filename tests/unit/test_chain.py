@@ -44,6 +44,7 @@ def trail_row(index: int, **fields) -> dict:
             held=1,
             holds={3: 1},  # an integer key: stored (and hashed) as the JSON string "3"
             tenants={"acme": {"period": "P1Y", "total": 4, "expired": 0, "default": False}},
+            due={"7": index, "30": 10 * index, "90": 100},
             reasons=["a reason", "-starts like a formula"],
             verification={"success": True, "remaining": 0, "ratio": 0.25},
             timings={"delete": 1.5, "verify": 0.001},
@@ -246,7 +247,7 @@ INTEGERS |= {"shards", "remaining", "chain_seq"}
 BOOLEANS = {"dry_run", "verified"}
 TIMESTAMPS = {"logical_date", "cutoff", "oldest_expired", "newest_expired", "oldest_retained"}
 TIMESTAMPS |= {"started_at", "finished_at"}
-JSONS = {"holds", "tenants", "reasons", "verification", "timings"}
+JSONS = {"holds", "tenants", "due", "reasons", "verification", "timings"}
 TEXTS = {"dag_id", "run_id", "policy", "title", "controller", "legal_basis", "store", "period"}
 TEXTS |= {"status", "prev_hash"}
 

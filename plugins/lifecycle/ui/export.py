@@ -131,8 +131,8 @@ def as_json_lines(rows: Iterable[dict[str, Any]], zones: Zones | None = None) ->
 def as_csv_lines(
     rows: Iterable[dict[str, Any]], zones: Zones | None = None, *, excel: bool = False
 ) -> Iterator[str]:
-    """CSV with a header; JSON columns (holds, tenants, reasons, verification, timings) as JSON;
-    every text cell, JSON ones too, neutralised against formulas.
+    """CSV with a header; JSON columns (holds, tenants, due, reasons, verification, timings) as
+    JSON; every text cell, JSON ones too, neutralised against formulas.
 
     `excel`: the variant a Dutch-locale Excel opens with a double click: a UTF-8 byte order mark
     (else it reads the bytes as Windows-1252) and `;`, its list separator there (a `,` puts
