@@ -27,7 +27,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lifecycle.policy import NAME_PATTERN
 from lifecycle.ui import zones
-from lifecycle.ui.overview import chart_gaps, history, overview, remaining_after, retired
+from lifecycle.ui.overview import (
+    chart_gaps,
+    due_figures,
+    history,
+    not_counted,
+    overview,
+    remaining_after,
+    retired,
+)
 from lifecycle.ui.rendering import (
     NO_STORE,
     error,
@@ -264,6 +272,8 @@ def policy_page(request: Request, name: PolicyName, page: PageNumber = 1) -> HTM
         page=page,
         pages=pages,
         remaining={run["id"]: remaining_after(run) for run in runs},
+        due=due_figures(last),
+        due_note=not_counted(loaded.policy.store.kind if loaded else None),
     )
 
 
@@ -345,6 +355,16 @@ def held_chart(name: PolicyName) -> Response:
     from lifecycle.ui.charts import held_svg
 
     return _svg(held_svg(*_history(name)))
+
+
+@app.get("/charts/{name}/due.svg")
+def due_chart(name: PolicyName) -> Response:
+    from lifecycle.ui.charts import due_svg
+
+    points, zone = _history(name)
+    loaded = _policy(name)
+    kind = loaded.policy.store.kind if loaded else None
+    return _svg(due_svg(points, zone, not_counted(kind, of="any run yet")))
 
 
 # -- export -------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import textwrap
 from datetime import date, timedelta
 from typing import Any
 
+from lifecycle.stores import HORIZON_DAYS
 from lifecycle.ui.zones import DEFAULT_ZONE, local_day
 
 STATUS_COLOURS = {
@@ -23,6 +24,8 @@ STATUS_COLOURS = {
     "verification_failed": "#6a1b9a",
 }
 WITHIN, PAST, UNKNOWN, AGE, HELD = "#2e7d32", "#c62828", "#9aa5b1", "#1565c0", "#8d6e63"
+DUE = ["#f9a825", "#ef6c00", "#8d6e63"]  # the forecast's horizons, shortest first
+DUE_KEYS = tuple(f"due_{days}" for days in HORIZON_DAYS)
 WIDTH, HEIGHT = 560, 170
 DAILY_UP_TO = 400  # runs: more are charted a week a point
 EDGE = 10  # pixels of x padding: a bar on the first or last day is drawn whole
@@ -53,7 +56,7 @@ def _dated(points: list[dict[str, Any]], zone: str) -> list[dict[str, Any]]:
 
 def _weekly(dated: list[dict[str, Any]], by_status: bool = False) -> list[dict[str, Any]]:
     """Over DAILY_UP_TO runs, one point a week (and outcome: `by_status`) on its Monday:
-    deletions summed; ages, limits and held records at their highest; the worst verdict.
+    deletions summed; ages, limits, held and due records at their highest; the worst verdict.
     Three years of daily points are bars a pixel wide, and render slower than a page may."""
     if len(dated) <= DAILY_UP_TO:
         return dated
@@ -64,8 +67,8 @@ def _weekly(dated: list[dict[str, Any]], by_status: bool = False) -> list[dict[s
         key = (monday, point["status"] if by_status else "")
         week = weeks.setdefault(key, {**point, "day": monday, "deleted": 0})
         week["deleted"] += point["deleted"]
-        for name in ("age_days", "limit_days", "held"):
-            values = [v for v in (week[name], point[name]) if v is not None]
+        for name in ("age_days", "limit_days", "held", *DUE_KEYS):
+            values = [v for v in (week.get(name), point.get(name)) if v is not None]
             week[name] = max(values) if values else None
         week["within"] = min(
             (week["within"], point["within"]), key=lambda v: {False: 0, None: 1, True: 2}[v]
@@ -195,6 +198,46 @@ def held_svg(points: list[dict[str, Any]], zone: str = DEFAULT_ZONE) -> str:
             x=_x(dated, zone),
             y=alt.Y("held:Q", title="held"),
             tooltip=["day:N", "held:Q"],
+        )
+        .properties(width=WIDTH, height=HEIGHT * 2 // 3)
+    )
+    return _svg(chart)
+
+
+def due_svg(
+    points: list[dict[str, Any]],
+    zone: str = DEFAULT_ZONE,
+    not_counted: str = "not counted by any run yet",
+) -> str:
+    """The forecast at each run: records due to reach the end of their window within each
+    horizon (7, 30 and 90 days), one line each; runs that counted none are left out."""
+    import altair as alt
+
+    counted = [p for p in _dated(points, zone) if p.get(DUE_KEYS[0]) is not None]
+    if not counted:
+        return _empty(f"records due to expire: {not_counted}")
+    dated = _weekly(counted)
+    horizons = [f"within {days} d" for days in HORIZON_DAYS]
+    values = [
+        {"day": p["day"], "horizon": horizon, "due": p[key]}
+        for p in dated
+        for horizon, key in zip(horizons, DUE_KEYS, strict=True)
+        if p.get(key) is not None
+    ]
+    title = "Records due to expire (their window ends), counted at each run"
+    title += ", highest of each week" if len(dated) < len(counted) else ""
+    chart = (
+        alt.Chart(alt.Data(values=values), title=title)
+        .mark_line(point=alt.OverlayMarkDef(size=20))
+        .encode(
+            x=_x(dated, zone),
+            y=alt.Y("due:Q", title="records"),
+            color=alt.Color(
+                "horizon:N",
+                scale=alt.Scale(domain=horizons, range=DUE[: len(horizons)]),
+                legend=alt.Legend(title="due", orient="top"),
+            ),
+            tooltip=["day:N", "horizon:N", "due:Q"],
         )
         .properties(width=WIDTH, height=HEIGHT * 2 // 3)
     )

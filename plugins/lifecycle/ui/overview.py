@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 from lifecycle.periods import parse_period
 from lifecycle.policy import Policy
+from lifecycle.stores import HORIZON_DAYS
 
 if TYPE_CHECKING:
     from lifecycle.loader import LoadResult
@@ -39,6 +40,33 @@ class OverviewRow:
     @property
     def name(self) -> str:
         return self.policy.name
+
+    @property
+    def due(self) -> list[tuple[int, int]] | None:
+        return due_figures(self.last_run)
+
+    @property
+    def due_note(self) -> str:
+        return not_counted(self.policy.store.kind)
+
+
+def due_figures(run: dict[str, Any] | None) -> list[tuple[int, int]] | None:
+    """The forecast a run counted: (horizon in days, records due within it), shortest first;
+    None where it counted none (an object store, a run before the forecast, no run)."""
+    due = (run or {}).get("due")
+    if not due:
+        return None
+    return sorted((int(days), int(count)) for days, count in due.items())
+
+
+OBJECT_STORES = {"s3"}  # their plan counts no forecast yet (`Plan.due` empty)
+
+
+def not_counted(kind: str | None, *, of: str = "its last run") -> str:
+    """Why a policy shows no forecast: its store kind, or the run(s) `of` counted none."""
+    if kind in OBJECT_STORES:
+        return "not counted for object stores yet"
+    return f"not counted by {of}"
 
 
 def _days(delta: timedelta) -> float:
@@ -141,6 +169,8 @@ def history(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "age_days": remaining.age_days,
                 "limit_days": remaining.limit_days,
                 "within": remaining.within,
+                # The forecast at the run (None: not counted then).
+                **{f"due_{days}": (run.get("due") or {}).get(str(days)) for days in HORIZON_DAYS},
             }
         )
     return points
