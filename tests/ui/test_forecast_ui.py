@@ -98,3 +98,22 @@ def test_over_400_runs_the_forecast_is_charted_a_week_a_point(app_client):
     svg = app_client(rows).get("/charts/cdrs/due.svg").text
     assert "highest of each week" in svg
     assert 3 * 60 <= svg.count('aria-roledescription="point"') <= 3 * 62
+
+
+def test_the_evidence_page_gives_the_runs_forecast(app_client):
+    cdrs, recordings = policy("cdrs"), policy("customer_call_recordings")
+    client = app_client(
+        [
+            audit_row(cdrs, TODAY, due=DUE),
+            audit_row(cdrs, TODAY - timedelta(days=1), due=None),
+            audit_row(recordings, TODAY),
+        ]
+    )
+
+    def due(row_id: int) -> str:
+        page = client.get(f"/runs/{row_id}").text
+        return _text(page.split('data-field="due">')[1].split("</dd>")[0])
+
+    assert due(1).startswith("12 within 7 d · 1,234 within 30 d · 123,456 within 90 d")
+    assert due(2) == "not counted by this run"
+    assert due(3) == "not counted for object stores yet"

@@ -284,12 +284,15 @@ def run_page(request: Request, row_id: RowId) -> HTMLResponse:
     run = read_run(audit_engine(), row_id)
     if run is None:
         raise HTTPException(404, f"no audit record {row_id}")
+    loaded = _policy(run["policy"])
     return _page(
         request,
         "run.html",
         run=run,
         zone=_zone_of(run["policy"]),
-        retired=_policy(run["policy"]) is None,
+        retired=loaded is None,
+        due=due_figures(run),
+        due_note=not_counted(loaded.policy.store.kind if loaded else None, of="this run"),
         remaining=remaining_after(run),
         in_airflow=airflow_run_exists(run["dag_id"], run["run_id"]),
     )
