@@ -314,6 +314,7 @@ def print_report(rows: list[dict], logical_date: datetime) -> None:
         "no date",
         "verified",
         "status",
+        "due 7/30/90 d",
     )
     lines = [header]
     for name, row in sorted(latest.items()):
@@ -330,6 +331,7 @@ def print_report(rows: list[dict], logical_date: datetime) -> None:
                 ),
                 verified,
                 row["status"],
+                _due(row.get("due")),
             )
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
@@ -338,6 +340,13 @@ def print_report(rows: list[dict], logical_date: datetime) -> None:
         print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)))
         if index == 0:
             print("  ".join("-" * width for width in widths))
+
+
+def _due(due: dict | None) -> str:
+    """The forecast: records that reach the end of their window within 7, 30, 90 days."""
+    if not due:
+        return "-"  # object stores: not counted yet
+    return "/".join(str(due.get(str(days), "-")) for days in (7, 30, 90))
 
 
 def serve() -> int:
