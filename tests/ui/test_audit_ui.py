@@ -179,8 +179,9 @@ def test_a_retired_policy_keeps_its_history_and_errors_are_pages(page, api_serve
 
 
 def test_the_pages_fit_1280_px(page, api_server, seeded_audit):
-    """Airflow's frame cut the 1,427 px overview at 1,400: the overview, a policy's page and an
-    evidence page must fit 1,280 px without a horizontal scroll bar."""
+    """Airflow's frame cut the 1,427 px overview at 1,400: the overview, a policy's page, an
+    evidence page, a retired policy's page and the compliance report must fit 1,280 px without a
+    horizontal scroll bar."""
     width = "() => Math.max(document.documentElement.scrollWidth, document.body.scrollWidth)"
     evidence = _latest(seeded_audit["runs"])["contact_forms"]["id"]
     page.set_viewport_size({"width": 1280, "height": 900})
@@ -190,6 +191,8 @@ def test_the_pages_fit_1280_px(page, api_server, seeded_audit):
             ("overview", "/retention/"),
             ("policy", "/retention/policies/customer_call_recordings"),
             ("evidence", f"/retention/runs/{evidence}"),
+            ("retired", f"/retention/policies/{RETIRED}"),
+            ("report", "/retention/report.html?start=2020-01-01&end=2030-12-31"),
         ):
             page.goto(api_server["base"] + path)
             page.wait_for_load_state("load")  # the charts, whose width counts too
