@@ -59,6 +59,11 @@ class Dialect:
         physical order (`lifecycle.stores.sql_walk`); None: key ranges only."""
         return None
 
+    def residue(self, conn: sa.Connection, table: sa.Table) -> dict[str, Any]:
+        """What deleted rows leave in the database beside the live ones (dead tuples, history
+        rows, free pages), as counts for the audit row; {} where nothing is known."""
+        return {}
+
     def tid_between(
         self, table: sa.Table, lower: tuple[int, int], upper: tuple[int, int]
     ) -> sa.ColumnElement[bool]:
@@ -77,6 +82,17 @@ class Dialect:
 
 
 class PostgreSQLDialect(Dialect):
+    def residue(self, conn: sa.Connection, table: sa.Table) -> dict[str, Any]:
+        """Dead tuples: a deleted row stays in its page until VACUUM (autovacuum, or the table's
+        owner: before PostgreSQL 17 nobody else may), as the statistics say."""
+        dead = conn.execute(
+            sa.text(
+                "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = CAST(:name AS regclass)"
+            ),
+            {"name": _POSTGRESQL.identifier_preparer.format_table(table)},
+        ).scalar()
+        return {"dead_tuples": int(dead or 0), "removed_by": "VACUUM (autovacuum or the owner)"}
+
     def cutoff_in_case(
         self, column: sa.ColumnElement[Any], cutoff: datetime
     ) -> sa.ColumnElement[Any]:
@@ -169,6 +185,13 @@ class SQLiteDialect(Dialect):
     """SQLite keeps timestamps as text: compare text with text, and only text in the one format
     whose text order is time order."""
 
+    def residue(self, conn: sa.Connection, table: sa.Table) -> dict[str, Any]:
+        """Free pages of the database file keep deleted rows' bytes unless `secure_delete`
+        overwrites them (or a VACUUM rewrites the file)."""
+        free = conn.exec_driver_sql("PRAGMA freelist_count").scalar()
+        secure = conn.exec_driver_sql("PRAGMA secure_delete").scalar()
+        return {"free_pages": int(free or 0), "secure_delete": bool(secure)}
+
     def cutoff(self, column: sa.ColumnElement[Any], cutoff: datetime) -> sa.ColumnElement[Any]:
         return sa.bindparam(None, sqlite_timestamp_text(cutoff), type_=sa.String)
 
@@ -191,7 +214,33 @@ class SQLiteDialect(Dialect):
         return sa.and_(self.well_formed(column), column < threshold)
 
 
+class MariaDBDialect(Dialect):
+    def residue(self, conn: sa.Connection, table: sa.Table) -> dict[str, Any]:
+        """A system-versioned table keeps every deleted row as history until `DELETE HISTORY`;
+        other tables leave nothing a reader can count."""
+        kind = conn.execute(
+            sa.text(
+                "SELECT TABLE_TYPE FROM information_schema.TABLES "
+                "WHERE TABLE_SCHEMA = COALESCE(:schema, DATABASE()) AND TABLE_NAME = :name"
+            ),
+            {"schema": table.schema, "name": table.name},
+        ).scalar()
+        if kind != "SYSTEM VERSIONED":
+            return {}
+        name = conn.dialect.identifier_preparer.format_table(table)
+        every = conn.execute(sa.text(f"SELECT COUNT(*) FROM {name} FOR SYSTEM_TIME ALL")).scalar()
+        live = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar()
+        return {
+            "history_rows": int(every or 0) - int(live or 0),
+            "removed_by": "DELETE HISTORY (needs the DELETE HISTORY privilege)",
+        }
+
+
 def dialect_of(engine: sa.Engine) -> Dialect:
-    return {"postgresql": PostgreSQLDialect, "sqlite": SQLiteDialect}.get(
-        engine.dialect.name, Dialect
-    )()
+    kinds: dict[str, type[Dialect]] = {
+        "postgresql": PostgreSQLDialect,
+        "sqlite": SQLiteDialect,
+        "mysql": MariaDBDialect,
+        "mariadb": MariaDBDialect,
+    }
+    return kinds.get(engine.dialect.name, Dialect)()

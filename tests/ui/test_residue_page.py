@@ -1,0 +1,22 @@
+"""The evidence page says what a purge left in the database (issue 15, residual copies)."""
+
+from __future__ import annotations
+
+from tests.ui.conftest import audit_row, policy
+from tests.ui.test_local_time import AMSTERDAM_29, CUTOFF
+
+
+def test_the_evidence_page_shows_the_residue_counts(app_client):
+    cdrs = policy("cdrs")
+    row = audit_row(cdrs, AMSTERDAM_29, cutoff=CUTOFF)
+    row["verification"] = row["verification"] | {
+        "residue": {"dead_tuples": 9996, "removed_by": "VACUUM (autovacuum or the owner)"}
+    }
+    client = app_client([row])
+    page = client.get("/runs/1").text
+    assert (
+        '<dd data-field="residue">dead tuples: 9996; removed by: VACUUM (autovacuum or the '
+        "owner)</dd>"
+    ) in page
+    bare = audit_row(cdrs, AMSTERDAM_29, cutoff=CUTOFF)
+    assert 'data-field="residue"' not in app_client([bare]).get("/runs/1").text
