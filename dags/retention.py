@@ -5,7 +5,5 @@ folder (or $LIFECYCLE_POLICY_DIR) and its DAG appears; a broken one appears as a
 """
 
 from lifecycle.factory import build_dags
-from lifecycle.watchdog import build_watchdog
 
 globals().update(build_dags())
-globals().update(build_watchdog())  # overdue policies' owners alerted, where any has owners

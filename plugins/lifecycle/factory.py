@@ -31,7 +31,7 @@ from airflow.sdk import (
 )
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from lifecycle.loader import PolicyError, load_policies
+from lifecycle.loader import LoadResult, PolicyError, load_policies
 from lifecycle.payloads import CheckDecision, Extracted, VerificationResult
 from lifecycle.policy import Policy
 from lifecycle.ui import URL_PREFIX
@@ -399,4 +399,16 @@ def build_dags(directory: Path | None = None) -> dict[str, DAG]:
             log.error("invalid retention policy: %s", error.message)
         dag = build_invalid_policy_dag(error, invalid_dag_id(error.path, set(dags)))
         dags[dag.dag_id] = dag
-    return dags
+    return dags | _watchdog(result, directory)
+
+
+def _watchdog(result: LoadResult, directory: Path | None) -> dict[str, DAG]:
+    """The overdue-policy watchdog where a policy names owners (lifecycle.watchdog), from the
+    policies loaded once; a failure here never takes the policies' DAGs down."""
+    from lifecycle.watchdog import watchdog_dags
+
+    try:
+        return watchdog_dags([loaded.policy for loaded in result.policies], directory)
+    except Exception as exc:
+        log.error("retention watchdog not built: %s", type(exc).__name__)
+        return {}

@@ -174,11 +174,19 @@ def _watch(directory: str | None, now: datetime | None = None) -> list[str]:
 
 
 def build_watchdog(directory: Path | None = None) -> dict[str, DAG]:
-    """`{"retention-watchdog": DAG}` where a valid policy names owners, else nothing."""
-    from lifecycle.factory import START_DATE
+    """The watchdog of the policy folder's policies (see `watchdog_dags`)."""
     from lifecycle.loader import load_policies
 
-    if not any(loaded.policy.owners for loaded in load_policies(directory).policies):
+    policies = [loaded.policy for loaded in load_policies(directory).policies]
+    return watchdog_dags(policies, directory)
+
+
+def watchdog_dags(policies: list[Policy], directory: Path | None = None) -> dict[str, DAG]:
+    """`{"retention-watchdog": DAG}` where a valid policy names owners, else nothing. Built by
+    the DAG factory from the policies it has loaded already (one load per parse)."""
+    from lifecycle.factory import START_DATE
+
+    if not any(policy.owners for policy in policies):
         return {}
     folder = str(directory) if directory is not None else None
     with DAG(

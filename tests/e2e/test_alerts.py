@@ -226,10 +226,14 @@ def test_an_overdue_policy_alerts_its_owners_once_even_with_no_run(
 
 
 def test_the_watchdog_exists_only_where_a_policy_has_owners(deployment):
+    from lifecycle.factory import build_dags
     from lifecycle.watchdog import build_watchdog
 
     write_policy(deployment, "events", "null")
     assert build_watchdog(deployment.policy_dir) == {}
+    assert sorted(build_dags(deployment.policy_dir)) == ["retention_events"]
     write_policy(deployment, "events", "{email: [dpo@example.com]}")
     dag = build_watchdog(deployment.policy_dir)["retention-watchdog"]
     assert dag.catchup is False and not dag.is_paused_upon_creation
+    # The DAG file's one factory builds it beside the policies' DAGs, from the same load.
+    assert sorted(build_dags(deployment.policy_dir)) == ["retention-watchdog", "retention_events"]
