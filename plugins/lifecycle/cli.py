@@ -98,11 +98,9 @@ def _check_hold_target(scope: str, subject: str) -> str | None:
         policies = [p for p in policies if p.name == scope]
         if not policies:
             return f"--scope: no policy named {scope!r} in {policy_dir()}"
-    from lifecycle.stores import subjects_of
-
-    if any(subject in subjects_of(p) for p in policies):
+    if any(subject in p.store.hold_subjects() for p in policies):
         return None
-    known = sorted({s for p in policies for s in subjects_of(p)})
+    known = sorted({s for p in policies for s in p.store.hold_subjects()})
     return f"--subject: {subject!r} is mapped by no policy in scope (known: {', '.join(known)})"
 
 

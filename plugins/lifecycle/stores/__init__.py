@@ -223,11 +223,6 @@ class RetentionStore(ABC):
         self.close()
 
 
-def subjects_of(policy: Policy) -> set[str]:
-    """The hold subjects a policy's records can be reached by."""
-    return policy.store.hold_subjects()
-
-
 def open_store(policy: Policy, connection: Any) -> RetentionStore:
     """The store of a policy, reached through an Airflow connection (its kind's module)."""
     module = importlib.import_module(policy.store.implementation)
