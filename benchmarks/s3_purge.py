@@ -21,6 +21,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT / "plugins"))
@@ -110,31 +111,31 @@ def parallel_script(endpoint: str, bucket: str) -> dict:
     return {"deleted": deleted, "seconds": time.perf_counter() - started}
 
 
+def bench_policy(bucket: str, prefix: str, **store: Any) -> Any:
+    """A 90-day policy on `bucket`/`prefix` (`store`: the store's other fields)."""
+    from lifecycle.policy import Policy
+
+    return Policy.model_validate(
+        {
+            "name": "bench",
+            "title": "Benchmark",
+            "statement": {"service": "Algemeen", "data": "Opnames", "retention": "90 dagen"},
+            "controller": "provider",
+            "legal_basis": "legitimate_interest",
+            "retention": {"period": "P90D"},
+            "store": {"kind": "s3", "conn_id": "bench", "bucket": bucket, "prefix": prefix} | store,
+        }
+    )
+
+
 def locked_phase(phase: str, endpoint: str, bucket: str) -> dict:
     """In a child process, as the task would run it: the store opened (the bucket's Object Lock
     and versioning read), then `extract` (the plan), `delete` (the purge) or `verify`. The
     verification's fixed cost, Great Expectations' import and context, is timed apart."""
-    from lifecycle.policy import Policy
     from lifecycle.stores import RetentionWindow
     from lifecycle.stores.s3 import S3PrefixStore
 
-    policy = Policy.model_validate(
-        {
-            "name": "bench_locked",
-            "title": "Benchmark",
-            "statement": {"service": "Klanten", "data": "Opnames", "retention": "90 dagen"},
-            "controller": "provider",
-            "legal_basis": "legitimate_interest",
-            "retention": {"period": "P90D"},
-            "store": {
-                "kind": "s3",
-                "conn_id": "bench",
-                "bucket": bucket,
-                "prefix": "clients/",
-                "timestamp": {"metadata": "recorded-at"},
-            },
-        }
-    )
+    policy = bench_policy(bucket, "clients/", timestamp={"metadata": "recorded-at"})
     figures: dict = {"gx_seconds": 0.0}
     if phase == "verify":
         from lifecycle.verification import _context
@@ -169,21 +170,10 @@ def high_water_mark_kib() -> int:
 
 def engine_purge(endpoint: str, bucket: str) -> dict:
     """In a child process: the engine's purge of the whole bucket, and its peak memory."""
-    from lifecycle.policy import Policy
     from lifecycle.stores import RetentionWindow
     from lifecycle.stores.s3 import S3PrefixStore
 
-    policy = Policy.model_validate(
-        {
-            "name": "bench",
-            "title": "Benchmark",
-            "statement": {"service": "Algemeen", "data": "Opnames", "retention": "90 dagen"},
-            "controller": "provider",
-            "legal_basis": "legitimate_interest",
-            "retention": {"period": "P90D"},
-            "store": {"kind": "s3", "conn_id": "bench", "bucket": bucket, "prefix": "support/"},
-        }
-    )
+    policy = bench_policy(bucket, "support/")
     store = S3PrefixStore(policy, client(endpoint))
     before = high_water_mark_kib()
     started = time.perf_counter()

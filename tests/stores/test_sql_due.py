@@ -13,7 +13,14 @@ import sqlalchemy as sa
 from lifecycle.stores import HORIZON_DAYS, Hold, RetentionWindow
 from lifecycle.stores.sql import SqlTableStore
 from tests.stores.test_sql import CUTOFF, ONE_US, WINDOW, config, make_table
-from tests.stores.test_sql_windows import Timestamp, contacts_policy, contracts_and_contacts, stamp
+from tests.stores.test_sql_windows import (
+    TENANT_POLICY,
+    Timestamp,
+    contacts_policy,
+    contracts_and_contacts,
+    stamp,
+    tenant_events,
+)
 
 DAY = timedelta(days=1)
 
@@ -98,30 +105,11 @@ def test_held_records_are_never_due(engine):
 
 
 def test_client_periods_move_forward_with_the_policys(engine):
-    meta = sa.MetaData()
-    events = sa.Table(
-        "tenant_events",
-        meta,
-        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
-        sa.Column("tenant", sa.String(20), nullable=True),
-        sa.Column("seen_at", Timestamp),
-    )
-    meta.drop_all(engine)
-    meta.create_all(engine)
     cutoffs = {"short": CUTOFF + 60 * DAY, "long": CUTOFF - 200 * DAY}
     tenants = {"short": cutoffs["short"], "long": cutoffs["long"], "unset": CUTOFF, None: CUTOFF}
     rows = [(t, at) for t, cutoff in tenants.items() for at in around_each_horizon(cutoff)]
-    with engine.begin() as conn:
-        conn.execute(
-            events.insert(),
-            [
-                {"id": i, "tenant": t, "seen_at": stamp(engine, at)}
-                for i, (t, at) in enumerate(rows, 1)
-            ],
-        )
-    policy = config(
-        table="tenant_events", retention={"period": "P6M", "per_tenant": {"column": "tenant"}}
-    )
+    tenant_events(engine, rows)
+    policy = config(**TENANT_POLICY)
     store = SqlTableStore(policy, engine)
     window = RetentionWindow(CUTOFF, tenant_cutoffs=cutoffs)
 

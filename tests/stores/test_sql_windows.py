@@ -228,7 +228,9 @@ def test_a_hold_on_several_columns(engine):
         assert sorted(conn.execute(sa.select(calls.c.id)).scalars()) == [1, 2, 4]
 
 
-def test_periods_set_per_client_organisation(engine):
+def tenant_events(engine: sa.Engine, rows: list[tuple[str | None, datetime]]) -> sa.Table:
+    """A table of records of client organisations (`tenant`, NULL for none), created anew with
+    `rows` (tenant, time): the store of a policy whose clients set their own periods."""
     meta = sa.MetaData()
     events = sa.Table(
         "tenant_events",
@@ -239,21 +241,29 @@ def test_periods_set_per_client_organisation(engine):
     )
     meta.drop_all(engine)
     meta.create_all(engine)
-    ages = [10, 40, 100, 200, 400]  # days before the logical date
-    logical = CUTOFF
-    rows = [(t, age) for t in ("short", "long", "unset", None) for age in ages]
     with engine.begin() as conn:
         conn.execute(
             events.insert(),
             [
-                {"id": i, "tenant": t, "seen_at": stamp(engine, logical - timedelta(days=age))}
-                for i, (t, age) in enumerate(rows, 1)
+                {"id": i, "tenant": t, "seen_at": stamp(engine, at)}
+                for i, (t, at) in enumerate(rows, 1)
             ],
         )
-    policy = config(
-        table="tenant_events",
-        retention={"period": "P6M", "per_tenant": {"column": "tenant"}},
-    )
+    return events
+
+
+TENANT_POLICY = {
+    "table": "tenant_events",
+    "retention": {"period": "P6M", "per_tenant": {"column": "tenant"}},
+}
+
+
+def test_periods_set_per_client_organisation(engine):
+    ages = [10, 40, 100, 200, 400]  # days before the logical date
+    logical = CUTOFF
+    rows = [(t, age) for t in ("short", "long", "unset", None) for age in ages]
+    events = tenant_events(engine, [(t, logical - timedelta(days=age)) for t, age in rows])
+    policy = config(**TENANT_POLICY)
     window = RetentionWindow(
         logical - timedelta(days=182),  # the default, P6M
         tenant_cutoffs={
