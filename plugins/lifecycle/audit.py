@@ -44,6 +44,27 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STATUSES = ("purged", "dry_run", "refused", "failed", "verification_failed")
+# Rows of data-subject requests (lifecycle.requests), `request_id` set: one per category (any of
+# these or refused, failed, verification_failed) and one for the request itself (policy `*`).
+REQUEST_STATUSES = (
+    "exported",
+    "erased",
+    "kept",
+    "forwarded",
+    "restricted",
+    "not_applicable",
+    "unsupported",
+    "answered",
+    "needs_review",
+)
+
+
+def retention_rows(columns: list[sa.Column[Any]] | None = None) -> sa.ColumnElement[bool]:
+    """The rows of retention runs, not of data-subject requests: what a policy's page, its
+    charts, the overview and the watchdog read (a trail without the column has none else)."""
+    if columns is not None and "request_id" not in {column.name for column in columns}:
+        return sa.true()
+    return runs.c.request_id.is_(None)
 
 
 def _as_utc(value: Any, naive: bool) -> datetime | None:
@@ -64,7 +85,7 @@ def record_run(engine: sa.Engine, row: dict[str, Any]) -> bool:
     unknown = set(row) - set(runs.c.keys())
     if unknown:
         raise ValueError(f"unknown audit fields: {sorted(unknown)}")
-    if row["status"] not in STATUSES:
+    if row["status"] not in STATUSES + REQUEST_STATUSES:
         raise ValueError(f"unknown audit status {row['status']!r}")
     naive = engine.dialect.name in ("mysql", "mariadb")
     values: dict[str, Any] = {
@@ -130,9 +151,18 @@ def _is_duplicate(error: BaseException) -> bool:
 
 
 def _filtered(
-    query: sa.Select[Any], engine: sa.Engine, policy: str | None, start: Any, end: Any
+    query: sa.Select[Any],
+    engine: sa.Engine,
+    policy: str | None,
+    start: Any,
+    end: Any,
+    columns: list[sa.Column[Any]] | None = None,
+    retention_only: bool = False,
 ) -> sa.Select[Any]:
     naive = engine.dialect.name in ("mysql", "mariadb")
+    if policy is not None or retention_only:
+        # A policy's runs: its retention runs (a request's rows are the request's evidence).
+        query = query.where(retention_rows(columns))
     if policy is not None:
         query = query.where(runs.c.policy == policy)
     if start is not None:
@@ -231,6 +261,7 @@ def iter_runs(
     end: datetime | None = None,
     chunk: int = 1000,
     as_stored: bool = False,
+    retention_only: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """Audit rows, oldest first, streamed: optionally one policy, logical dates in [start, end).
     `as_stored`: each row as written (and hashed), what a later run settled for it apart
@@ -241,7 +272,7 @@ def iter_runs(
             return
         settled = settled_later(conn, None if policy is None else [policy])
         query = sa.select(*columns).order_by(runs.c.logical_date, runs.c.id)
-        query = _filtered(query, engine, policy, start, end)
+        query = _filtered(query, engine, policy, start, end, columns, retention_only)
         for row in conn.execution_options(yield_per=chunk).execute(query):
             yield _complete(row, settled, as_stored)
 
@@ -274,7 +305,7 @@ def latest_runs(engine: sa.Engine) -> dict[str, dict[str, Any]]:
             )
             .label("rank")
         )
-        ranked = sa.select(*columns, rank).subquery()
+        ranked = sa.select(*columns, rank).where(retention_rows(columns)).subquery()
         query = sa.select(*(ranked.c[c.name] for c in columns)).where(ranked.c.rank == 1)
         latest = list(conn.execute(query))
         settled = settled_later(conn, [row.policy for row in latest])

@@ -12,6 +12,7 @@ grants --role R       the least-privilege GRANT statements of the jobs' role, fr
                       --audit-reader: those of the audit UI's role instead (reads the trail only)
 report --from D --to D  the compliance report of a period (whole days) from the audit trail, as
                       PDF (default) or HTML
+requests ...          register, list, show and decide data-subject requests (lifecycle.requests)
 """
 
 from __future__ import annotations
@@ -516,6 +517,12 @@ def _parser() -> argparse.ArgumentParser:
     grants_cmd.add_argument(
         "--audit-reader", action="store_true", help="the audit UI's role: SELECT on the trail"
     )
+    from lifecycle.requests.cli import add_parser as add_requests
+
+    add_requests(
+        commands.add_parser("requests", help="data-subject requests: register, list, decide"),
+        _HoldsParser,
+    )
     report_cmd = commands.add_parser("report", help="the compliance report of a period")
     report_cmd.add_argument(
         "--from", dest="start", required=True, type=_day, help="first day (YYYY-MM-DD), included"
@@ -548,6 +555,10 @@ def main(argv: list[str] | None = None) -> int:
         return holds(args)
     if args.command == "report":
         return report(args)
+    if args.command == "requests":
+        from lifecycle.requests.cli import run as requests
+
+        return requests(args)
     return schema(args.check)
 
 

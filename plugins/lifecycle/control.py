@@ -1,8 +1,10 @@
 """The control database (connection `lifecycle_audit`): its schema, owned by this module alone.
 
-Four tables: the audit trail (`retention_audit`, one row per run attempt), the head of its hash
-chain (`retention_chain`, one row: see `lifecycle.chain`), the holds (`retention_holds`) and the
-deletion ledger (`retention_ledger`). Only `lifecycle audit-init`
+The audit trail (`retention_audit`, one row per run attempt), the head of its hash chain
+(`retention_chain`, one row: see `lifecycle.chain`), the holds (`retention_holds`), the
+deletion ledger (`retention_ledger`) and the register of data-subject requests
+(`retention_requests`, with the subject's identifiers apart in `retention_request_subjects`:
+see `lifecycle.requests`). Only `lifecycle audit-init`
 (run as the tables' owner) and the demo create or alter them (`ensure_schema`); every reader and
 writer of a run inspects what is there and copes: the jobs' least-privileged role may not run
 DDL, so a run after an upgrade never fails on an ALTER it may not make.
@@ -63,6 +65,8 @@ runs = sa.Table(
     sa.Column("chain_seq", sa.BigInteger),
     sa.Column("prev_hash", sa.String(64)),
     sa.Column("row_hash", sa.String(64)),
+    # The data-subject request a row answers (lifecycle.requests); NULL for a retention run.
+    sa.Column("request_id", sa.Integer),
     sa.UniqueConstraint("dag_id", "run_id", "attempt", name="uq_retention_audit_run"),
     sa.Index("ix_retention_audit_policy_time", "policy", "logical_date"),
     sa.Index("ux_retention_audit_chain_seq", "chain_seq", unique=True),
@@ -125,7 +129,62 @@ holds = sa.Table(
     sa.Column("expires_at", Timestamp),
     sa.Column("released_at", Timestamp),
     sa.Column("released_by", sa.String(200)),
+    # A restriction placed by a data-subject request: deciding the request releases it.
+    sa.Column("request_id", sa.Integer),
     sa.Index("ix_retention_holds_scope", "scope"),
+)
+
+# The register of data-subject requests (lifecycle.requests): what was asked, by when, and what
+# came of it. No identifier of the subject here: those are in `retention_request_subjects`,
+# which the audit UI's role may not read; `outcome` holds counts per category, and for a
+# category the client organisation controls, the client ids to forward the request to.
+requests = sa.Table(
+    "retention_requests",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(20), nullable=False),  # access|portability|erasure|restriction
+    sa.Column("received_at", Timestamp, nullable=False),
+    sa.Column("due_at", Timestamp, nullable=False),  # one month after receipt (GDPR art. 12)
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("registered_by", sa.String(200), nullable=False),
+    sa.Column("reference", sa.String(200)),  # the privacy officer's case reference
+    sa.Column("client_instructed", sa.Boolean, nullable=False, default=False),
+    sa.Column("copy_objects", sa.Boolean, nullable=False, default=False),
+    sa.Column("runs", sa.Integer, nullable=False, default=0),  # request DAG runs finished
+    sa.Column("last_run_id", sa.String(250)),
+    sa.Column("outcome", sa.JSON),  # policy -> counts, exceptions, archive path
+    sa.Column("completed_at", Timestamp),
+    sa.Column("decided_at", Timestamp),
+    sa.Column("decided_by", sa.String(200)),
+    sa.Column("decision", sa.String(20)),  # granted | rejected
+    sa.Column("note", sa.String(500)),
+    sa.Index("ix_retention_requests_status", "status", "due_at"),
+)
+
+# What each run of a request found and did per category (policy): counts, exceptions with their
+# ground, verification, the archive's path; for a category the client organisation controls,
+# the client ids to forward the request to (`clients`). Written by each category's own task.
+request_results = sa.Table(
+    "retention_request_results",
+    metadata,
+    sa.Column("request_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("run_id", sa.String(250), primary_key=True),
+    sa.Column("policy", sa.String(100), primary_key=True),
+    sa.Column("status", sa.String(30), nullable=False),
+    sa.Column("result", sa.JSON, nullable=False),
+    sa.Column("clients", sa.JSON),
+    sa.Column("at", Timestamp, nullable=False),
+)
+
+# The subject's identifiers of a request, as `store.subjects` names them (customer, phone,
+# email, prefix, ...), in canonical form. Personal data: read only by the request tasks and the
+# privacy officer's CLI, never copied into XCom, logs, the DAG run's conf or the trail.
+request_subjects = sa.Table(
+    "retention_request_subjects",
+    metadata,
+    sa.Column("request_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("subject", sa.String(63), primary_key=True),
+    sa.Column("value", sa.String(500), nullable=False),
 )
 
 

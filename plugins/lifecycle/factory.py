@@ -399,7 +399,7 @@ def build_dags(directory: Path | None = None) -> dict[str, DAG]:
             log.error("invalid retention policy: %s", error.message)
         dag = build_invalid_policy_dag(error, invalid_dag_id(error.path, set(dags)))
         dags[dag.dag_id] = dag
-    return dags | _watchdog(result, directory)
+    return dags | _watchdog(result, directory) | _requests(result)
 
 
 def _watchdog(result: LoadResult, directory: Path | None) -> dict[str, DAG]:
@@ -411,4 +411,16 @@ def _watchdog(result: LoadResult, directory: Path | None) -> dict[str, DAG]:
         return watchdog_dags([loaded.policy for loaded in result.policies], directory)
     except Exception as exc:
         log.error("retention watchdog not built: %s", type(exc).__name__)
+        return {}
+
+
+def _requests(result: LoadResult) -> dict[str, DAG]:
+    """The data-subject request DAGs (lifecycle.requests.dags), over the valid policies; a
+    failure here never takes the policies' DAGs down."""
+    from lifecycle.requests.dags import request_dags
+
+    try:
+        return request_dags([loaded.policy for loaded in result.policies])
+    except Exception as exc:
+        log.error("data-subject request DAGs not built: %s", type(exc).__name__)
         return {}

@@ -66,7 +66,10 @@ def place_hold(
     expires_at: datetime | None = None,
     note: str | None = None,
     now: datetime | None = None,
+    request_id: int | None = None,
 ) -> int:
+    """Place a hold; returns its id. `request_id`: the data-subject request it restricts for
+    (deciding the request releases it)."""
     if reason not in REASONS:
         raise HoldError(f"reason: {reason!r} is not one of {', '.join(REASONS)}")
     check_lengths(scope=scope, subject=subject, note=note, placed_by=placed_by)
@@ -95,6 +98,7 @@ def place_hold(
                 placed_at=_stored(engine, now),
                 placed_by=placed_by,
                 expires_at=_stored(engine, expires_at),
+                **({} if request_id is None else {"request_id": request_id}),
             )
         ).inserted_primary_key
         if inserted is None:  # never for a one-row INSERT (SQLAlchemy raises first)

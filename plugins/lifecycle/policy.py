@@ -162,6 +162,12 @@ class Guards(_Strict):
     min_period: Period = Field(
         default="P1D", description="Refuse a retention period shorter than this floor."
     )
+    max_erasure_records: int = Field(
+        default=10_000,
+        ge=0,
+        description="Refuse, for review, an erasure request that would remove more than this "
+        "many of one subject's records here (a mistyped identifier reaching a whole client).",
+    )
 
 
 # Owners' addresses go into SMTP headers: a plain address only (no display name, no comma, no

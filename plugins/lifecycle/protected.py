@@ -34,12 +34,18 @@ CONTROL_TABLES: tuple[str, ...] = (
     "retention_holds",
     "retention_ledger",
     "retention_chain",
+    "retention_requests",
+    "retention_request_subjects",
+    "retention_request_results",
 )
 _CONTROL_ROLES = {
     "retention_audit": "the retention audit trail",
     "retention_holds": "the table of legal holds, restrictions and disputes",
     "retention_ledger": "the deletion ledger",
     "retention_chain": "the head of the audit trail's hash chain",
+    "retention_requests": "the register of data-subject requests",
+    "retention_request_subjects": "the identifiers of data-subject requests",
+    "retention_request_results": "the per-category results of data-subject requests",
 }
 
 # Airflow 3.3's metadata tables (airflow.models.base.Base.metadata after

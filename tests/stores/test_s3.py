@@ -10,7 +10,7 @@ import pytest
 
 from lifecycle.policy import Policy
 from lifecycle.stores import Hold, PurgeLimitExceeded, RetentionWindow, StoreConfigError
-from lifecycle.stores.s3 import S3PrefixStore, client_from_connection
+from lifecycle.stores.s3 import S3PrefixStore
 from tests.policies import make_policy
 
 CUTOFF = datetime(2026, 8, 31, 22, 0, tzinfo=UTC)  # 1 September 00:00 in Amsterdam
@@ -31,11 +31,6 @@ def s3_policy(prefix="support/", timestamp="last_modified", **retention) -> Poli
         store__batch_size=2,
         store__max_in_flight=2,
     )
-
-
-@pytest.fixture
-def s3(s3_connection):
-    return client_from_connection(s3_connection)
 
 
 def new_bucket(s3, *, versioned=True, locked=False) -> str:

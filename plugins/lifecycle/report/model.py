@@ -327,7 +327,7 @@ def build_report(
     zones = {policy.timezone for policy in policies} | {DEFAULT_ZONE}
     bounds = [period.bounds(zone) for zone in zones]
     start, end = min(b[0] for b in bounds), max(b[1] for b in bounds)
-    for row in iter_runs(engine, start=start, end=end):
+    for row in iter_runs(engine, start=start, end=end, retention_only=True):
         tally = tallies.setdefault(row["policy"], _Tally(DEFAULT_ZONE))
         day = row["logical_date"].astimezone(ZoneInfo(tally.zone)).date()
         if period.first <= day <= period.last:

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, Self, cast
 
 from lifecycle.errors import PermanentError
@@ -227,3 +227,79 @@ def open_store(policy: Policy, connection: Any) -> RetentionStore:
     """The store of a policy, reached through an Airflow connection (its kind's module)."""
     module = importlib.import_module(policy.store.implementation)
     return cast(RetentionStore, module.open_store(policy, connection))
+
+
+# -- data-subject requests (lifecycle.requests): one subject's records in a store ---------------
+
+
+@dataclass(frozen=True)
+class SubjectSummary:
+    """One subject's records in a store, as counts and bounds: `records` in all, of which
+    `active` (a contract still running, an open ticket: never erased), `held` (under a hold, by
+    id in `held_by_hold`) and `erasable` (the rest). `clients`: the client organisations the
+    records belong to (the register's, to forward a request to; never the trail's)."""
+
+    records: int
+    erasable: int
+    held: int = 0
+    active: int = 0
+    held_by_hold: dict[str, int] = field(default_factory=dict)
+    oldest: str | None = None
+    newest: str | None = None
+    clients: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class SubjectStore(RetentionStore):
+    """A policy's store narrowed to one subject's records (`store.subjects`, resolved as the
+    holds resolve it). Its window's "past the window" is "the subject's, not active": so
+    `purge` erases what is neither active nor held, in the store's own batches, never more
+    than approved, each batch in the deletion ledger, and `verify` proves with Great
+    Expectations that nothing of the subject remains but the held and active records."""
+
+    @property
+    @abstractmethod
+    def reaches(self) -> bool:
+        """Whether one of the request's identifiers applies to this store at all."""
+
+    @abstractmethod
+    def summary(self, holds: tuple[Hold, ...]) -> SubjectSummary: ...
+
+    def removals(self, holds: tuple[Hold, ...]) -> int:
+        """What an erasure's purge deletes (its ceiling): the erasable records, by default."""
+        return self.summary(holds).erasable
+
+    @abstractmethod
+    def fields(self) -> list[str]:
+        """The names of a record's fields, in order, for the export."""
+
+    @abstractmethod
+    def records(self) -> Iterator[dict[str, Any]]:
+        """The subject's records, JSON-safe (personal data: for the archive only)."""
+
+    def copy_objects(self, write: Callable[[str, bytes], None]) -> int:
+        """Write each record's content (an object's bytes) with `write(name, data)`; returns
+        how many. Only stores whose records have a content of their own do."""
+        return 0
+
+
+def erasure_window(
+    holds: tuple[Hold, ...], reload: Callable[[], tuple[Hold, ...]] | None = None
+) -> RetentionWindow:
+    """The window a `SubjectStore` purges and verifies with: the cutoff is not used (the
+    subject's records are erased whatever their age), the holds are."""
+    return RetentionWindow(cutoff=ERASURE_CUTOFF, holds=holds, reload_holds=reload)
+
+
+ERASURE_CUTOFF = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def open_subject_store(
+    policy: Policy, connection: Any, identifiers: Mapping[str, str]
+) -> SubjectStore:
+    """The policy's store narrowed to the subject of `identifiers` (its kind's
+    `<kind>_requests` module)."""
+    module = importlib.import_module(f"lifecycle.stores.{policy.store.kind}_requests")
+    return cast(SubjectStore, module.open_subject_store(policy, connection, identifiers))

@@ -154,6 +154,10 @@ class SqlTableStore(RetentionStore):
     evaluated in the database: past the window (own timestamp, or an event joined with EXISTS),
     with per-tenant cutoffs where clients set their own period, and not under a hold."""
 
+    # A purge of the whole table first walks it in physical order where the database can; a
+    # purge of a few rows (one subject's, `sql_requests`) goes straight to its keys.
+    walks_whole_table = True
+
     def __init__(self, policy: Policy, engine: Engine):
         self.policy = policy
         self.config = config = _config(policy)
@@ -417,7 +421,11 @@ class SqlTableStore(RetentionStore):
         )
         # The whole table walks in physical order where the database can (PostgreSQL); a slice
         # of the key range, and other databases, in key ranges.
-        walked = (in_slice is None or in_slice.whole) and walk(self, purgeable, tally, approved)
+        walked = (
+            self.walks_whole_table
+            and (in_slice is None or in_slice.whole)
+            and walk(self, purgeable, tally, approved)
+        )
         if walked:  # statistics after the mass delete before the sweep's look for what is left
             self.sql.refresh_statistics(self.engine, self.table, self.label)
         self._sweep(purgeable, tally, approved, after_walk=walked)

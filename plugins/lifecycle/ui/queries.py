@@ -20,11 +20,21 @@ def _has_table(conn: sa.Connection) -> bool:
     return sa.inspect(conn).has_table(runs.name)
 
 
+def _retention_rows(conn: sa.Connection) -> sa.ColumnElement[bool]:
+    from lifecycle.audit import _present, retention_rows
+
+    return retention_rows(_present(conn))
+
+
 def count_runs(engine: sa.Engine, policy: str) -> int:
     with engine.connect() as conn:
         if not _has_table(conn):
             return 0
-        query = sa.select(sa.func.count()).select_from(runs).where(runs.c.policy == policy)
+        query = (
+            sa.select(sa.func.count())
+            .select_from(runs)
+            .where(runs.c.policy == policy, _retention_rows(conn))
+        )
         return int(conn.execute(query).scalar_one())
 
 
@@ -41,7 +51,7 @@ def runs_page(
         newest_first = (runs.c.logical_date.is_(None), runs.c.logical_date.desc(), runs.c.id.desc())
         query = (
             sa.select(runs.c.id, runs.c.logical_date)
-            .where(runs.c.policy == policy)
+            .where(runs.c.policy == policy, _retention_rows(conn))
             .order_by(*newest_first)
             .limit(per_page)
             .offset((page - 1) * per_page)
