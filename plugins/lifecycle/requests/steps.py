@@ -314,7 +314,9 @@ def _erase(
             *exceptions,
         ]
         return found
-    ledger = Ledger(control, RunKey(policy.name, run.dag_id, run.run_id, run.attempt))
+    # The ledger's key is the category's row's: its batches are summed into that row.
+    key = RunKey(policy.name, run.dag_id, category_run_id(run.run_id, policy.name), run.attempt)
+    ledger = Ledger(control, key)
 
     def reload() -> tuple[Any, ...]:
         return active_holds(control, policy.name, run.logical_date)
@@ -367,7 +369,8 @@ def _write(
     finished = datetime.now(UTC)
     row = _describe_policy(policy) | {
         "dag_id": run.dag_id,
-        "run_id": run.run_id,
+        # One row per category of one run: the trail keys rows on (dag_id, run_id, attempt).
+        "run_id": category_run_id(run.run_id, policy.name),
         "attempt": run.attempt,
         "logical_date": run.logical_date,
         "status": outcome.status,
@@ -403,6 +406,12 @@ def _write(
         ).rowcount
         if not updated:
             conn.execute(request_results.insert().values(key | values))
+
+
+def category_run_id(run_id: str, policy: str) -> str:
+    """The trail's run id of one category's row: `<run id>/<policy>` (policy names have no
+    slash), so that a retried task finds its row, and each category has its own."""
+    return f"{run_id[: 249 - len(policy)]}/{policy}"
 
 
 def _naive(engine: sa.Engine, instant: datetime) -> datetime:
