@@ -3,8 +3,10 @@
 The jobs read and delete in each SQL policy's table, only read the tables they consult (the event
 table of `from_event`, the link tables of `store.subjects`, the settings table of `per_tenant`,
 the holds) and only append to the audit trail. Nothing else: no TRUNCATE, no DDL, and UPDATE on
-one table only: the one-row head of the trail's hash chain (`retention_chain`), which a run locks
-and moves as it chains its row (lifecycle.chain); the trail itself stays unreadable to the role.
+the one-row head of the trail's hash chain (`retention_chain`), which a run locks and moves as it
+chains its row (lifecycle.chain), and the data-subject requests' register and results, which a
+request run completes; the trail itself stays unreadable to the role. It may place a hold (a
+request's restriction), never release one.
 The statements come from the loaded policies, so a new policy file needs no second list kept by
 hand: rerun `lifecycle grants`.
 
@@ -28,7 +30,15 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql
 
 from lifecycle.connections import AUDIT_CONN_ID
-from lifecycle.control import chain_head, holds, ledger, runs
+from lifecycle.control import (
+    chain_head,
+    holds,
+    ledger,
+    request_results,
+    request_subjects,
+    requests,
+    runs,
+)
 from lifecycle.fields import IDENTIFIER_PATTERN
 from lifecycle.policy import Policy
 from lifecycle.protected import protected_table_problem
@@ -80,6 +90,14 @@ def required_grants(
     needs[audit_conn_id][ledger.name] |= {READ, APPEND}
     # The chain's head: locked (UPDATE, SELECT ... FOR UPDATE), read and moved by each row.
     needs[audit_conn_id][chain_head.name] |= {READ, MOVE}
+    # Data-subject requests (lifecycle.requests): the register read and its outcome written, the
+    # identifiers read (in the task's memory only), each category's result written (a retry
+    # replaces its own), and restriction holds placed. A hold only ever keeps records: placing
+    # one is the safe direction; releasing one (UPDATE) stays the privacy officer's.
+    needs[audit_conn_id][requests.name] |= {READ, MOVE}
+    needs[audit_conn_id][request_subjects.name].add(READ)
+    needs[audit_conn_id][request_results.name] |= {READ, APPEND, MOVE}
+    needs[audit_conn_id][holds.name].add(APPEND)
     return {
         conn_id: [
             TableGrant(table, tuple(sorted(privileges)))
@@ -99,6 +117,10 @@ def reader_grants(audit_conn_id: str = AUDIT_CONN_ID) -> dict[str, list[TableGra
             TableGrant(runs.name, (READ,)),
             TableGrant(ledger.name, (READ,)),
             TableGrant(chain_head.name, (READ,)),
+            # The requests' register and per-category results (counts, statuses): never the
+            # identifiers (retention_request_subjects).
+            TableGrant(requests.name, (READ,)),
+            TableGrant(request_results.name, (READ,)),
         ]
     }
 
@@ -156,7 +178,7 @@ def grant_statements(
         statements.append(
             f"GRANT {', '.join(grant.privileges)} ON {table_name(grant)} TO {grantee}"
         )
-        appended = {runs.name: runs, ledger.name: ledger}.get(grant.name)
+        appended = {runs.name: runs, ledger.name: ledger, holds.name: holds}.get(grant.name)
         if dialect_name == "postgresql" and APPEND in grant.privileges and appended is not None:
             sequence = ".".join(quote(p) for p in (grant.schema, _sequence_of(appended)) if p)
             statements.append(f"GRANT USAGE ON SEQUENCE {sequence} TO {grantee}")

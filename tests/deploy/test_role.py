@@ -181,7 +181,8 @@ def test_grants_come_from_the_catalogue_policies():
     assert set(telecom) == sql_tables | {"contracts", "client_retention_settings", "subscribers"}
     audit = {grant.table: grant for grant in grants["lifecycle_audit"]}
     assert audit["retention_audit"].privileges == ("INSERT",)
-    assert audit["retention_holds"].privileges == ("SELECT",)
+    assert audit["retention_holds"].privileges == ("INSERT", "SELECT")  # placed, not released
+    assert audit["retention_request_subjects"].privileges == ("SELECT",)
     # The hash chain's one-row head: locked, read and moved as each row is chained.
     assert audit["retention_chain"].privileges == ("SELECT", "UPDATE")
     assert set(grants) == {"telecom_db", "lifecycle_audit"}  # S3 connections take no SQL grant
@@ -194,9 +195,12 @@ def test_printed_grants_hold_no_privilege_beyond_the_policies(capsys):
     assert "GRANT SELECT ON contracts TO retention;" in printed
     assert "GRANT INSERT ON retention_audit TO retention;" in printed
     assert "GRANT USAGE ON SEQUENCE retention_audit_id_seq TO retention;" in printed
-    # UPDATE on the hash chain's head alone (lifecycle.chain), nowhere else.
+    # UPDATE on the hash chain's head (lifecycle.chain) and on what a request run completes
+    # (lifecycle.requests), nowhere else: never on the trail, the holds or the ledger.
     assert [line for line in printed.splitlines() if "UPDATE" in line] == [
-        "GRANT SELECT, UPDATE ON retention_chain TO retention;"
+        "GRANT SELECT, UPDATE ON retention_chain TO retention;",
+        "GRANT INSERT, SELECT, UPDATE ON retention_request_results TO retention;",
+        "GRANT SELECT, UPDATE ON retention_requests TO retention;",
     ]
     for forbidden in ("TRUNCATE", "CREATE", "GRANT ALL", "REFERENCES", "TRIGGER"):
         assert forbidden not in printed
@@ -264,7 +268,7 @@ def test_the_role_purges_and_audits_and_may_do_nothing_else(
         connect_as(monkeypatch, cluster, cluster.owner)
         assert cli.main(["audit-init"]) == 0
         assert cli.main(["grants", "--role", cluster.role, "--apply"]) == 0
-        assert "granted on 4 tables" in capsys.readouterr().out
+        assert "granted on 7 tables" in capsys.readouterr().out
         hold = place_hold(
             owner_audit,
             scope="contacts",
@@ -284,6 +288,13 @@ def test_the_role_purges_and_audits_and_may_do_nothing_else(
         assert table_privileges(owner_audit, cluster.role) == {
             ("retention_audit", "INSERT"),
             ("retention_holds", "SELECT"),
+            ("retention_holds", "INSERT"),  # a request's restriction: placed, never released
+            ("retention_requests", "SELECT"),  # a request run reads its request
+            ("retention_requests", "UPDATE"),  # and writes its outcome
+            ("retention_request_subjects", "SELECT"),  # the identifiers, in memory only
+            ("retention_request_results", "SELECT"),  # each category's result
+            ("retention_request_results", "INSERT"),
+            ("retention_request_results", "UPDATE"),  # a retry replaces its own
             ("retention_ledger", "INSERT"),  # the deletion ledger: appended batch by batch,
             ("retention_ledger", "SELECT"),  # read back to reconcile
             ("retention_chain", "SELECT"),  # the hash chain's head: locked and moved
@@ -328,9 +339,10 @@ def test_the_role_purges_and_audits_and_may_do_nothing_else(
             ("audit", "UPDATE retention_audit SET status = 'failed'"),
             ("audit", "DELETE FROM retention_audit"),
             ("audit", "SELECT id FROM retention_audit"),  # append-only: not the jobs' to read
-            ("audit", "INSERT INTO retention_holds (scope, subject, value, reason, placed_at, "
-             "placed_by) VALUES ('*', 'customer', '1', 'legal_hold', now(), 'job')"),
             ("audit", "UPDATE retention_holds SET released_at = now()"),
+            ("audit", "DELETE FROM retention_holds"),
+            ("audit", "DELETE FROM retention_requests"),
+            ("audit", "UPDATE retention_request_subjects SET value = 'x'"),
             ("audit", "CREATE TABLE extra (id int)"),
             ("audit", "UPDATE retention_audit SET row_hash = prev_hash"),
             ("audit", "DELETE FROM retention_chain"),
@@ -374,6 +386,8 @@ def test_the_role_purges_and_audits_and_may_do_nothing_else(
             ("retention_audit", "SELECT"),
             ("retention_ledger", "SELECT"),  # a row adds what a later run settled for it
             ("retention_chain", "SELECT"),  # the hash chain's head, to verify against
+            ("retention_requests", "SELECT"),  # the requests' register and results:
+            ("retention_request_results", "SELECT"),  # counts and statuses
         }
         assert verify(role_audit) == verify(owner_audit)  # the UI's role walks it too
         assert refusal(role_audit, "SELECT policy, deleted FROM retention_audit") is None
@@ -381,6 +395,10 @@ def test_the_role_purges_and_audits_and_may_do_nothing_else(
             r["run_id"] for r in read_runs(owner_audit)
         ]
         assert refusal(role_audit, "SELECT value FROM retention_holds") == INSUFFICIENT_PRIVILEGE
+        assert (
+            refusal(role_audit, "SELECT value FROM retention_request_subjects")
+            == INSUFFICIENT_PRIVILEGE
+        )
         assert refusal(role_audit, "DELETE FROM retention_audit") == INSUFFICIENT_PRIVILEGE
     finally:
         for engine in engines:
@@ -408,10 +426,89 @@ def test_connections_to_one_database_are_granted_together(cluster, tmp_path, mon
             ("events", "DELETE"),
             ("retention_audit", "INSERT"),
             ("retention_holds", "SELECT"),
+            ("retention_holds", "INSERT"),
             ("retention_ledger", "INSERT"),
             ("retention_ledger", "SELECT"),
             ("retention_chain", "SELECT"),
             ("retention_chain", "UPDATE"),
+            ("retention_requests", "SELECT"),
+            ("retention_requests", "UPDATE"),
+            ("retention_request_subjects", "SELECT"),
+            ("retention_request_results", "SELECT"),
+            ("retention_request_results", "INSERT"),
+            ("retention_request_results", "UPDATE"),
         }
     finally:
         owner.dispose()
+
+
+def test_the_role_answers_requests_and_may_place_but_never_release_a_hold(
+    cluster, airflow_home, tmp_path, monkeypatch, capsys
+):
+    """Data-subject requests run as the jobs' role on PostgreSQL: an erasure deletes what it
+    may (customer 2's contacts: contract ended) and keeps the running contract's (customer 3),
+    a restriction places its holds; releasing them is the privacy officer's (the owner's)."""
+    from lifecycle.requests.register import decide_request, get_request, register_request
+
+    owner_telecom = sa.create_engine(cluster.url(cluster.owner, "telecom"))
+    owner_audit = sa.create_engine(cluster.url(cluster.owner, "audit"))
+    role_audit = sa.create_engine(cluster.url(cluster.role, "audit"))
+    try:
+        seed_contacts(owner_telecom)
+        policy_dir = tmp_path / "policies"
+        policy_dir.mkdir()
+        (policy_dir / "contacts.yaml").write_text(CONTACTS_POLICY, encoding="utf-8")
+        deployment = Deployment(
+            policy_dir,
+            cluster.url(cluster.owner, "telecom").render_as_string(hide_password=False),
+            cluster.url(cluster.owner, "audit").render_as_string(hide_password=False),
+        )
+        monkeypatch.setenv("LIFECYCLE_POLICY_DIR", str(policy_dir))
+        connect_as(monkeypatch, cluster, cluster.owner)
+        assert cli.main(["audit-init"]) == 0
+        assert cli.main(["grants", "--role", cluster.role, "--apply"]) == 0
+        erasures = [
+            register_request(
+                owner_audit, kind="erasure", identifiers={"customer": c}, registered_by="po"
+            )
+            for c in ("2", "3")
+        ]
+        restriction = register_request(
+            owner_audit, kind="restriction", identifiers={"customer": "4"}, registered_by="po"
+        )
+
+        connect_as(monkeypatch, cluster, cluster.role)
+        for request_id in erasures:
+            run = deployment.run("dsr_erasure", LOGICAL_DATE, conf={"request_id": request_id})
+            assert str(run.state) == "success", task_states(run)
+        run = deployment.run("dsr_restriction", LOGICAL_DATE, conf={"request_id": restriction})
+        assert str(run.state) == "success", task_states(run)
+
+        assert contact_ids(owner_telecom) == [1, 2, 4, 5, 6]  # customer 2's contact 3 is gone
+        rows = {
+            (row["request_id"], row["policy"]): row
+            for row in read_runs(owner_audit)
+            if row["request_id"] is not None
+        }
+        gone, running = rows[(erasures[0], "contacts")], rows[(erasures[1], "contacts")]
+        assert (gone["status"], gone["deleted"], gone["verified"]) == ("erased", 1, True)
+        assert (running["status"], running["deleted"], running["active"]) == ("erased", 0, 1)
+        assert get_request(owner_audit, restriction).status == "answered"
+        with owner_audit.connect() as conn:
+            placed = conn.exec_driver_sql(
+                "SELECT scope, subject, reason FROM retention_holds WHERE request_id = %s "
+                "AND released_at IS NULL",
+                (restriction,),
+            ).all()
+        assert [tuple(row) for row in placed] == [("contacts", "customer", "restriction")]
+        assert refusal(role_audit, "UPDATE retention_holds SET released_at = now()") == (
+            INSUFFICIENT_PRIVILEGE
+        )
+        assert verify(owner_audit).intact
+        # Deciding is the privacy officer's, as the owner: the restriction is released.
+        assert (
+            len(decide_request(owner_audit, restriction, decision="granted", decided_by="po")) == 1
+        )
+    finally:
+        for engine in (owner_telecom, owner_audit, role_audit):
+            engine.dispose()
