@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from lifecycle.policy import Policy, Retention
 
 READ, DELETE = "SELECT", "DELETE"
+# Not an SQL privilege: the right to remove what deleted rows leave behind (`store.residue:
+# remove`), which `lifecycle.grants` names per database (MAINTAIN, DELETE HISTORY).
+REMOVE_RESIDUE = "REMOVE RESIDUE"
 # connection id -> table -> privileges the jobs' role needs there
 Needs = dict[str, dict[str, set[str]]]
 

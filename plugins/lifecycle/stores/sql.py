@@ -40,6 +40,7 @@ from lifecycle.stores import (
 from lifecycle.stores.sql_config import SqlStore
 from lifecycle.stores.sql_dialects import dialect_of
 from lifecycle.stores.sql_forecast import due_columns, due_counts
+from lifecycle.stores.sql_residue import residue
 from lifecycle.stores.sql_subjects import SubjectMatcher, hold_value
 from lifecycle.stores.sql_subjects import coerce as _coerce
 from lifecycle.stores.sql_time import EventTimestamp, OwnTimestamp, TimeSource
@@ -489,6 +490,8 @@ class SqlTableStore(RetentionStore):
                 if tally.journal.wants_witnesses and self._opaque_key()
                 else None
             )
+            if self.config.residue == "remove":
+                self.sql.overwrite_deleted(conn)
             count = conn.execute(sa.delete(self.table).where(in_batch)).rowcount
             self._before_commit(number, tally.deleted + count, approved, tally, witnesses)
         return upper, count
@@ -554,14 +557,15 @@ class SqlTableStore(RetentionStore):
             held=len(window.holds),
             expected=held_count,
         )
-        return replace(result, summary={**result.summary, "residue": self._residue()})
-
-    def _residue(self) -> dict[str, Any]:  # reported, never a reason to fail
-        try:
-            with self.engine.connect() as conn:
-                return self.sql.residue(conn, self.table)
-        except sa.exc.DBAPIError as exc:  # a role that may not read the statistics
-            return {"unknown": type(exc.orig).__name__}
+        found = residue(
+            self.engine,
+            self.table,
+            self.sql,
+            self.label,
+            remove=self.config.residue == "remove",
+            purgeable=self._purgeable(window),
+        )  # reported (and removed where asked), never a reason to fail
+        return replace(result, summary={**result.summary, "residue": found})
 
 
 def escape_for_text(sql: str) -> str:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 from pydantic import AliasChoices, BaseModel, Field, field_validator
 
 from lifecycle.fields import NAME_PATTERN, ConnId, Identifier, QualifiedTable, Strict
-from lifecycle.stores.config import DELETE, READ, Needs, StoreConfig
+from lifecycle.stores.config import DELETE, READ, REMOVE_RESIDUE, Needs, StoreConfig
 
 if TYPE_CHECKING:
     from lifecycle.policy import Policy, Retention
@@ -69,6 +69,20 @@ class SqlStore(StoreConfig):
         "about equal expired rows, two batches at least (the last may be smaller); fewer when "
         "less is expired. Tables with other key types purge in one task (their key values could be "
         "personal data, and range bounds travel through XCom). Formerly `shards` (still read).",
+    )
+    residue: Literal["report", "remove"] = Field(
+        default="report",
+        description="What to do, after each purge, with the copies of the deleted rows the "
+        "database still keeps beside the live ones: PostgreSQL's dead tuples (until VACUUM), "
+        "the history rows of a MariaDB system-versioned table (until DELETE HISTORY), SQLite's "
+        "free pages. `report`: count them in the run's evidence, leave them to the database. "
+        "`remove`: also remove them: PostgreSQL runs `VACUUM (INDEX_CLEANUP ON)` on the table "
+        "(needs MAINTAIN on it, PostgreSQL 17+, or the table's owner before 17); MariaDB runs "
+        "`DELETE HISTORY` (needs the DELETE HISTORY privilege), up to the first version of a "
+        "record still inside its window or under a hold, which it keeps with all later history; "
+        "SQLite deletes with `secure_delete` on and runs `VACUUM` (rewrites the whole file). "
+        "`lifecycle grants` gives the privilege. A removal that fails is reported in the run's "
+        "evidence and reasons; the purge and its verification stand.",
     )
     subjects: dict[
         Annotated[str, Field(pattern=NAME_PATTERN)],
@@ -179,6 +193,8 @@ class SqlStore(StoreConfig):
         if problem is not None:
             raise ValueError(f"store.table: {problem}")
         tables: dict[str, set[str]] = {self.table: {READ, DELETE}}
+        if self.residue == "remove":  # VACUUM / DELETE HISTORY, on this table alone
+            tables[self.table].add(REMOVE_RESIDUE)
         event = policy.retention.from_event
         if event is not None and event.table is not None:
             tables.setdefault(event.table, set()).add(READ)

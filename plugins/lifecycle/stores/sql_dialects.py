@@ -64,6 +64,24 @@ class Dialect:
         rows, free pages), as counts for the audit row; {} where nothing is known."""
         return {}
 
+    def overwrite_deleted(self, conn: sa.Connection) -> None:
+        """Inside a purge batch's transaction, before its DELETE, where the policy removes its
+        residue: have the database overwrite what it deletes, where it can be asked to."""
+
+    def remove_residue(
+        self,
+        engine: sa.Engine,
+        table: sa.Table,
+        found: dict[str, Any],
+        purgeable: sa.ColumnElement[bool],
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Remove the residue `found` (`store.residue: remove`), never a version of a record
+        that is not `purgeable`; returns (what was removed, the residue after), as counts.
+        Raises ResidueNotRemoved, or a DBAPIError, when it cannot."""
+        raise ResidueNotRemoved(
+            "NotSupported", f"no residue removal for {engine.dialect.name} tables"
+        )
+
     def tid_between(
         self, table: sa.Table, lower: tuple[int, int], upper: tuple[int, int]
     ) -> sa.ColumnElement[bool]:
@@ -92,6 +110,42 @@ class PostgreSQLDialect(Dialect):
             {"name": _POSTGRESQL.identifier_preparer.format_table(table)},
         ).scalar()
         return {"dead_tuples": int(dead or 0), "removed_by": "VACUUM (autovacuum or the owner)"}
+
+    def remove_residue(
+        self,
+        engine: sa.Engine,
+        table: sa.Table,
+        found: dict[str, Any],
+        purgeable: sa.ColumnElement[bool],
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """VACUUM the table (outside a transaction, as it must run), with INDEX_CLEANUP ON: by
+        default VACUUM may leave the index entries of a few dead rows, and an index entry holds
+        the indexed values. A role that may not VACUUM gets a warning from PostgreSQL, not an
+        error, and nothing is removed: asked first, and told as an error here. Dead tuples
+        are the garbage of deleted and updated rows, which no query can read: none is a record
+        in its window."""
+        name = _POSTGRESQL.identifier_preparer.format_table(table)
+        version = engine.dialect.server_version_info or (0,)
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            version = conn.dialect.server_version_info or version
+            check = _MAY_MAINTAIN if version >= (17,) else _MAY_VACUUM_BEFORE_17
+            if not conn.execute(sa.text(check), {"name": name}).scalar():
+                raise ResidueNotRemoved(
+                    "InsufficientPrivilege",
+                    f"VACUUM of {table.name} needs "
+                    + (
+                        "the MAINTAIN privilege on it (lifecycle grants)"
+                        if version >= (17,)
+                        else "its owner before PostgreSQL 17 (no grant gives it alone)"
+                    )
+                    + "; its dead tuples stay until autovacuum",
+                )
+            options = " (INDEX_CLEANUP ON)" if version >= (12,) else ""
+            conn.exec_driver_sql(f"VACUUM{options} {name}")
+        with engine.connect() as conn:  # a new snapshot of the statistics VACUUM wrote
+            after = self.residue(conn, table)
+        removed = max(int(found.get("dead_tuples", 0)) - after["dead_tuples"], 0)
+        return {"dead_tuples": removed, "by": f"VACUUM{options}"}, after
 
     def cutoff_in_case(
         self, column: sa.ColumnElement[Any], cutoff: datetime
@@ -176,6 +230,24 @@ class PostgreSQLDialect(Dialect):
 
 _POSTGRESQL = postgresql.dialect()  # type: ignore[no-untyped-call]
 
+# Who may VACUUM a table: before PostgreSQL 17 its owner (or a member of the owning role), a
+# superuser, or the database's owner (not for shared catalogs); from 17 the MAINTAIN privilege.
+_MAY_VACUUM_BEFORE_17 = (
+    "SELECT pg_has_role(c.relowner, 'USAGE') OR (NOT c.relisshared AND pg_has_role(d.datdba, "
+    "'USAGE')) FROM pg_class c JOIN pg_database d ON d.datname = current_database() "
+    "WHERE c.oid = CAST(:name AS regclass)"
+)
+_MAY_MAINTAIN = "SELECT has_table_privilege(CAST(:name AS regclass), 'MAINTAIN')"
+
+
+class ResidueNotRemoved(RuntimeError):
+    """The residue could not be removed: `kind` is a class of error (InsufficientPrivilege),
+    the message names the table and what it needs, never a value."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
 
 def _ctid(table: sa.Table) -> sa.ColumnElement[Any]:
     return sa.literal_column(f"{_POSTGRESQL.identifier_preparer.format_table(table)}.ctid")
@@ -191,6 +263,32 @@ class SQLiteDialect(Dialect):
         free = conn.exec_driver_sql("PRAGMA freelist_count").scalar()
         secure = conn.exec_driver_sql("PRAGMA secure_delete").scalar()
         return {"free_pages": int(free or 0), "secure_delete": bool(secure)}
+
+    def overwrite_deleted(self, conn: sa.Connection) -> None:
+        """The deleted rows' bytes overwritten with zeros in their pages as they are deleted,
+        whatever the build's default (a per-connection setting)."""
+        conn.exec_driver_sql("PRAGMA secure_delete = ON")
+
+    def remove_residue(
+        self,
+        engine: sa.Engine,
+        table: sa.Table,
+        found: dict[str, Any],
+        purgeable: sa.ColumnElement[bool],
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """VACUUM rebuilds the database file without its free pages (which may hold the bytes
+        of rows deleted before secure_delete was on). It rewrites the whole file, every table,
+        and needs no other connection to be writing."""
+        if not found.get("free_pages"):
+            return {"free_pages": 0}, found
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("PRAGMA secure_delete = ON")
+            conn.exec_driver_sql("VACUUM")
+            if str(conn.exec_driver_sql("PRAGMA journal_mode").scalar()).lower() == "wal":
+                # The WAL keeps the old pages until a checkpoint.
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+            after = self.residue(conn, table)
+        return {"free_pages": int(found["free_pages"]) - after["free_pages"], "by": "VACUUM"}, after
 
     def cutoff(self, column: sa.ColumnElement[Any], cutoff: datetime) -> sa.ColumnElement[Any]:
         return sa.bindparam(None, sqlite_timestamp_text(cutoff), type_=sa.String)
@@ -234,6 +332,67 @@ class MariaDBDialect(Dialect):
             "history_rows": int(every or 0) - int(live or 0),
             "removed_by": "DELETE HISTORY (needs the DELETE HISTORY privilege)",
         }
+
+    def remove_residue(
+        self,
+        engine: sa.Engine,
+        table: sa.Table,
+        found: dict[str, Any],
+        purgeable: sa.ColumnElement[bool],
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """`DELETE HISTORY ... BEFORE SYSTEM_TIME t` removes every version that ended before t,
+        whatever it holds: the deleted rows' last versions, but also earlier versions of
+        records still live, in their window or under a hold, which must stay. So t is now, or
+        the end of the first version that is not `purgeable` (read on the version itself),
+        whichever comes first: that version and all history after it are kept. One
+        transaction: the versions are read with a locking read (a writer in flight is waited
+        for, a new one waits), then deleted."""
+        if "history_rows" not in found:  # not system-versioned: InnoDB purges by itself
+            return {}, found
+        if not found["history_rows"]:
+            return {"history_rows": 0}, found
+        name = engine.dialect.identifier_preparer.format_table(table)
+        with engine.begin() as conn:
+            row_end = self._row_end(conn, table, name)
+            now = conn.execute(sa.text("SELECT NOW(6)")).scalar_one()
+            versions = (
+                sa.select(sa.func.count(), sa.func.min(sa.case((sa.not_(purgeable), row_end))))
+                .select_from(table)
+                .where(row_end < now)
+                .with_hint(table, "FOR SYSTEM_TIME ALL")
+                .with_for_update(read=True)
+            )
+            ended, first_kept = conn.execute(versions).one()
+            before = now if first_kept is None else first_kept
+            removed = conn.execute(
+                sa.text(f"DELETE HISTORY FROM {name} BEFORE SYSTEM_TIME :before"),
+                {"before": before},
+            ).rowcount
+        with engine.connect() as conn:
+            after = self.residue(conn, table)
+        done: dict[str, Any] = {"history_rows": int(removed), "by": "DELETE HISTORY"}
+        if first_kept is not None:
+            done["kept_history_rows"] = int(ended) - int(removed)
+            done["kept_because"] = (
+                "DELETE HISTORY cannot spare one version: kept from the first version of a "
+                "record inside its window or under a hold on"
+            )
+        return done, after
+
+    @staticmethod
+    def _row_end(conn: sa.Connection, table: sa.Table, name: str) -> sa.ColumnElement[Any]:
+        """The column that ends a version: declared (`GENERATED ALWAYS AS ROW END`), or the
+        implicit ROW_END."""
+        declared = conn.execute(
+            sa.text(
+                "SELECT COLUMN_NAME FROM information_schema.COLUMNS "
+                "WHERE TABLE_SCHEMA = COALESCE(:schema, DATABASE()) AND TABLE_NAME = :name "
+                "AND GENERATION_EXPRESSION = 'ROW END'"
+            ),
+            {"schema": table.schema, "name": table.name},
+        ).scalar()
+        column = "ROW_END" if declared is None else conn.dialect.identifier_preparer.quote(declared)
+        return sa.literal_column(f"{name}.{column}")
 
 
 def dialect_of(engine: sa.Engine) -> Dialect:
