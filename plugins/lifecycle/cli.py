@@ -317,6 +317,7 @@ def grants(
     """Print the grants, or apply them connection by connection: one unreachable connection
     does not keep the others' grants back (exit 1 tells it)."""
     from lifecycle.grants import check_role, grant_statements, reader_grants, required_grants
+    from lifecycle.stores.config import REMOVE_RESIDUE
 
     check_role(role)
     result = load_policies()
@@ -329,6 +330,14 @@ def grants(
     if not apply:
         for conn_id, table_grants in needed.items():
             print(f"-- connection {conn_id}: run as the tables' owner, in its database")
+            if dialect == "postgresql" and any(
+                REMOVE_RESIDUE in g.privileges for g in table_grants
+            ):
+                print(
+                    "-- MAINTAIN (store.residue: remove, for VACUUM) exists from PostgreSQL 17; "
+                    "before 17 only the table's owner may VACUUM: leave it out there, and the "
+                    "runs report the residue as not removed"
+                )
             for statement in grant_statements(dialect, role, table_grants):
                 print(f"{statement};")
         return 0
@@ -372,7 +381,7 @@ def _apply_to_database(role: str, label: str, engine: Any, tables: dict[str, set
     driver's message can quote values)."""
     import sqlalchemy as sa
 
-    from lifecycle.grants import TableGrant, apply_grants
+    from lifecycle.grants import TableGrant, apply_grants, residue_not_grantable
 
     merged = [TableGrant(table, tuple(sorted(p))) for table, p in sorted(tables.items())]
     try:
@@ -386,6 +395,14 @@ def _apply_to_database(role: str, label: str, engine: Any, tables: dict[str, set
     finally:
         engine.dispose()
     print(f"{label}: {role} granted on {len(merged) - len(missing)} tables")
+    version = engine.dialect.server_version_info
+    for table in residue_not_grantable(engine.dialect.name, merged, version):
+        print(
+            f"{label}: table {table}: store.residue: remove needs VACUUM, which before "
+            "PostgreSQL 17 only the table's owner may run (no grant gives it alone): not granted; "
+            "the runs report the residue as not removed (removal_error)",
+            file=sys.stderr,
+        )
     for table in missing:
         print(
             f"{label}: table {table} does not exist, no grant: create it, then run "

@@ -42,11 +42,26 @@ from lifecycle.control import (
 from lifecycle.fields import IDENTIFIER_PATTERN
 from lifecycle.policy import Policy
 from lifecycle.protected import protected_table_problem
+from lifecycle.stores.config import REMOVE_RESIDUE
 
 READ, DELETE, APPEND, MOVE = "SELECT", "DELETE", "INSERT", "UPDATE"
 # What grant_statements never gives on a protected table.
-_DELETING = {DELETE, "ALL", "ALL PRIVILEGES"}
+_DELETING = {DELETE, "ALL", "ALL PRIVILEGES", REMOVE_RESIDUE, "DELETE HISTORY", "MAINTAIN"}
 DIALECTS = {"postgresql": postgresql.dialect, "mysql": mysql.dialect, "mariadb": mysql.dialect}
+# `store.residue: remove` needs one right on the policy's table: VACUUM on PostgreSQL (the
+# MAINTAIN privilege, PostgreSQL 17+; before 17 only the table's owner may VACUUM, and no grant
+# gives that alone), DELETE HISTORY on MariaDB's system-versioned tables.
+_RESIDUE_PRIVILEGE = {"postgresql": "MAINTAIN", "mysql": "DELETE HISTORY"}
+_MAINTAIN_SINCE = 17
+ServerVersion = tuple[int | str, ...] | None  # SQLAlchemy's server_version_info
+
+
+def _lacks_maintain(dialect_name: str, server_version: ServerVersion) -> bool:
+    """A PostgreSQL server known to be older than 17 (no MAINTAIN privilege)."""
+    if dialect_name != "postgresql" or not server_version:
+        return False
+    major = server_version[0]
+    return isinstance(major, int) and major < _MAINTAIN_SINCE
 
 
 @dataclass(frozen=True)
@@ -137,14 +152,41 @@ def _sequence_of(table: sa.Table) -> str:
     return f"{table.name}_{key.name}_seq"[:63]
 
 
+def residue_not_grantable(
+    dialect_name: str, grants: list[TableGrant], server_version: ServerVersion
+) -> list[str]:
+    """The tables whose `store.residue: remove` no grant can serve on this server (PostgreSQL
+    before 17: VACUUM is the owner's alone); their runs report the residue as not removed."""
+    if not _lacks_maintain(dialect_name, server_version):
+        return []
+    return [grant.table for grant in grants if REMOVE_RESIDUE in grant.privileges]
+
+
+def _sql_privileges(
+    dialect_name: str, privileges: tuple[str, ...], server_version: ServerVersion
+) -> tuple[str, ...]:
+    """The grant's privileges as the database names them (REMOVE_RESIDUE translated, or left
+    out where the server has no privilege for it)."""
+    named = [p for p in privileges if p != REMOVE_RESIDUE]
+    if REMOVE_RESIDUE in privileges and not _lacks_maintain(dialect_name, server_version):
+        named.append(_RESIDUE_PRIVILEGE["mysql" if dialect_name == "mariadb" else dialect_name])
+    return tuple(sorted(named))
+
+
 def grant_statements(
-    dialect_name: str, role: str, grants: list[TableGrant], database: str | None = None
+    dialect_name: str,
+    role: str,
+    grants: list[TableGrant],
+    database: str | None = None,
+    server_version: ServerVersion = None,
 ) -> list[str]:
     """The statements that give `role` exactly `grants` (run them as the tables' owner).
 
     PostgreSQL: everything the role held on tables and sequences of the schemas concerned is
     revoked first, in the same transaction, so a removed policy leaves no privilege behind.
     MySQL/MariaDB: grants only (its REVOKE cannot be scoped to one database's tables).
+    `store.residue: remove` becomes MAINTAIN on PostgreSQL (17+; on an older `server_version`
+    nothing: see `residue_not_grantable`) and DELETE HISTORY on MariaDB.
     """
     if dialect_name not in DIALECTS:
         raise ValueError(f"no grants for {dialect_name!r} (supported: {', '.join(DIALECTS)})")
@@ -175,9 +217,8 @@ def grant_statements(
             if schema != "public"
         ]
     for grant in grants:
-        statements.append(
-            f"GRANT {', '.join(grant.privileges)} ON {table_name(grant)} TO {grantee}"
-        )
+        privileges = _sql_privileges(dialect_name, grant.privileges, server_version)
+        statements.append(f"GRANT {', '.join(privileges)} ON {table_name(grant)} TO {grantee}")
         appended = {runs.name: runs, ledger.name: ledger, holds.name: holds}.get(grant.name)
         if dialect_name == "postgresql" and APPEND in grant.privileges and appended is not None:
             sequence = ".".join(quote(p) for p in (grant.schema, _sequence_of(appended)) if p)
@@ -191,7 +232,13 @@ def apply_grants(engine: sa.Engine, role: str, grants: list[TableGrant]) -> list
     inspector = sa.inspect(engine)
     present = [g for g in grants if inspector.has_table(g.name, schema=g.schema)]
     missing = [g.table for g in grants if g not in present]
-    statements = grant_statements(engine.dialect.name, role, present, engine.url.database)
+    statements = grant_statements(
+        engine.dialect.name,
+        role,
+        present,
+        engine.url.database,
+        server_version=engine.dialect.server_version_info,
+    )
     with engine.begin() as conn:
         for statement in statements:
             conn.exec_driver_sql(statement)

@@ -512,3 +512,37 @@ def test_the_role_answers_requests_and_may_place_but_never_release_a_hold(
     finally:
         for engine in (owner_telecom, owner_audit, role_audit):
             engine.dispose()
+
+
+def test_residue_removal_before_postgresql_17_is_not_granted_and_said_so(
+    cluster, tmp_path, monkeypatch, capsys
+):
+    """`store.residue: remove` on PostgreSQL needs VACUUM: MAINTAIN from 17, the table's owner
+    before. On an older server the role gets nothing more than for a reporting policy, and the
+    command says why (the runs then report the residue as not removed)."""
+    owner = sa.create_engine(cluster.url(cluster.owner, "telecom"))
+    try:
+        with owner.connect() as conn:
+            major = int(conn.exec_driver_sql("SHOW server_version_num").scalar()) // 10000
+        make_table(owner, "events", EVENT_TIMES)
+        policy_dir = tmp_path / "policies"
+        policy_dir.mkdir()
+        Deployment(policy_dir, "", "").write_policy("events", "events", "seen_at", residue="remove")
+        monkeypatch.setenv("LIFECYCLE_POLICY_DIR", str(policy_dir))
+        connect_as(monkeypatch, cluster, cluster.owner, audit_db="telecom")
+
+        assert cli.main(["grants", "--role", cluster.role, "--apply"]) == 0
+
+        err = capsys.readouterr().err
+        events = {p for t, p in table_privileges(owner, cluster.role) if t == "events"}
+        if major < 17:
+            assert events == {"SELECT", "DELETE"}
+            assert (
+                "table events: store.residue: remove needs VACUUM, which before PostgreSQL 17 "
+                "only the table's owner may run (no grant gives it alone): not granted" in err
+            )
+        else:
+            assert events == {"SELECT", "DELETE", "MAINTAIN"}
+            assert "store.residue" not in err
+    finally:
+        owner.dispose()
