@@ -370,6 +370,15 @@ def _purge_notes(purged: Purge | None, ledger_totals: dict[str, Any] | None) -> 
     return notes
 
 
+def _residue_notes(summary: dict[str, Any] | None) -> list[str]:
+    """A residue the policy asked to remove and that stayed (`store.residue: remove`): the
+    records are gone and verified, their copies in the database are not; said in the reasons
+    (the message names the table and what it needs, never a value)."""
+    found = (summary or {}).get("residue") or {}
+    error = found.get("removal_error") if isinstance(found, dict) else None
+    return [f"residue not removed: {error}"] if error else []
+
+
 def _deleted(
     status: str, purged: Purge | None, ledger_totals: dict[str, Any] | None
 ) -> tuple[int | None, int | None]:
@@ -407,6 +416,7 @@ def audit_row(
     reasons += [f for f in failures or () if f not in reasons]
     warnings = decision.warnings if decision else (extracted.warnings if extracted else [])
     reasons += list(warnings)
+    reasons += _residue_notes(verification.summary if verification else None)
     deleted, batches = _deleted(status, purged, ledger_totals)
     timings = {
         step: result.seconds
