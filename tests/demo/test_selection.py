@@ -54,8 +54,15 @@ def selection_of(folder: Path):
 def test_the_catalogue_is_the_demos_selection():
     selection = selection_of(DEFAULT_POLICY_DIR)
     assert sorted(selection.dags) == sorted(f"retention_{name}" for name in DEMO_POLICIES)
-    assert len(DEMO_POLICIES) == 14
+    # The statement's fourteen rows, and the 30-day policy of the requests' archives.
+    assert len(DEMO_POLICIES) == 15 and "request_exports" in DEMO_POLICIES
     assert selection.skipped == {}
+    assert sorted(selection.requests) == [
+        "dsr_access",
+        "dsr_erasure",
+        "dsr_portability",
+        "dsr_restriction",
+    ]
 
 
 def test_a_users_policies_beside_the_catalogue_are_skipped(tmp_path):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import os
 import shlex
@@ -68,6 +69,10 @@ def demo_environment(s3_port: int, api_port: int) -> dict[str, str]:
         "LIFECYCLE_POLICY_DIR": str(DEMO_POLICY_DIR),
         "AIRFLOW_CONN_RECORDINGS": s3,
         "AIRFLOW_CONN_ANALYTICS": s3,
+        # The export location of access and portability requests (lifecycle.requests).
+        "AIRFLOW_CONN_LIFECYCLE_EXPORTS": json.dumps(
+            {"conn_type": "fs", "extra": {"path": str(DEMO_DIR / "exports")}}
+        ),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
         "AIRFLOW__SECRETS__BACKEND": "",
         "AIRFLOW__WORKERS__SECRETS_BACKEND": "",
@@ -181,6 +186,8 @@ def run(day: date) -> int:
     _refuse_beside_serve()
     quiet()
     DEMO_DIR.mkdir(parents=True, exist_ok=True)
+    # The export location of requests, and the folder its own policy (request_exports) purges.
+    (DEMO_DIR / "exports" / "requests").mkdir(parents=True, exist_ok=True)
     server = start_s3_server()  # first: a port problem stops the demo before any work
     try:
         use_demo_environment(server.port, ports.configured_api_port())
@@ -194,6 +201,7 @@ def _run(day: date, server) -> int:
 
     from lifecycle.audit import read_runs
     from lifecycle.control import ensure_schema
+    from lifecycle.demo.requests import run_demo_requests
     from lifecycle.demo.seed import seed_telecom
     from lifecycle.demo.selection import select_demo_dags, skip_line
     from lifecycle.factory import build_dags
@@ -212,9 +220,10 @@ def _run(day: date, server) -> int:
     selection = select_demo_dags(build_dags(DEMO_POLICY_DIR), DEMO_POLICY_DIR)
     for dag_id, reason in selection.skipped.items():
         print(skip_line(dag_id, reason, day.isoformat()))
-    with object_store(server, store):
+    with object_store(server, store) as s3:
         failed = run_all(selection.dags, audit, logical_date)
-    print_report(read_runs(audit), logical_date)
+        print_report(read_runs(audit), logical_date)
+        failed += run_demo_requests(selection.requests, audit, store, logical_date, s3)
     print_chain(audit)
     if failed:
         print(f"{len(failed)} run(s) did not succeed: {', '.join(failed)}", file=sys.stderr)
@@ -301,7 +310,8 @@ def place_demo_holds(store, audit) -> None:
 def print_report(rows: list[dict], logical_date: datetime) -> None:
     latest: dict[str, dict] = {}
     for row in rows:
-        if row["logical_date"] == logical_date:
+        # The retention runs of the day (a data-subject request's rows are printed apart).
+        if row["logical_date"] == logical_date and row.get("request_id") is None:
             latest[row["policy"]] = row  # rows come oldest first: keep the last attempt
     header = (
         "policy",

@@ -2,15 +2,16 @@
 
 `make demo` lifts the mass-deletion guard on a policy's first run. It must never do that to a
 user's policy that happens to sit in include/policies: a DAG runs in the demo only when its
-policy is one of the catalogue's fourteen AND its store is one of the demo's connections (which
-the demo points at its own SQLite database and S3 server). Every other DAG is skipped with a line
-saying how to run it by hand. An invalid policy file's DAG runs (and fails the demo) only when
-the file is one of the catalogue's.
+policy is one of the catalogue's (the statement's fourteen rows and the requests' archives) AND
+its store is one of the demo's connections (which the demo points at its own SQLite database,
+S3 server and export folder). Every other DAG is skipped with a line saying how to run it by
+hand. An invalid policy file's DAG runs (and fails the demo) only when the file is one of the
+catalogue's. The data-subject request DAGs are run apart, each on a request of its own.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 # The catalogue (include/policies/, README "The catalogue").
@@ -29,9 +30,11 @@ DEMO_POLICIES = (
     "support_call_recordings",
     "customer_call_recordings",
     "web_analytics",
+    # Not a statement row: the archives of access and portability requests (30 days).
+    "request_exports",
 )
 # The connections the demo defines, to its SQLite telecom database and its moto S3 server.
-DEMO_CONNECTIONS = ("telecom_db", "recordings", "analytics")
+DEMO_CONNECTIONS = ("telecom_db", "recordings", "analytics", "lifecycle_exports")
 DEMO_FILES = frozenset(f"{name}.yaml" for name in DEMO_POLICIES)
 
 
@@ -39,6 +42,9 @@ DEMO_FILES = frozenset(f"{name}.yaml" for name in DEMO_POLICIES)
 class Selection:
     dags: dict  # dag_id -> DAG, the demo runs these
     skipped: dict[str, str]  # dag_id -> why, and how to run it by hand
+    # The data-subject request DAGs (dsr_<kind>): the demo triggers each once, with a request
+    # of its own on a demo customer (lifecycle.demo.requests).
+    requests: dict = field(default_factory=dict)
 
 
 def _invalid_file(dag) -> str | None:
@@ -58,9 +64,16 @@ def select_demo_dags(dags: dict, directory: Path) -> Selection:
         loaded.policy.dag_id: (loaded.policy.name, loaded.policy.store.conn_id)
         for loaded in load_policies(directory).policies
     }
+    from lifecycle.requests import KINDS, dag_id_of
+
+    request_dags = {dag_id_of(kind) for kind in KINDS}
     selected: dict = {}
     skipped: dict[str, str] = {}
+    requests: dict = {}
     for dag_id, dag in sorted(dags.items()):
+        if dag_id in request_dags:
+            requests[dag_id] = dag
+            continue
         if dag_id in stores:
             name, conn_id = stores[dag_id]
             if name not in DEMO_POLICIES:
@@ -80,7 +93,7 @@ def select_demo_dags(dags: dict, directory: Path) -> Selection:
             skipped[dag_id] = f"invalid policy file {invalid}, not one of the demo's"
         else:
             skipped[dag_id] = "not built from a policy of the demo"
-    return Selection(selected, skipped)
+    return Selection(selected, skipped, requests)
 
 
 def skip_line(dag_id: str, reason: str, day: str) -> str:

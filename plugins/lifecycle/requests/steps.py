@@ -348,10 +348,15 @@ def ledger_ceiling(ledger: Any, removals: int) -> int:
 def _exceptions(found: Outcome) -> list[str]:
     notes = []
     if found.held:
-        by_hold = ", ".join(f"hold {h}: {n}" for h, n in sorted((found.held_by_hold or {}).items()))
-        notes.append(f"{found.held} records kept under a hold ({by_hold})")
+        by_hold = ", ".join(
+            f"hold {h}: {n}" if h.isdigit() else f"Object Lock: {n}"
+            for h, n in sorted((found.held_by_hold or {}).items())
+        )
+        notes.append(f"{found.held} record(s) kept under a hold ({by_hold})")
     if found.active:
-        notes.append(f"{found.active} records kept: the contract is still running (active)")
+        notes.append(
+            f"{found.active} record(s) kept: still active (a running contract, an open ticket)"
+        )
     return notes
 
 
