@@ -48,10 +48,52 @@ def _policy(name, ground, controller, table, timestamp, subjects, **extra) -> st
     )
 
 
+def _tables() -> tuple[sa.MetaData, dict[str, sa.Table]]:
+    """The categories' tables, portable to SQLite, PostgreSQL and MariaDB (dsr_ names: the
+    servers' shared test database has other tests' `calls` and `subscribers`)."""
+    meta = sa.MetaData()
+
+    def table(name: str, *columns: sa.Column) -> sa.Table:
+        key = sa.Column("id", sa.Integer, primary_key=True, autoincrement=False)
+        return sa.Table(f"dsr_{name}", meta, key, *columns)
+
+    when = sa.DateTime()  # naive UTC, as the tests' other tables
+    tables = {
+        "subscribers": table("subscribers", sa.Column("customer_id", sa.Integer)),
+        "calls": table(
+            "calls",
+            sa.Column("subscriber_id", sa.Integer),
+            sa.Column("caller", sa.String(40)),
+            sa.Column("started_at", when),
+        ),
+        "intercepts": table(
+            "intercepts", sa.Column("source", sa.String(40)), sa.Column("seen_at", when)
+        ),
+        "contacts": table(
+            "contacts",
+            sa.Column("customer_id", sa.Integer),
+            sa.Column("email", sa.String(100)),
+            sa.Column("org", sa.String(40)),
+            sa.Column("updated_at", when),
+        ),
+        "visits": table("visits", sa.Column("email", sa.String(100)), sa.Column("seen_at", when)),
+    }
+    return meta, tables
+
+
+def _airflow_uri(url: sa.URL) -> str:
+    """An Airflow connection URI for a test database URL."""
+    if url.get_backend_name() == "sqlite":
+        return url.render_as_string()
+    scheme = {"postgresql": "postgres", "mysql": "mysql"}[url.get_backend_name()]
+    return f"{scheme}://{url.username}@{url.host}:{url.port}/{url.database}"
+
+
 @pytest.fixture
-def requests_deployment(deployment, s3_connection, monkeypatch, tmp_path):
+def requests_deployment(deployment, s3_connection, monkeypatch, tmp_path, request):
     """Four SQL categories and one S3 category, each holding customer 7's and customer 8's
-    records; the export location a local directory."""
+    records, in SQLite (or the server an indirect parameter names); the export location a
+    local directory."""
     monkeypatch.setenv(
         "AIRFLOW_CONN_RECORDINGS", s3_connection_uri(s3_connection.extra_dejson["endpoint_url"])
     )
@@ -60,79 +102,109 @@ def requests_deployment(deployment, s3_connection, monkeypatch, tmp_path):
         "AIRFLOW_CONN_LIFECYCLE_EXPORTS",
         json.dumps({"conn_type": "fs", "extra": {"path": str(exports)}}),
     )
-    engine = sa.create_engine(deployment.store_url)
-    with engine.begin() as conn:
-        for statement in (
-            "CREATE TABLE subscribers (id INTEGER PRIMARY KEY, customer_id INTEGER)",
-            "CREATE TABLE calls (id INTEGER PRIMARY KEY, subscriber_id INTEGER, caller TEXT, "
-            "started_at TIMESTAMP)",
-            "CREATE TABLE intercepts (id INTEGER PRIMARY KEY, source TEXT, seen_at TIMESTAMP)",
-            "CREATE TABLE contacts (id INTEGER PRIMARY KEY, customer_id INTEGER, email TEXT, "
-            "org TEXT, updated_at TIMESTAMP)",
-            "CREATE TABLE visits (id INTEGER PRIMARY KEY, email TEXT, seen_at TIMESTAMP)",
-        ):
-            conn.exec_driver_sql(statement)
-        conn.exec_driver_sql("INSERT INTO subscribers VALUES (70, 7), (71, 7), (80, 8)")
-        calls = [
-            (1, 70, "+31 6 12345678", OLD),
-            (2, 71, "+31 20 1111111", RECENT),
-            (3, 80, "+31 20 2222222", OLD),
-            (4, 80, "0612345678", RECENT),  # customer 8's line called the subject's number
-        ]
-        conn.execute(
-            sa.text("INSERT INTO calls VALUES (:id, :s, :c, :t)"),
-            [{"id": i, "s": s, "c": c, "t": t.replace(tzinfo=None)} for i, s, c, t in calls],
+    server = getattr(request, "param", "sqlite")
+    if server != "sqlite":
+        url = sa.make_url(
+            request.getfixturevalue("postgres_url" if server == "postgresql" else "mariadb_url")
         )
+        deployment.store_url = url.render_as_string(hide_password=False)
+        monkeypatch.setenv("AIRFLOW_CONN_TELECOM_DB", _airflow_uri(url))
+    engine = sa.create_engine(deployment.store_url)
+    meta, tables = _tables()
+    meta.drop_all(engine)
+    meta.create_all(engine)
+    naive = {"old": OLD.replace(tzinfo=None), "recent": RECENT.replace(tzinfo=None)}
+    with engine.begin() as conn:
         conn.execute(
-            sa.text("INSERT INTO intercepts VALUES (:id, :s, :t)"),
+            tables["subscribers"].insert(),
             [
-                {"id": 1, "s": "+31612345678", "t": RECENT.replace(tzinfo=None)},
-                {"id": 2, "s": "+31622222222", "t": RECENT.replace(tzinfo=None)},
+                {"id": 70, "customer_id": 7},
+                {"id": 71, "customer_id": 7},
+                {"id": 80, "customer_id": 8},
             ],
         )
         conn.execute(
-            sa.text("INSERT INTO contacts VALUES (:id, :c, :e, :o, :t)"),
+            tables["calls"].insert(),
             [
                 {
                     "id": 1,
-                    "c": 7,
-                    "e": "jan@example.nl",
-                    "o": "Acme",
-                    "t": OLD.replace(tzinfo=None),
+                    "subscriber_id": 70,
+                    "caller": "+31 6 12345678",
+                    "started_at": naive["old"],
                 },
                 {
                     "id": 2,
-                    "c": 8,
-                    "e": "piet@example.nl",
-                    "o": "Beta",
-                    "t": OLD.replace(tzinfo=None),
+                    "subscriber_id": 71,
+                    "caller": "+31 20 1111111",
+                    "started_at": naive["recent"],
+                },
+                {
+                    "id": 3,
+                    "subscriber_id": 80,
+                    "caller": "+31 20 2222222",
+                    "started_at": naive["old"],
+                },
+                # customer 8's line, with the subject's number as the caller
+                {
+                    "id": 4,
+                    "subscriber_id": 80,
+                    "caller": "0612345678",
+                    "started_at": naive["recent"],
                 },
             ],
         )
         conn.execute(
-            sa.text("INSERT INTO visits VALUES (:id, :e, :t)"),
+            tables["intercepts"].insert(),
             [
-                {"id": 1, "e": "JAN@example.nl ", "t": RECENT.replace(tzinfo=None)},
-                {"id": 2, "e": "piet@example.nl", "t": RECENT.replace(tzinfo=None)},
+                {"id": 1, "source": "+31612345678", "seen_at": naive["recent"]},
+                {"id": 2, "source": "+31622222222", "seen_at": naive["recent"]},
+            ],
+        )
+        conn.execute(
+            tables["contacts"].insert(),
+            [
+                {
+                    "id": 1,
+                    "customer_id": 7,
+                    "email": "jan@example.nl",
+                    "org": "Acme",
+                    "updated_at": naive["old"],
+                },
+                {
+                    "id": 2,
+                    "customer_id": 8,
+                    "email": "piet@example.nl",
+                    "org": "Beta",
+                    "updated_at": naive["old"],
+                },
+            ],
+        )
+        conn.execute(
+            tables["visits"].insert(),
+            [
+                {"id": 1, "email": "JAN@example.nl ", "seen_at": naive["recent"]},
+                {"id": 2, "email": "piet@example.nl", "seen_at": naive["recent"]},
             ],
         )
     engine.dispose()
-    link = "{column: subscriber_id, through: [{table: subscribers, key: id, column: customer_id}]}"
+    link = (
+        "{column: subscriber_id, through: [{table: dsr_subscribers, key: id, column: customer_id}]}"
+    )
     policies = {
         "calls": _policy(
-            "calls", "contract", "provider", "calls", "started_at",
+            "calls", "contract", "provider", "dsr_calls", "started_at",
             {"customer": link, "phone": "caller"},
         ),
         "intercepts": _policy(
-            "intercepts", "legal_obligation", "provider", "intercepts", "seen_at",
+            "intercepts", "legal_obligation", "provider", "dsr_intercepts", "seen_at",
             {"phone": "source"},
         ),
         "contacts": _policy(
-            "contacts", "contract", "client", "contacts", "updated_at",
+            "contacts", "contract", "client", "dsr_contacts", "updated_at",
             {"customer": "customer_id", "email": "email"},
         ),
         "visits": _policy(
-            "visits", "legitimate_interest", "provider", "visits", "seen_at", {"email": "email"}
+            "visits", "legitimate_interest", "provider", "dsr_visits", "seen_at", {"email": "email"}
         ),
     }  # fmt: skip
     for name, text in policies.items():
@@ -148,7 +220,10 @@ def requests_deployment(deployment, s3_connection, monkeypatch, tmp_path):
     )
     deployment.exports = exports
     deployment.s3, deployment.bucket = s3, bucket
-    return deployment
+    yield deployment
+    engine = sa.create_engine(deployment.store_url)
+    meta.drop_all(engine)
+    engine.dispose()
 
 
 def _control(deployment) -> sa.Engine:
@@ -169,7 +244,7 @@ def _ids(deployment, table) -> list[int]:
     engine = sa.create_engine(deployment.store_url)
     try:
         with engine.connect() as conn:
-            return sorted(conn.exec_driver_sql(f"SELECT id FROM {table}").scalars())
+            return sorted(conn.exec_driver_sql(f"SELECT id FROM dsr_{table}").scalars())
     finally:
         engine.dispose()
 
@@ -446,4 +521,46 @@ def test_an_identifier_no_policy_maps_is_refused_at_registration(requests_deploy
         )
     with engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM retention_requests").scalar() == 0
+    engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "requests_deployment",
+    [
+        pytest.param("postgresql", marks=pytest.mark.postgresql),
+        pytest.param("mariadb", marks=pytest.mark.mariadb),
+    ],
+    indirect=True,
+)
+def test_access_then_erasure_on_a_database_server(requests_deployment):
+    """The same requests with the store on PostgreSQL and on MariaDB: the archive holds the
+    subject's records, the erasure leaves exactly the others' and the held ones."""
+    deployment = requests_deployment
+    engine = _control(deployment)
+    place_hold(
+        engine,
+        scope="calls",
+        subject="phone",
+        value="+31612345678",
+        reason="legal_hold",
+        placed_by="x",
+    )
+    access = _register(deployment, "access")
+    erasure = _register(deployment, "erasure")
+
+    runs = [
+        deployment.run(f"dsr_{kind}", LOGICAL_DATE, conf={"request_id": request_id})
+        for kind, request_id in (("access", access), ("erasure", erasure))
+    ]
+
+    assert [str(run.state) for run in runs] == ["success", "success"]
+    (archive,) = (deployment.exports / "requests" / f"request-{access}").iterdir()
+    exported = json.loads((archive / "calls" / "records.json").read_text())
+    assert [(r["id"], r["subscriber_id"]) for r in exported] == [(1, 70), (2, 71), (4, 80)]
+    # Calls 1 and 4 carry the held number; call 2 (customer 7's line) goes, call 3 is another's.
+    assert _ids(deployment, "calls") == [1, 3, 4]
+    assert _ids(deployment, "visits") == [2]
+    assert _ids(deployment, "intercepts") == [1, 2]
+    row = _request_rows(deployment, erasure)["calls"]
+    assert (row["deleted"], row["held"], row["verified"]) == (1, 2, True)
     engine.dispose()
