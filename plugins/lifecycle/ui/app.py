@@ -66,6 +66,7 @@ PARAMETER_RULES = {
     "row_id": f"not an audit record id (a whole number from 1 to {LAST_ROW_ID})",
     "page": "not a page number (a whole number from 1)",
     "tz": "not an IANA timezone (example: Europe/Amsterdam); leave it empty for the policy's",
+    "request_id": f"not a request number (a whole number from 1 to {LAST_ROW_ID})",
 }
 
 
@@ -499,6 +500,95 @@ def report_pdf(start: ReportDay, end: ReportDay) -> Response:
         render_pdf(_report(start, end)),
         media_type="application/pdf",
         headers={"Content-Disposition": content_disposition(filename), **NO_STORE},
+    )
+
+
+# -- data-subject requests (lifecycle.ui.requests_pages) -----------------------------------------
+
+RequestId = Annotated[int, PathParameter(ge=1, le=LAST_ROW_ID)]
+
+
+def _register_read(read: Any, *args: Any) -> Any:
+    """A read of the request register; a control database without one is a 503 saying why."""
+    from lifecycle.ui.requests_pages import RegisterMissing
+
+    try:
+        return read(audit_engine(), *args)
+    except RegisterMissing as exc:
+        raise HTTPException(503, str(exc)) from None
+
+
+@app.get("/requests", response_class=HTMLResponse)
+def requests_page(request: Request) -> HTMLResponse:
+    """The register: open requests the soonest due first, overdue ones marked; closed ones
+    below. Identifier names only, never a value."""
+    from lifecycle.ui import requests_pages as pages
+
+    register = _register_read(pages.read_register)
+    now = _now()
+    return _page(
+        request,
+        "requests.html",
+        register=register,
+        overdue=sum(1 for r in register.open if r.overdue(now)),
+        now=now,
+        zone=pages.ZONE,
+        summary=pages.summary,
+        due_note=pages.due_note,
+        closed_shown=pages.CLOSED_SHOWN,
+    )
+
+
+def _request_log(excel: bool) -> Response:
+    from lifecycle.ui import requests_pages as pages
+    from lifecycle.ui.export import content_disposition
+
+    now = _now()
+    # Read whole before answering: a database that fails is a 503, not a truncated file.
+    text = "".join(pages.log_lines(_register_read(pages.log_rows), now, excel=excel))
+    day = now.astimezone(zones.zone(pages.ZONE)).date()
+    filename = f"retention-requests-{day}{'-excel' if excel else ''}.csv"
+    return Response(
+        text,
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": content_disposition(filename), **NO_STORE},
+    )
+
+
+@app.get("/requests/export.csv")
+def requests_export_csv() -> Response:
+    """The request log: a row per request (dates, status, overdue, runs, decision, the last
+    run's categories counted per status); no identifier, no client id."""
+    return _request_log(excel=False)
+
+
+@app.get("/requests/export-excel.csv")
+def requests_export_excel_csv() -> Response:
+    """The request log for Excel in a `;` locale (Dutch): a byte order mark and semicolons."""
+    return _request_log(excel=True)
+
+
+@app.get("/requests/{request_id}", response_class=HTMLResponse)
+def request_page(request: Request, request_id: RequestId) -> HTMLResponse:
+    """One request: its facts, its last run's result per category and that run's audit
+    records; a forwarded category by how many client organisations, never their ids."""
+    from lifecycle.ui import requests_pages as pages
+
+    found = _register_read(pages.read_request, request_id)
+    if found is None:
+        raise HTTPException(404, f"no data-subject request {request_id} in the register")
+    subject, names_readable = found
+    now = _now()
+    return _page(
+        request,
+        "request.html",
+        r=subject,
+        names_readable=names_readable,
+        run=pages.last_run(audit_engine(), subject),
+        overdue=subject.overdue(now),
+        due_note=pages.due_note(subject, now),
+        summary=pages.summary(subject),
+        zone=pages.ZONE,
     )
 
 
