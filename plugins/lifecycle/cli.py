@@ -275,12 +275,13 @@ def audit_verify(conn_id: str, anchor: str | None = None, bucket: str | None = N
 
 def _anchor(engine: sa.Engine, result: Any, conn_id: str, bucket: str | None) -> int:
     """Check the chain against the head last anchored in the bucket, then anchor this one
-    (only when intact). 1 when the chain lost the anchored head or the bucket refused."""
+    (only when intact): `lifecycle.anchor`, as the daily DAG does. 1 when the chain lost the
+    anchored head or the bucket refused."""
     from datetime import UTC
 
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from lifecycle.chain import against_anchor, latest_anchor, write_anchor
+    from lifecycle.anchor import anchor_chain
     from lifecycle.connections import airflow_connection
     from lifecycle.stores import StoreConfigError
     from lifecycle.stores.s3 import client_from_connection
@@ -291,23 +292,17 @@ def _anchor(engine: sa.Engine, result: Any, conn_id: str, bucket: str | None) ->
         if not bucket:
             raise StoreConfigError(f"--anchor: connection {conn_id!r} names no bucket (--bucket)")
         client = client_from_connection(connection)
-        anchored = latest_anchor(client, bucket)
-        lost = None if anchored is None else against_anchor(engine, anchored)
-        if lost is not None:
-            print(f"audit-verify: chain BROKEN: {lost}", file=sys.stderr)
-            return 1
-        if not result.intact:
-            print("audit-verify: a broken chain is not anchored", file=sys.stderr)
-            return 1
-        written = write_anchor(client, bucket, result, datetime.now(UTC))
+        outcome = anchor_chain(engine, client, bucket, datetime.now(UTC), result)
     except StoreConfigError as exc:
         print(f"audit-verify: {exc}", file=sys.stderr)
         return 1
     except (BotoCoreError, ClientError) as exc:
         print(f"audit-verify: the evidence bucket refused ({type(exc).__name__})", file=sys.stderr)
         return 1
-    lock = "Object Lock COMPLIANCE" if written.locked else "no Object Lock on this bucket"
-    print(f"anchored the head in s3://{bucket}/{written.key} ({lock})")
+    if not outcome.ok:
+        print(f"audit-verify: {outcome.message}", file=sys.stderr)
+        return 1
+    print(outcome.message.rpartition("; ")[2])
     return 0
 
 

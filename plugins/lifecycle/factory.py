@@ -399,7 +399,7 @@ def build_dags(directory: Path | None = None) -> dict[str, DAG]:
             log.error("invalid retention policy: %s", error.message)
         dag = build_invalid_policy_dag(error, invalid_dag_id(error.path, set(dags)))
         dags[dag.dag_id] = dag
-    return dags | _watchdog(result, directory) | _requests(result)
+    return dags | _watchdog(result, directory) | _requests(result) | _anchor()
 
 
 def _watchdog(result: LoadResult, directory: Path | None) -> dict[str, DAG]:
@@ -423,4 +423,15 @@ def _requests(result: LoadResult) -> dict[str, DAG]:
         return request_dags([loaded.policy for loaded in result.policies])
     except Exception as exc:
         log.error("data-subject request DAGs not built: %s", type(exc).__name__)
+        return {}
+
+
+def _anchor() -> dict[str, DAG]:
+    """The daily anchor of the audit trail's hash chain (lifecycle.anchor)."""
+    from lifecycle.anchor import anchor_dags
+
+    try:
+        return anchor_dags()
+    except Exception as exc:
+        log.error("chain anchor DAG not built: %s", type(exc).__name__)
         return {}
