@@ -1,4 +1,5 @@
-"""DAG integrity: the dags folder parses cleanly into exactly one DAG per policy file."""
+"""DAG integrity: the dags folder parses cleanly into exactly one DAG per policy file, beside
+the four data-subject request DAGs and the daily anchor of the audit trail's chain."""
 
 from __future__ import annotations
 
@@ -17,6 +18,14 @@ from tests.unit.test_policy import VALID
 PROJECT = Path(__file__).resolve().parents[2]
 DAGS = PROJECT / "dags"
 TASKS = ["extract", "check", "split", "delete", "verify", "record"]
+# Built beside the policies' DAGs whatever the policy folder holds.
+ALWAYS = {
+    "dsr_access",
+    "dsr_erasure",
+    "dsr_portability",
+    "dsr_restriction",
+    "retention-chain-anchor",
+}
 
 
 def dagbag() -> DagBag:
@@ -27,7 +36,7 @@ def test_one_dag_per_policy_file_and_no_import_errors():
     bag = dagbag()
     assert bag.import_errors == {}
     expected = {f"retention_{path.stem}" for path in DEFAULT_POLICY_DIR.glob("*.yaml")}
-    assert set(bag.dag_ids) == expected
+    assert set(bag.dag_ids) == expected | ALWAYS
     assert len(expected) == len(list(DEFAULT_POLICY_DIR.glob("*.yaml")))
 
 
@@ -45,7 +54,7 @@ def test_dag_shape(dag_id):
     assert dag.task_dict["record"].upstream_task_ids == set(TASKS[:-1])
     assert dag.task_dict["record"].trigger_rule == "all_done"
     assert dag.task_dict["record"].outlets[0].name == dag_id
-    assert "retention" in dag.tags and ("sql" in dag.tags or "s3" in dag.tags)
+    assert "retention" in dag.tags and {"sql", "s3", "files"} & set(dag.tags)
     assert dag.catchup is False and dag.max_active_runs == 1
     assert dag.timetable == CronTriggerTimetable("0 0 * * *", timezone="Europe/Amsterdam")
     for task in dag.tasks:
@@ -65,11 +74,15 @@ def test_broken_policies_become_failing_dags_beside_the_valid_ones(tmp_path, mon
     bag = dagbag()
 
     assert bag.import_errors == {}
-    assert set(bag.dag_ids) == {
-        "retention_cdrs",
-        "retention-invalid-broken",
-        "retention-invalid-copy",
-    }
+    assert (
+        set(bag.dag_ids)
+        == {
+            "retention_cdrs",
+            "retention-invalid-broken",
+            "retention-invalid-copy",
+        }
+        | ALWAYS
+    )
     broken = bag.dags["retention-invalid-broken"]
     assert (
         "broken.yaml: retention.period: 'six months' is not an ISO 8601 duration" in broken.doc_md
@@ -90,13 +103,17 @@ def test_odd_file_names_get_distinct_valid_dag_ids(tmp_path, monkeypatch):
     bag = dagbag()
 
     assert bag.import_errors == {}
-    assert set(bag.dag_ids) == {
-        "retention_invalid_y",  # a valid policy is never replaced by a broken file's DAG
-        "retention-invalid-y",
-        "retention-invalid-my_policy_copy",
-        "retention-invalid-my_policy_copy-2",
-        "retention-invalid-my_policy_copy-3",
-    }
+    assert (
+        set(bag.dag_ids)
+        == {
+            "retention_invalid_y",  # a valid policy is never replaced by a broken file's DAG
+            "retention-invalid-y",
+            "retention-invalid-my_policy_copy",
+            "retention-invalid-my_policy_copy-2",
+            "retention-invalid-my_policy_copy-3",
+        }
+        | ALWAYS
+    )
 
 
 def test_parsing_imports_no_store_driver_or_great_expectations():
@@ -112,3 +129,21 @@ def test_parsing_imports_no_store_driver_or_great_expectations():
         text=True,
     ).stdout
     assert json.loads(output.strip().splitlines()[-1]) == []
+
+
+@pytest.mark.parametrize("kind", ["access", "portability", "erasure", "restriction"])
+def test_request_dag_shape(kind):
+    dag = dagbag().dags[f"dsr_{kind}"]
+    assert [task.task_id for task in dag.topological_sort()] == ["prepare", "handle", "finish"]
+    assert type(dag.task_dict["handle"]).__name__.endswith("MappedOperator")  # one per policy
+    assert dag.task_dict["finish"].trigger_rule == "all_done"
+    # Triggered by hand with the request's id only; never on a schedule.
+    assert type(dag.timetable).__name__ == "NullTimetable" and set(dag.params) == {"request_id"}
+    assert {"data-subject-request", kind} <= set(dag.tags) and "request_id" in dag.doc_md
+
+
+def test_the_anchor_dag_runs_daily():
+    dag = dagbag().dags["retention-chain-anchor"]
+    assert [task.task_id for task in dag.tasks] == ["anchor"]
+    assert dag.timetable == CronTriggerTimetable("30 3 * * *", timezone="UTC")
+    assert "evidence" in dag.tags and "lifecycle_evidence" in dag.doc_md
