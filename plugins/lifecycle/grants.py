@@ -132,10 +132,11 @@ def reader_grants(audit_conn_id: str = AUDIT_CONN_ID) -> dict[str, list[TableGra
             TableGrant(runs.name, (READ,)),
             TableGrant(ledger.name, (READ,)),
             TableGrant(chain_head.name, (READ,)),
-            # The requests' register and per-category results (counts, statuses): never the
-            # identifiers (retention_request_subjects).
+            # The requests' register and per-category results (counts, statuses), and which
+            # identifiers a request has (their names, for the requests page): never a value.
             TableGrant(requests.name, (READ,)),
             TableGrant(request_results.name, (READ,)),
+            TableGrant(request_subjects.name, (f"{READ} (request_id, subject)",)),
         ]
     }
 
