@@ -10,5 +10,7 @@ RUN sed '/^# Tests and tooling/,$d' /opt/retention/requirements.txt > /tmp/runti
     && pip install --no-cache-dir -r /tmp/runtime.txt -c /opt/retention/constraints.txt \
     && rm /tmp/runtime.txt
 
-# The SimpleAuthManager's passwords file lives on a volume the init service writes.
-RUN mkdir -p /opt/airflow/auth
+# The SimpleAuthManager's passwords file lives on a volume the init service writes; the
+# requests' archives on one the workers write (a new named volume takes this ownership).
+RUN mkdir -p /opt/airflow/auth /opt/airflow/exports/requests \
+    && chmod 0700 /opt/airflow/exports

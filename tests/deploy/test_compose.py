@@ -177,11 +177,20 @@ def test_the_example_env_holds_placeholders_and_the_real_one_is_ignored():
     assert example.returncode == 1, ".env.example must be committed"
 
 
+def _folder_connection(key: str, value: object) -> bool:
+    """A connection to a mounted folder (type fs, a path): it has no credentials to hide."""
+    if "_CONN_" not in key or not str(value).startswith("{"):
+        return False
+    connection = json.loads(str(value))
+    return connection.get("conn_type") == "fs" and set(connection) == {"conn_type", "extra"}
+
+
 def test_no_secret_is_written_into_the_file():
     for name, service in yaml.safe_load(raw_text())["services"].items():
         for key, value in (service.get("environment") or {}).items():
             secret = re.search(r"PASSWORD|SECRET|FERNET|_CONN_|BROKER_URL|RESULT_BACKEND", key)
-            if secret and not key.endswith("_FILE"):  # a path to a secret is no secret
+            # A path to a secret is no secret, nor is a folder's connection.
+            if secret and not key.endswith("_FILE") and not _folder_connection(key, value):
                 assert "${" in str(value), (name, key)
 
 
@@ -343,9 +352,20 @@ def test_workers_reach_every_store_the_policies_name_as_the_retention_role():
         for key in worker
         if key.startswith("AIRFLOW_CONN_")
     }
-    assert (
-        defined == policy_conn_ids() == {"telecom_db", "lifecycle_audit", "recordings", "analytics"}
-    )
+    # The policies' stores (the requests' exports among them), and the anchor's evidence bucket.
+    assert defined == policy_conn_ids() | {"lifecycle_evidence"}
+    assert defined == {
+        "telecom_db",
+        "lifecycle_audit",
+        "recordings",
+        "analytics",
+        "lifecycle_exports",
+        "lifecycle_evidence",
+    }
+    exports = json.loads(worker["AIRFLOW_CONN_LIFECYCLE_EXPORTS"])
+    assert exports == {"conn_type": "fs", "extra": {"path": "/opt/airflow/exports"}}
+    evidence = json.loads(worker["AIRFLOW_CONN_LIFECYCLE_EVIDENCE"])
+    assert (evidence["login"], evidence["extra"]["bucket"]) == ("evidence", "retention-evidence")
     for conn_id in ("telecom_db", "lifecycle_audit"):
         uri = worker[f"AIRFLOW_CONN_{conn_id.upper()}"]
         assert re.fullmatch(r"postgres://retention:[^@]+@postgres:5432/(telecom|audit)", uri)
@@ -398,7 +418,17 @@ def test_minio_buckets_and_the_jobs_policy_cover_exactly_the_s3_policies():
         if loaded.policy.store.kind == "s3"
     }
     created = set(re.findall(r"mc mb --ignore-existing (?:--with-lock )?local/([\w.-]+)", script))
-    assert created == buckets
+    assert created == buckets | {"retention-evidence"}
+    # The anchor's bucket: Object Lock, its own user, who may write anchors and nothing else.
+    assert "mc mb --ignore-existing --with-lock local/retention-evidence" in script
+    evidence = json.loads((PROJECT / "deploy/minio/evidence-policy.json").read_text())
+    granted = {r for statement in evidence["Statement"] for r in statement["Resource"]}
+    assert granted == {
+        "arn:aws:s3:::retention-evidence",
+        "arn:aws:s3:::retention-evidence/retention-chain-head/*",
+    }
+    evidence_actions = {a for st in evidence["Statement"] for a in st["Action"]}
+    assert not {a for a in evidence_actions if re.search(r"Delete|Bypass|\*", a)}
     assert "mc mb --ignore-existing --with-lock local/call-recordings" in script
     document = json.loads((PROJECT / "deploy/minio/retention-policy.json").read_text())
     actions = {action for statement in document["Statement"] for action in statement["Action"]}
