@@ -20,6 +20,8 @@ from lifecycle.demo.environment import s3_connection_uri
 from lifecycle.demo.seed import seed_telecom
 from lifecycle.holds import place_hold
 from lifecycle.loader import DEFAULT_POLICY_DIR
+from lifecycle.requests import KINDS
+from lifecycle.requests.register import register_request
 from lifecycle.stores.sql import create_engine
 
 AMS = ZoneInfo("Europe/Amsterdam")
@@ -58,8 +60,19 @@ class Collector(logging.Handler):
         self.lines.append(record.getMessage())
 
 
-def test_demo_run_leaks_no_personal_data(deployment, airflow_home, monkeypatch, capfd, s3_endpoint):
+def test_demo_run_leaks_no_personal_data(
+    deployment, airflow_home, monkeypatch, capfd, s3_endpoint, tmp_path
+):
+    """Every policy's run, then a data-subject request of each kind on a customer whose
+    identifiers are personal data: nothing of a person in the trail, XCom, the runs' conf or
+    the task logs (the requests' archives are personal data by design, and only there)."""
     monkeypatch.setenv("LIFECYCLE_POLICY_DIR", str(DEFAULT_POLICY_DIR))
+    exports = tmp_path / "exports"
+    (exports / "requests").mkdir(parents=True)  # the share, set up as the README says
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_LIFECYCLE_EXPORTS",
+        json.dumps({"conn_type": "fs", "extra": {"path": str(exports)}}),
+    )
     now = datetime(2026, 11, 29, 9, tzinfo=AMS)
     engine = create_engine(deployment.store_url)
     seed_telecom(engine, now, scale=0.25)
@@ -81,7 +94,8 @@ def test_demo_run_leaks_no_personal_data(deployment, airflow_home, monkeypatch, 
 
     from lifecycle.factory import build_dags
 
-    dags = build_dags(DEFAULT_POLICY_DIR)
+    built = build_dags(DEFAULT_POLICY_DIR)
+    dags = {dag_id: dag for dag_id, dag in built.items() if dag_id.startswith("retention_")}
     collector = Collector()
     logging.getLogger().addHandler(collector)
     monkeypatch.setattr(logging.getLogger(), "level", logging.DEBUG)
@@ -89,13 +103,33 @@ def test_demo_run_leaks_no_personal_data(deployment, airflow_home, monkeypatch, 
     for dag in dags.values():
         run = dag.test(logical_date=logical_date, run_conf={"max_delete_fraction": 1.0})
         assert str(run.state) == "success", dag.dag_id
+    with engine.connect() as conn:
+        customer, address = conn.execute(
+            sa.text("SELECT customer_id, email FROM org_contacts ORDER BY id LIMIT 1")
+        ).one()
+    confs = []
+    for kind in KINDS:
+        request_id = register_request(
+            audit,
+            kind=kind,
+            identifiers={"customer": str(customer), "email": address, "phone": caller},
+            registered_by="po",
+        )
+        run = built[f"dsr_{kind}"].test(
+            logical_date=logical_date, run_conf={"request_id": request_id}
+        )
+        assert str(run.state) == "success", kind
+        confs.append(json.dumps(run.conf))
     output = capfd.readouterr()
     logging.getLogger().removeHandler(collector)
 
     rows = deployment.audit()
-    assert sum(row["held"] for row in rows) > 0  # the holds kept records, and said so
-    assert {row["policy"] for row in rows} == {dag_id.removeprefix("retention_") for dag_id in dags}
-    assert sum(row["deleted"] for row in rows) > 1000
+    assert sum(row["held"] or 0 for row in rows) > 0  # the holds kept records, and said so
+    policies = {dag_id.removeprefix("retention_") for dag_id in dags}
+    assert {row["policy"] for row in rows} == policies | {"*"}  # "*": each request's own row
+    assert {row["request_id"] for row in rows} == {None, 1, 2, 3, 4}
+    assert address in secrets and caller in secrets  # the identifiers are among the searched
+    assert sum(row["deleted"] or 0 for row in rows) > 1000
     audit_text = json.dumps(rows, default=str)
     metadata = sqlite3.connect(Path(os.environ["AIRFLOW_HOME"]) / "airflow.db")
     xcom_text = "\n".join(str(value) for (value,) in metadata.execute("SELECT value FROM xcom"))
@@ -115,6 +149,7 @@ def test_demo_run_leaks_no_personal_data(deployment, airflow_home, monkeypatch, 
         "audit trail": audit_text,
         "XCom": xcom_text,
         "task logs": log_text,
+        "the request runs' conf": "\n".join(confs),
     }.items():
         leaked = sorted(value for value in secrets if value in text)
         assert leaked == [], f"personal data in the {where}: {len(leaked)} values"
