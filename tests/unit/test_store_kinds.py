@@ -136,7 +136,8 @@ def test_the_generated_schema_has_the_three_kinds():
 # Comparisons of a store's kind by name, and reads of one kind's own fields, outside stores/.
 KIND_NAMES = "|".join(STORE_KINDS)
 LEAKS = [
-    re.compile(r"\.kind\s*(==|!=|\bin\b|\bnot\s+in\b)"),
+    # Any `.kind` compared but a data-subject request's (access, erasure...: not a store's).
+    re.compile(r"(?<!request)\.kind\s*(==|!=|\bin\b|\bnot\s+in\b)"),
     re.compile(rf"\bkind\s*(==|!=)\s*[\"']({KIND_NAMES})[\"']"),
     re.compile(rf"[\"']({KIND_NAMES})[\"']\s*(==|!=|\bin\b)\s*[\w.]*kind\b"),
     re.compile(r"kind_name\(\)\s*(==|!=|\bin\b)"),
@@ -171,6 +172,10 @@ def test_no_engine_module_outside_stores_branches_on_a_kind():
 )
 def test_the_guard_sees_a_leak(line):
     assert any(leak.search(line) for leak in LEAKS)
+
+
+def test_a_requests_kind_is_not_a_store_kind():
+    assert not any(leak.search('if request.kind == "erasure":') for leak in LEAKS)
 
 
 def test_the_factory_builds_a_files_policy_unchanged(tmp_path):
