@@ -358,3 +358,15 @@ def test_a_crafted_key_cannot_hang_a_key_pattern(s3, s3_endpoint, tmp_path):
 def test_key_patterns_the_linear_time_engine_cannot_run_are_refused(pattern):
     with pytest.raises(ValueError, match="RE2"):
         s3_policy(prefix="events/", timestamp={"key_pattern": pattern})
+
+
+def test_the_forecast_counts_the_versions_due_within_each_horizon(s3):
+    bucket = new_bucket(s3)
+    for name, days in (("a", 3), ("b", 20), ("c", 60), ("d", 100)):
+        put(s3, bucket, f"support/{name}.wav", CUTOFF + timedelta(days=days))
+    put(s3, bucket, "support/held/e.wav", CUTOFF + timedelta(days=3))  # held: not due
+    put(s3, bucket, "support/f.wav", CUTOFF - SECOND)  # expired now: not "due"
+    hold = Hold(5, "*", "prefix", "support/held/", "legal_hold")
+    plan = store_for(s3, bucket, s3_policy()).plan(RetentionWindow(CUTOFF, holds=(hold,)))
+    assert plan.expired == 1
+    assert plan.due == {"7": 1, "30": 2, "90": 3}

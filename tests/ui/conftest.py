@@ -69,7 +69,7 @@ def _row(policy, day: datetime, status: str, **figures) -> dict:
         "holds": {"7": 3},
         "tenants": {},
         # The forecast (wide figures: the overview's cell must still fit); object stores: none.
-        "due": None if store.kind == "s3" else {"7": 1_234, "30": 12_345, "90": 123_456},
+        "due": {"7": 1_234, "30": 12_345, "90": 123_456},
         "reasons": ["4 unheld records before the cutoff remain"] if verified is False else [],
         "verification": None
         if verified is None

@@ -1,6 +1,6 @@
 """The forecast on the pages, in process: the overview's narrow "Due in" cell per policy (the
-counts of its last run, shortest horizon first), "not counted for object stores yet" for an S3
-policy, a run before the forecast told apart; the policy page's figures and its chart."""
+counts of its last run, shortest horizon first), an S3 policy's data versions, a run before the
+forecast told apart; the policy page's figures and its chart."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def test_the_overview_shows_each_policys_due_records_or_why_not(app_client):
         [
             audit_row(cdrs, TODAY - timedelta(days=1), due={"7": 1, "30": 2, "90": 3}),
             audit_row(cdrs, TODAY, due=DUE),  # the last run's counts are shown
-            audit_row(recordings, TODAY),  # S3: its plan counts none
+            audit_row(recordings, TODAY, due={"7": 0, "30": 5, "90": 17}),  # S3: versions
             audit_row(tickets, TODAY, due=None),  # a run written before the forecast
         ]
     )
@@ -38,11 +38,11 @@ def test_the_overview_shows_each_policys_due_records_or_why_not(app_client):
 
     assert _text(_cell(html, "cdrs")) == "7 d 12 30 d 1,234 90 d 123,456"
     assert [m for m in re.findall(r'data-due="(\w+)"', _cell(html, "cdrs"))] == ["7", "30", "90"]
-    assert _text(_cell(html, "customer_call_recordings")) == "not counted for object stores yet"
+    assert _text(_cell(html, "customer_call_recordings")) == "7 d 0 30 d 5 90 d 17"
     assert _text(_cell(html, "support_tickets")) == "not counted by its last run"
     # A policy without a run: the cell is there (the columns line up), empty.
     assert _text(html.split('data-policy="internet_lines"')[1].split("</tr>")[0]).count("–") >= 5
-    assert "Due in" in html and "not counted for object stores yet" in _text(
+    assert "Due in" in html and "(for objects: data versions)" in _text(
         html.split('data-field="due-legend">')[1].split("</span>")[0]
     )
 
@@ -73,17 +73,16 @@ def test_the_policy_page_gives_the_figures_and_charts_them(app_client):
     assert svg.count('aria-roledescription="point"') == 6
 
 
-def test_an_object_store_policy_says_its_forecast_is_not_counted_yet(app_client):
+def test_an_object_store_policy_charts_its_forecast_and_an_older_run_says_why_not(app_client):
     recordings = policy("customer_call_recordings")
-    client = app_client([audit_row(recordings, TODAY)])
+    client = app_client([audit_row(recordings, TODAY, due={"7": 1, "30": 2, "90": 3})])
     page = client.get("/policies/customer_call_recordings").text
-    assert (
-        "not counted for object stores yet" in page.split('data-field="due">')[1].split("</dd>")[0]
+    assert _text(page.split('data-field="due">')[1].split("</dd>")[0]).startswith(
+        "1 within 7 d · 2 within 30 d · 3 within 90 d"
     )
-    assert (
-        "not counted for object stores yet"
-        in client.get("/charts/customer_call_recordings/due.svg").text
-    )
+    older = app_client([audit_row(recordings, TODAY, due=None)])
+    page = older.get("/policies/customer_call_recordings").text
+    assert "not counted by its last run" in page.split('data-field="due">')[1].split("</dd>")[0]
     no_forecast = app_client([audit_row(policy("cdrs"), TODAY, due=None)])
     assert "not counted by any run yet" in no_forecast.get("/charts/cdrs/due.svg").text
 
@@ -106,7 +105,7 @@ def test_the_evidence_page_gives_the_runs_forecast(app_client):
         [
             audit_row(cdrs, TODAY, due=DUE),
             audit_row(cdrs, TODAY - timedelta(days=1), due=None),
-            audit_row(recordings, TODAY),
+            audit_row(recordings, TODAY, due=None),  # an S3 run before S3 counted a forecast
         ]
     )
 
@@ -116,4 +115,4 @@ def test_the_evidence_page_gives_the_runs_forecast(app_client):
 
     assert due(1).startswith("12 within 7 d · 1,234 within 30 d · 123,456 within 90 d")
     assert due(2) == "not counted by this run"
-    assert due(3) == "not counted for object stores yet"
+    assert due(3) == "not counted by this run"

@@ -44,7 +44,7 @@ def run_row(make_policy, plan: Plan) -> dict:
 
 def test_the_plans_forecast_is_the_rows_due_and_none_where_not_counted(make_policy):
     assert run_row(make_policy, Plan(10, 2, due=DUE))["due"] == DUE
-    assert run_row(make_policy, Plan(10, 2))["due"] is None  # an object store: not counted
+    assert run_row(make_policy, Plan(10, 2))["due"] is None  # a plan that counted none
     # An XCom written before the forecast existed still reads.
     old = Extracted(cutoff="2026-05-29T00:00:00+00:00", plan=Plan(10, 2)).to_json()
     del old["plan"]["due"]

@@ -23,12 +23,13 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from lifecycle.fields import KeyPatternTimestamp, compile_key_pattern
 from lifecycle.stores import (
+    HORIZON_DAYS,
     NO_JOURNAL,
     Plan,
     PurgeJournal,
@@ -333,6 +334,7 @@ class S3PrefixStore(RetentionStore):
         oldest = newest = oldest_retained = None
         held_by_hold: Counter[str] = Counter()
         by_tenant: dict[str, dict[str, int]] = {}
+        due: Counter[str] = Counter()  # the forecast: horizon -> data versions due by then
         prefixes = {h.id: h.value for h in window.holds if h.subject == PREFIX_SUBJECT}
         reached: set[int] = set()
         for verdict in self._keys(window):
@@ -351,6 +353,10 @@ class S3PrefixStore(RetentionStore):
                 newest = max(newest or moment, moment)
             for moment in verdict.retained():
                 oldest_retained = min(oldest_retained or moment, moment)
+                if verdict.held_by is None:  # past the window once the cutoff moved past it
+                    due.update(
+                        str(d) for d in HORIZON_DAYS if moment < verdict.cutoff + timedelta(d)
+                    )
             if verdict.tenant is not None:
                 counts = by_tenant.setdefault(verdict.tenant, {"total": 0, "expired": 0})
                 counts["total"] += len(verdict.versions)
@@ -368,6 +374,7 @@ class S3PrefixStore(RetentionStore):
             held_by_hold=dict(held_by_hold),
             by_tenant=by_tenant,
             inert_holds=[str(i) for i in sorted(set(prefixes) - reached)],
+            due={str(days): due[str(days)] for days in HORIZON_DAYS},
         )
 
     # -- purge --------------------------------------------------------------------------------

@@ -274,7 +274,7 @@ def policy_page(request: Request, name: PolicyName, page: PageNumber = 1) -> HTM
         pages=pages,
         remaining={run["id"]: remaining_after(run) for run in runs},
         due=due_figures(last),
-        due_note=not_counted(loaded.policy.store.kind if loaded else None),
+        due_note=not_counted(),
     )
 
 
@@ -293,7 +293,7 @@ def run_page(request: Request, row_id: RowId) -> HTMLResponse:
         zone=_zone_of(run["policy"]),
         retired=loaded is None,
         due=due_figures(run),
-        due_note=not_counted(loaded.policy.store.kind if loaded else None, of="this run"),
+        due_note=not_counted(of="this run"),
         remaining=remaining_after(run),
         in_airflow=airflow_run_exists(run["dag_id"], run["run_id"]),
     )
@@ -366,9 +366,7 @@ def due_chart(name: PolicyName) -> Response:
     from lifecycle.ui.charts import due_svg
 
     points, zone = _history(name)
-    loaded = _policy(name)
-    kind = loaded.policy.store.kind if loaded else None
-    return _svg(due_svg(points, zone, not_counted(kind, of="any run yet")))
+    return _svg(due_svg(points, zone, not_counted(of="any run yet")))
 
 
 # -- export -------------------------------------------------------------------------------------

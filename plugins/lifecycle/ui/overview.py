@@ -47,7 +47,7 @@ class OverviewRow:
 
     @property
     def due_note(self) -> str:
-        return not_counted(self.policy.store.kind)
+        return not_counted()
 
 
 def due_figures(run: dict[str, Any] | None) -> list[tuple[int, int]] | None:
@@ -59,13 +59,9 @@ def due_figures(run: dict[str, Any] | None) -> list[tuple[int, int]] | None:
     return sorted((int(days), int(count)) for days, count in due.items())
 
 
-OBJECT_STORES = {"s3"}  # their plan counts no forecast yet (`Plan.due` empty)
-
-
-def not_counted(kind: str | None, *, of: str = "its last run") -> str:
-    """Why a policy shows no forecast: its store kind, or the run(s) `of` counted none."""
-    if kind in OBJECT_STORES:
-        return "not counted for object stores yet"
+def not_counted(*, of: str = "its last run") -> str:
+    """Why a policy shows no forecast: the run(s) `of` counted none (written before the
+    forecast existed, or before its store kind counted one)."""
     return f"not counted by {of}"
 
 
