@@ -63,6 +63,7 @@ def test_the_catalogue_is_the_demos_selection():
         "dsr_portability",
         "dsr_restriction",
     ]
+    assert list(selection.evidence) == ["retention-chain-anchor"]
 
 
 def test_a_users_policies_beside_the_catalogue_are_skipped(tmp_path):

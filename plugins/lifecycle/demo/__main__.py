@@ -34,6 +34,7 @@ from lifecycle.demo.environment import (
     DEMO_S3_SECRET,
     PROJECT,
     airflow_environment,
+    evidence_connection_uri,
     migrate_metadata_db,
     s3_connection_uri,
 )
@@ -69,6 +70,8 @@ def demo_environment(s3_port: int, api_port: int) -> dict[str, str]:
         "LIFECYCLE_POLICY_DIR": str(DEMO_POLICY_DIR),
         "AIRFLOW_CONN_RECORDINGS": s3,
         "AIRFLOW_CONN_ANALYTICS": s3,
+        # The evidence bucket the audit trail's head is anchored in (lifecycle.anchor).
+        "AIRFLOW_CONN_LIFECYCLE_EVIDENCE": evidence_connection_uri(s3),
         # The export location of access and portability requests (lifecycle.requests).
         "AIRFLOW_CONN_LIFECYCLE_EXPORTS": json.dumps(
             {"conn_type": "fs", "extra": {"path": str(DEMO_DIR / "exports")}}
@@ -224,11 +227,32 @@ def _run(day: date, server) -> int:
         failed = run_all(selection.dags, audit, logical_date)
         print_report(read_runs(audit), logical_date)
         failed += run_demo_requests(selection.requests, audit, store, logical_date, s3)
-    print_chain(audit)
+        print_chain(audit)
+        failed += anchor_chain(selection.evidence, logical_date, s3)
     if failed:
         print(f"{len(failed)} run(s) did not succeed: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+def anchor_chain(dags, logical_date: datetime, s3) -> list[str]:
+    """The daily anchor DAG, as its schedule runs it: the chain's head to the evidence bucket
+    (Object Lock, COMPLIANCE), printed; the ids of the runs that did not succeed."""
+    from lifecycle.chain import ANCHOR_PREFIX
+    from lifecycle.demo.objects import EVIDENCE
+
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+        s3.create_bucket(Bucket=EVIDENCE, ObjectLockEnabledForBucket=True)
+    failed = []
+    for dag_id, dag in dags.items():
+        if str(dag.test(logical_date=logical_date).state) != "success":
+            failed.append(dag_id)
+    listed = s3.list_objects_v2(Bucket=EVIDENCE, Prefix=ANCHOR_PREFIX).get("Contents", [])
+    if listed:
+        newest = max(item["Key"] for item in listed)
+        mode = s3.head_object(Bucket=EVIDENCE, Key=newest).get("ObjectLockMode", "no lock")
+        print(f"evidence: the chain's head anchored in s3://{EVIDENCE}/{newest} ({mode})")
+    return failed
 
 
 def print_chain(audit) -> None:
@@ -355,7 +379,7 @@ def print_report(rows: list[dict], logical_date: datetime) -> None:
 def _due(due: dict | None) -> str:
     """The forecast: records that reach the end of their window within 7, 30, 90 days."""
     if not due:
-        return "-"  # object stores: not counted yet
+        return "-"  # a run that counted none
     return "/".join(str(due.get(str(days), "-")) for days in (7, 30, 90))
 
 

@@ -41,6 +41,15 @@ def s3_connection_uri(endpoint: str) -> str:
     )
 
 
+def evidence_connection_uri(s3_connection: str) -> str:
+    """The evidence bucket's connection: the S3 connection (JSON form), naming its bucket."""
+    from lifecycle.demo.objects import EVIDENCE
+
+    connection = json.loads(s3_connection)
+    connection["extra"] = connection["extra"] | {"bucket": EVIDENCE}
+    return json.dumps(connection)
+
+
 def migrate_metadata_db(home: Path) -> None:
     """`airflow db migrate` once per Airflow home (it is idempotent but costs seconds). A file
     without Airflow's tables (an engine opened it before the migration) is migrated too."""

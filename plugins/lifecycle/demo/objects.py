@@ -20,6 +20,8 @@ import sqlalchemy as sa
 
 RECORDINGS = "call-recordings"
 ANALYTICS = "web-analytics"
+# The daily anchor's evidence bucket (lifecycle.anchor): Object Lock, made afresh each demo run.
+EVIDENCE = "retention-evidence"
 # Client organisations of the demo and the period each set for its own recordings; one set none.
 TENANT_PERIODS = {"acme": "P30D", "globex": "P2Y", "initech": "P6M", "umbrella": None}
 

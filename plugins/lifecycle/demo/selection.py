@@ -45,6 +45,8 @@ class Selection:
     # The data-subject request DAGs (dsr_<kind>): the demo triggers each once, with a request
     # of its own on a demo customer (lifecycle.demo.requests).
     requests: dict = field(default_factory=dict)
+    # The daily anchor of the audit trail's chain: the demo runs it last, on its own bucket.
+    evidence: dict = field(default_factory=dict)
 
 
 def _invalid_file(dag) -> str | None:
@@ -69,10 +71,16 @@ def select_demo_dags(dags: dict, directory: Path) -> Selection:
     request_dags = {dag_id_of(kind) for kind in KINDS}
     selected: dict = {}
     skipped: dict[str, str] = {}
+    from lifecycle.anchor import ANCHOR_DAG_ID
+
     requests: dict = {}
+    evidence: dict = {}
     for dag_id, dag in sorted(dags.items()):
         if dag_id in request_dags:
             requests[dag_id] = dag
+            continue
+        if dag_id == ANCHOR_DAG_ID:
+            evidence[dag_id] = dag
             continue
         if dag_id in stores:
             name, conn_id = stores[dag_id]
@@ -93,7 +101,7 @@ def select_demo_dags(dags: dict, directory: Path) -> Selection:
             skipped[dag_id] = f"invalid policy file {invalid}, not one of the demo's"
         else:
             skipped[dag_id] = "not built from a policy of the demo"
-    return Selection(selected, skipped, requests)
+    return Selection(selected, skipped, requests, evidence)
 
 
 def skip_line(dag_id: str, reason: str, day: str) -> str:
