@@ -564,3 +564,30 @@ def test_access_then_erasure_on_a_database_server(requests_deployment):
     row = _request_rows(deployment, erasure)["calls"]
     assert (row["deleted"], row["held"], row["verified"]) == (1, 2, True)
     engine.dispose()
+
+
+def test_an_archive_goes_to_an_export_bucket_as_well(
+    requests_deployment, s3_connection, monkeypatch
+):
+    deployment = requests_deployment
+    client = deployment.s3
+    bucket = new_bucket(client, versioned=False)
+    extra = json.loads(s3_connection.extra) | {"bucket": bucket}
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_LIFECYCLE_EXPORTS",
+        json.dumps({"conn_type": "aws", "login": "testing", "password": "testing", "extra": extra}),
+    )
+    request_id = _register(deployment, "access")
+
+    run = deployment.run("dsr_access", LOGICAL_DATE, conf={"request_id": request_id})
+
+    assert str(run.state) == "success"
+    listed = client.list_objects_v2(Bucket=bucket, Prefix=f"requests/request-{request_id}/")
+    keys = sorted(item["Key"] for item in listed["Contents"])
+    categories = {key.split("/")[3] for key in keys}
+    assert categories == {"calls", "intercepts", "contacts", "visits", "recordings"}
+    (calls,) = [key for key in keys if key.endswith("/calls/records.json")]
+    records = json.loads(client.get_object(Bucket=bucket, Key=calls)["Body"].read())
+    assert [record["id"] for record in records] == [1, 2, 4]
+    result = _results(deployment, request_id)["calls"][1]
+    assert result["archive"].startswith(f"s3://{bucket}/requests/request-{request_id}/")
