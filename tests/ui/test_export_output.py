@@ -8,9 +8,10 @@ separators, line breaks, non-ASCII, microseconds, the nights the clocks change, 
 policy, a settlement by a later run, hash chain columns) through the app, on SQLite, PostgreSQL
 and MariaDB; rows handed over directly with values no database returns (naive and non-UTC
 times, numbers in JSON columns, a recorded timezone, missing keys) in zones with odd offsets;
-every character a spreadsheet or the CSV quoting could trip on; and the whole scale trail
-(three years of every policy). Plus literal cells, so the oracle itself is held to what the
-auditors were promised."""
+every character a spreadsheet or the CSV quoting could trip on; the whole scale trail (three
+years of every policy); and the export's own read of the trail (`stored_rows`: JSON and
+SQLite's timestamps as stored text) against iter_runs', older trails and odd texts included.
+Plus literal cells, so the oracle itself is held to what the auditors were promised."""
 
 from __future__ import annotations
 
@@ -524,4 +525,141 @@ def test_the_scale_trail_exports_as_it_did(tmp_path):
     for excel in (False, True):
         assert new_csv(iter(trail), zone_of, excel=excel) == oracle_csv(trail, zone_of, excel=excel)
     assert new_json(iter(trail), zone_of) == oracle_json(trail, zone_of)
+    engine.dispose()
+
+
+# -- the export's own read of the trail (stored_rows) ------------------------------------------
+
+
+def _as_read(stored: tuple) -> dict[str, Any]:
+    """A stored row as iter_runs reads it: its JSON texts parsed, SQLite's timestamps parsed
+    as SQLAlchemy parses them, in UTC."""
+    row = dict(zip(export.SOURCE, stored, strict=True))
+    for name in export.JSON_COLUMNS - {"settled_later"}:
+        if isinstance(row[name], str):
+            row[name] = json.loads(row[name])
+    for name in export.TIME_COLUMNS:
+        if isinstance(row[name], str):
+            row[name] = datetime.fromisoformat(row[name])
+        if isinstance(row[name], datetime) and row[name].tzinfo is None:
+            row[name] = row[name].replace(tzinfo=UTC)
+    return row
+
+
+def _typed(row: dict[str, Any]) -> list[tuple[str, type, Any, Any]]:
+    """Every value with its type (and a timestamp's zone): 1 == True == 1.0 is not enough."""
+    return [
+        (name, type(value), value, getattr(value, "tzinfo", None))
+        for name, value in sorted(row.items())
+    ]
+
+
+def assert_stored_rows_export_as_iter_runs(engine: sa.Engine, **bounds: Any) -> None:
+    expected = list(iter_runs(engine, as_stored=True, **bounds))
+    stored = list(export.stored_rows(engine, **bounds))
+    assert [_typed(_as_read(row)) for row in stored] == [_typed(row) for row in expected]
+    for excel in (False, True):
+        got = new_csv(export.stored_rows(engine, **bounds), _zones, excel=excel)
+        assert got == oracle_csv(expected, _zones, excel=excel)
+    assert new_json(export.stored_rows(engine, **bounds), _zones) == oracle_json(expected, _zones)
+
+
+def test_stored_rows_export_as_iter_runs_rows_did(small_engine):
+    assert_stored_rows_export_as_iter_runs(small_engine)
+    assert_stored_rows_export_as_iter_runs(small_engine, policy="cdrs")
+    assert_stored_rows_export_as_iter_runs(small_engine, policy="gone")
+    assert_stored_rows_export_as_iter_runs(
+        small_engine, start=SPRING, end=AUTUMN + timedelta(minutes=30)
+    )
+
+
+def test_stored_rows_of_an_older_trail_and_odd_texts_export_as_they_did(tmp_path):
+    """A trail written before some columns existed, and timestamps and JSON as other writers
+    may have left them in SQLite (no microseconds, an offset, a date alone, a bare number)."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'audit.db'}")
+    older = sa.MetaData()
+    kept = [c.copy() for c in runs.columns if c.name not in ("due", "request_id", "shards")]
+    sa.Table(runs.name, older, *kept)
+    older.create_all(engine)
+    row = {k: v for k, v in small_trail()[0].items() if k in {c.name for c in kept}}
+    texts = [
+        ("2026-11-28 23:00:00", '{"a": 1}'),
+        ("2026-11-28 23:00:00.500", "[1, 2.5, null]"),
+        ("2026-11-28T23:00:00+01:00", "null"),
+        ("2026-11-28", "7"),
+        ("2026-11-28 23:00:00.000000", '"=text"'),
+        ("2026-11-28 23:00:00,123456", "{}"),  # fromisoformat takes a comma too
+        ("2026-11-28T23:59:59.999999", "[]"),
+    ]
+    with engine.begin() as conn:
+        for index, (moment, text) in enumerate(texts):
+            conn.execute(
+                sa.insert(older.tables[runs.name]),
+                {**row, "run_id": f"r{index}", "logical_date": None},
+            )
+            conn.execute(
+                sa.text(
+                    f"UPDATE {runs.name} SET logical_date = :m, cutoff = :m, holds = :t, "
+                    "tenants = :n WHERE run_id = :r"
+                ),
+                {"m": moment, "t": text, "n": 7 if index == 3 else text, "r": f"r{index}"},
+            )
+    assert_stored_rows_export_as_iter_runs(engine)
+    engine.dispose()
+
+
+def test_stored_rows_of_no_trail_are_none(tmp_path):
+    engine = create_engine(f"sqlite:///{tmp_path / 'audit.db'}")
+    assert list(export.stored_rows(engine)) == []
+    assert new_csv(export.stored_rows(engine)) == oracle_csv([])
+    engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_scale_trail_read_by_stored_rows_exports_as_it_did(backend, tmp_path, request):
+    from tests.ui.scale import seed
+
+    if backend == "sqlite":
+        url = sa.make_url(f"sqlite:///{tmp_path / 'audit.db'}")
+    else:
+        url = _own_database(request.getfixturevalue("postgres_url"))
+    engine = create_engine(url)
+    metadata.drop_all(engine)
+    rows = seed(engine)
+    expected = list(iter_runs(engine, as_stored=True))
+    assert len(expected) == rows
+    assert new_csv(export.stored_rows(engine), _amsterdam) == oracle_csv(expected, _amsterdam)
+    assert new_json(export.stored_rows(engine), _amsterdam) == oracle_json(expected, _amsterdam)
+    metadata.drop_all(engine)
+    engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-11-28 23:61:00.000000",  # the length and places of SQLAlchemy's own text
+        "2026-11-28 24:00:00.000000",
+        "2026-02-30 23:00:00.000000",
+        "2026-11-28 23:00:00.00000\u0663",  # a digit, but not an ASCII one
+        "not a time at all, 26 long",
+    ],
+)
+def test_a_stored_timestamp_sqlalchemy_cannot_read_fails_as_it_did(text, tmp_path):
+    engine = create_engine(f"sqlite:///{tmp_path / 'audit.db'}")
+    ensure_schema(engine)
+    record_run(engine, small_trail()[1])
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"UPDATE {runs.name} SET started_at = :t"), {"t": text})
+
+    def failure(export_of: Callable[[], str]) -> type[Exception] | None:
+        try:
+            export_of()
+        except Exception as exc:
+            return type(exc)
+        return None
+
+    expected = failure(lambda: oracle_csv(iter_runs(engine, as_stored=True)))
+    assert expected is not None
+    assert failure(lambda: new_csv(export.stored_rows(engine))) is expected
+    assert failure(lambda: new_json(export.stored_rows(engine))) is expected
     engine.dispose()
