@@ -169,13 +169,12 @@ def _runs_of(
     start: date | None = None,
     end: date | None = None,
     zone: str = zones.DEFAULT_ZONE,
-    as_stored: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """Runs whose logical date falls on the local calendar days [start, end] in `zone`."""
     from lifecycle.audit import iter_runs
 
     lower, upper = zones.day_bounds(start, end, zone)
-    return iter_runs(audit_engine(), policy, start=lower, end=upper, as_stored=as_stored)
+    return iter_runs(audit_engine(), policy, start=lower, end=upper)
 
 
 def _zone_of(name: str) -> str:
@@ -400,7 +399,13 @@ ZoneParameter = Annotated[
 def _export(
     kind: str, policy: str | None, start: date | None, end: date | None, tz: str | None
 ) -> StreamingResponse:
-    from lifecycle.ui.export import as_csv_lines, as_json_lines, chunked, content_disposition
+    from lifecycle.ui.export import (
+        as_csv_lines,
+        as_json_lines,
+        chunked,
+        content_disposition,
+        stored_rows,
+    )
 
     if start and end and end < start:
         raise HTTPException(422, "end is before start")
@@ -411,7 +416,8 @@ def _export(
     # a 200 with a truncated file.
     # As stored: the hashes a third party rechecks are of the rows as written; what a later
     # run settled for a row is its own column (settled_later).
-    rows = _runs_of(policy or None, start, end, day_zone, as_stored=True)
+    lower, upper = zones.day_bounds(start, end, day_zone)
+    rows = stored_rows(audit_engine(), policy or None, start=lower, end=upper)
     first = next(rows, None)
     rows = itertools.chain([first] if first is not None else [], rows)
     name = "-".join(

@@ -566,7 +566,7 @@ def stored_rows(
         dialect = engine.dialect.name
         query = sa.select(*(_as_stored(column, dialect) for column in columns))
         query = query.order_by(runs.c.logical_date, runs.c.id)
-        query = _filtered(query, engine, policy, start, end)
+        query = _filtered(query, engine, policy, start, end, columns)
         complete = len(columns) == len(TABLE_COLUMNS)
         positions = [_INDEX[column.name] for column in columns]
         naive_ones = dialect != "sqlite"  # MariaDB's are all naive; SQLite's are text
