@@ -12,6 +12,8 @@ DDL, so a run after an upgrade never fails on an ALTER it may not make.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
@@ -186,6 +188,22 @@ request_subjects = sa.Table(
     sa.Column("subject", sa.String(63), primary_key=True),
     sa.Column("value", sa.String(500), nullable=False),
 )
+
+
+def stored_time(engine: sa.Engine, instant: datetime | None) -> datetime | None:
+    """A time as the control tables store it: UTC, and naive where the column type has no
+    zone (MySQL/MariaDB DATETIME)."""
+    if instant is None:
+        return None
+    utc = instant.astimezone(UTC)
+    return utc.replace(tzinfo=None) if engine.dialect.name in ("mysql", "mariadb") else utc
+
+
+def read_time(value: datetime | None) -> datetime | None:
+    """A time read back from a control table, aware: SQLite and MariaDB hand back naive UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
 
 
 class ControlSchemaMissing(PermanentError, RuntimeError):

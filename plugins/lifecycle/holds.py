@@ -20,7 +20,7 @@ from typing import Any, cast
 
 import sqlalchemy as sa
 
-from lifecycle.control import holds, require
+from lifecycle.control import holds, read_time, require, stored_time
 from lifecycle.stores import Hold
 from lifecycle.subjects import SubjectValueError, canonical
 
@@ -40,19 +40,6 @@ def check_lengths(**fields: str | None) -> None:
         limit = cast(sa.String, holds.c[name].type).length  # every text column is String(n)
         if text is not None and limit is not None and len(text) > limit:
             raise HoldError(f"{name}: longer than {limit} characters")
-
-
-def _stored(engine: sa.Engine, instant: datetime | None) -> datetime | None:
-    if instant is None:
-        return None
-    utc = instant.astimezone(UTC)
-    return utc.replace(tzinfo=None) if engine.dialect.name in ("mysql", "mariadb") else utc
-
-
-def _read(instant: datetime | None) -> datetime | None:
-    if instant is None or instant.tzinfo is not None:
-        return instant
-    return instant.replace(tzinfo=UTC)  # SQLite and MariaDB hand back naive UTC
 
 
 def place_hold(
@@ -95,9 +82,9 @@ def place_hold(
                 value=value.strip(),
                 reason=reason,
                 note=note,
-                placed_at=_stored(engine, now),
+                placed_at=stored_time(engine, now),
                 placed_by=placed_by,
-                expires_at=_stored(engine, expires_at),
+                expires_at=stored_time(engine, expires_at),
                 **({} if request_id is None else {"request_id": request_id}),
             )
         ).inserted_primary_key
@@ -120,7 +107,9 @@ def release_hold(
         released = conn.execute(
             holds.update()
             .where(holds.c.id == hold_id, holds.c.released_at.is_(None))
-            .values(released_at=_stored(engine, now or datetime.now(UTC)), released_by=released_by)
+            .values(
+                released_at=stored_time(engine, now or datetime.now(UTC)), released_by=released_by
+            )
         ).rowcount
     if not released:
         raise HoldError(f"hold {hold_id}: no such hold, or already released")
@@ -135,7 +124,7 @@ def list_holds(engine: sa.Engine, *, include_released: bool = False) -> list[dic
         rows = [dict(row._mapping) for row in conn.execute(query)]
     for row in rows:
         for name in ("placed_at", "expires_at", "released_at"):
-            row[name] = _read(row[name])
+            row[name] = read_time(row[name])
     return rows
 
 
@@ -146,7 +135,7 @@ def active_holds(engine: sa.Engine, policy: str, as_of: datetime) -> tuple[Hold,
     query = sa.select(*columns).where(
         holds.c.scope.in_([policy, ALL_POLICIES]),
         holds.c.released_at.is_(None),
-        sa.or_(holds.c.expires_at.is_(None), holds.c.expires_at > _stored(engine, as_of)),
+        sa.or_(holds.c.expires_at.is_(None), holds.c.expires_at > stored_time(engine, as_of)),
     )
     with engine.connect() as conn:
         return tuple(Hold(*row) for row in conn.execute(query.order_by(holds.c.id)))

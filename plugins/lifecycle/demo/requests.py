@@ -200,20 +200,16 @@ def _a_support_recording(s3: Any) -> str | None:
 
 
 def print_outcome(audit: sa.Engine, request_id: int, run_id: str | None) -> None:
-    from lifecycle.control import request_results
+    from lifecycle.requests.register import category_results
 
     if run_id is None:
         print("  (no run recorded)")
         return
     with audit.connect() as conn:
-        rows = conn.execute(
-            sa.select(request_results.c.policy, request_results.c.status, request_results.c.result)
-            .where(request_results.c.request_id == request_id, request_results.c.run_id == run_id)
-            .order_by(request_results.c.policy)
-        ).all()
+        rows = category_results(conn, request_id, run_id)
     header = ("category", "result", "records", "deleted", "held", "active", "note")
-    lines = [header]
-    for policy, status, result in rows:
+    lines: list[tuple[str, ...]] = [header]
+    for policy, status, result, _clients in rows:
         lines.append(
             (
                 policy,

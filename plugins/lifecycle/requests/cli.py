@@ -179,21 +179,12 @@ def _action(engine: sa.Engine, args: argparse.Namespace) -> int:
 def _results(
     engine: sa.Engine, request_id: int, run_id: str | None
 ) -> list[tuple[str, dict[str, Any]]]:
-    from lifecycle.control import request_results
+    from lifecycle.requests.register import category_results
 
     if run_id is None:
         return []
     with engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(
-                request_results.c.policy,
-                request_results.c.status,
-                request_results.c.result,
-                request_results.c.clients,
-            )
-            .where(request_results.c.request_id == request_id, request_results.c.run_id == run_id)
-            .order_by(request_results.c.policy)
-        ).all()
+        rows = category_results(conn, request_id, run_id)
     found = []
     for policy, status, result, clients in rows:
         entry = {"status": status, **(result or {})}

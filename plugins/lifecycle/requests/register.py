@@ -21,7 +21,15 @@ from typing import Any, cast
 import sqlalchemy as sa
 from dateutil.relativedelta import relativedelta
 
-from lifecycle.control import holds, request_subjects, requests, require
+from lifecycle.control import (
+    holds,
+    read_time,
+    request_results,
+    request_subjects,
+    requests,
+    require,
+    stored_time,
+)
 from lifecycle.requests import KINDS
 from lifecycle.subjects import SubjectValueError, canonical
 
@@ -60,17 +68,6 @@ class Request:
 
     def overdue(self, now: datetime) -> bool:
         return self.status != "closed" and self.due_at < now
-
-
-def _stored(engine: sa.Engine, instant: datetime | None) -> datetime | None:
-    if instant is None:
-        return None
-    utc = instant.astimezone(UTC)
-    return utc.replace(tzinfo=None) if engine.dialect.name in ("mysql", "mariadb") else utc
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 def _text(name: str, value: str | None, *, required: bool = False) -> str | None:
@@ -145,8 +142,8 @@ def register_request(
         inserted = conn.execute(
             requests.insert().values(
                 kind=kind,
-                received_at=_stored(engine, received),
-                due_at=_stored(engine, received + DUE_AFTER),
+                received_at=stored_time(engine, received),
+                due_at=stored_time(engine, received + DUE_AFTER),
                 status="open",
                 registered_by=by,
                 reference=reference,
@@ -180,7 +177,7 @@ def _valid_id(request_id: Any) -> int:
 def _request(row: sa.Row[Any], subjects: tuple[str, ...]) -> Request:
     values = dict(row._mapping)
     for name in ("received_at", "due_at", "completed_at", "decided_at"):
-        values[name] = _aware(values[name])
+        values[name] = read_time(values[name])
     values["outcome"] = values["outcome"] or {}
     values["client_instructed"] = bool(values["client_instructed"])
     values["copy_objects"] = bool(values["copy_objects"])
@@ -282,7 +279,7 @@ def record_outcome(
                 outcome=outcome,
                 last_run_id=run_id,
                 runs=requests.c.runs + 1,
-                completed_at=_stored(engine, now or datetime.now(UTC)),
+                completed_at=stored_time(engine, now or datetime.now(UTC)),
             )
         )
 
@@ -318,7 +315,7 @@ def decide_request(
             conn.execute(
                 holds.update()
                 .where(holds.c.id.in_(released))
-                .values(released_at=_stored(engine, now), released_by=by)
+                .values(released_at=stored_time(engine, now), released_by=by)
             )
         conn.execute(
             requests.update()
@@ -327,8 +324,28 @@ def decide_request(
                 status="closed",
                 decision=decision,
                 decided_by=by,
-                decided_at=_stored(engine, now),
+                decided_at=stored_time(engine, now),
                 note=note,
             )
         )
     return released
+
+
+def category_results(
+    conn: sa.Connection, request_id: int, run_id: str
+) -> list[sa.Row[str, str, Any, Any]]:
+    """Each category's result of one run of a request, by policy: `policy`, `status`,
+    `result` (counts, exceptions, archive) and `clients` (to forward to: the privacy
+    officer's, never shown in the audit pages)."""
+    columns = (
+        request_results.c.policy,
+        request_results.c.status,
+        request_results.c.result,
+        request_results.c.clients,
+    )
+    query = (
+        sa.select(*columns)
+        .where(request_results.c.request_id == request_id, request_results.c.run_id == run_id)
+        .order_by(request_results.c.policy)
+    )
+    return list(conn.execute(query))

@@ -557,15 +557,19 @@ class SqlTableStore(RetentionStore):
             held=len(window.holds),
             expected=held_count,
         )
-        found = residue(
+        return replace(result, summary={**result.summary, "residue": self.residue_after(window)})
+
+    def residue_after(self, window: RetentionWindow) -> dict[str, Any]:
+        """What the deleted rows left in the database, reported (and removed where the policy
+        asks), never a reason to fail: `lifecycle.stores.sql_residue`."""
+        return residue(
             self.engine,
             self.table,
             self.sql,
             self.label,
             remove=self.config.residue == "remove",
             purgeable=self._purgeable(window),
-        )  # reported (and removed where asked), never a reason to fail
-        return replace(result, summary={**result.summary, "residue": found})
+        )
 
 
 def escape_for_text(sql: str) -> str:

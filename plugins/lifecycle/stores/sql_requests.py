@@ -29,7 +29,6 @@ from lifecycle.stores.sql import (
     create_engine,
     url_from_connection,
 )
-from lifecycle.stores.sql_residue import residue
 from lifecycle.stores.sql_subjects import hold_value
 
 if TYPE_CHECKING:
@@ -106,15 +105,7 @@ class SqlSubjectStore(SqlTableStore, SubjectStore):
             unit="records",
             also_excepted=" and running contracts",
         )
-        found = residue(
-            self.engine,
-            self.table,
-            self.sql,
-            self.label,
-            remove=self.config.residue == "remove",
-            purgeable=self._purgeable(window),
-        )  # reported (and removed where asked), as after a retention run
-        return replace(result, summary={**result.summary, "residue": found})
+        return replace(result, summary={**result.summary, "residue": self.residue_after(window)})
 
     def summary(self, holds: tuple[Hold, ...]) -> SubjectSummary:
         subject, active = self._subject(), self._active()

@@ -26,7 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from lifecycle.control import present, request_results, request_subjects, requests, runs
-from lifecycle.requests.register import Request
+from lifecycle.requests.register import Request, category_results
 from lifecycle.ui.export import neutralised
 from lifecycle.ui.zones import DEFAULT_ZONE, local
 
@@ -200,16 +200,7 @@ def last_run(engine: sa.Engine, request: Request) -> LastRun | None:
         if not found:
             return None
         run_id, at = found[0].run_id, _aware(found[0].at)
-        rows = conn.execute(
-            sa.select(
-                request_results.c.policy,
-                request_results.c.status,
-                request_results.c.result,
-                request_results.c.clients,
-            )
-            .where(request_results.c.request_id == request.id, request_results.c.run_id == run_id)
-            .order_by(request_results.c.policy)
-        ).all()
+        rows = category_results(conn, request.id, run_id)
         trail_ids = {run_id: "*", **{category_run_id(run_id, r.policy): r.policy for r in rows}}
         trail = conn.execute(
             sa.select(runs.c.id, runs.c.run_id, runs.c.policy, runs.c.attempt, runs.c.status)
