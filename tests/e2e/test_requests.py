@@ -591,3 +591,45 @@ def test_an_archive_goes_to_an_export_bucket_as_well(
     assert [record["id"] for record in records] == [1, 2, 4]
     result = _results(deployment, request_id)["calls"][1]
     assert result["archive"].startswith(f"s3://{bucket}/requests/request-{request_id}/")
+
+
+def test_an_erasure_that_fails_midway_says_what_went_and_a_retry_writes_its_own_row(
+    requests_deployment,
+):
+    """The store fails after the first batch: the category's row says failed, with the record
+    the ledger saw go; the retried try erases the rest and writes a row of its own beside it."""
+    from lifecycle.loader import load_policies
+    from lifecycle.requests.steps import RequestRun, handle
+
+    deployment = requests_deployment
+    path = deployment.policy_dir / "calls.yaml"
+    path.write_text(path.read_text().replace("  key: id\n", "  key: id\n  batch_size: 1\n"))
+    policy = next(
+        p.policy for p in load_policies(deployment.policy_dir).policies if p.policy.name == "calls"
+    )
+    store = sa.create_engine(deployment.store_url)
+    with store.begin() as conn:  # call 2 cannot be deleted: the store fails on its batch
+        conn.exec_driver_sql(
+            "CREATE TRIGGER crash BEFORE DELETE ON dsr_calls WHEN old.id = 2 "
+            "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"
+        )
+    request_id = _register(deployment, "erasure")
+    run = RequestRun(request_id, "erasure", "manual__1", 0, LOGICAL_DATE, None)
+
+    with pytest.raises(Exception, match="purge batch 2 failed"):
+        handle(policy, run, try_number=1)
+    assert _ids(deployment, "calls") == [2, 3, 4]  # call 1 went in batch 1; call 4 not yet
+    with store.begin() as conn:
+        conn.exec_driver_sql("DROP TRIGGER crash")
+    handle(policy, run, try_number=2)
+    store.dispose()
+
+    assert _ids(deployment, "calls") == [3]
+    rows = {row["run_id"]: row for row in deployment.audit() if row["request_id"] == request_id}
+    failed, retried = rows["manual__1/calls"], rows["manual__1/calls/try-2"]
+    assert (failed["status"], failed["deleted"], failed["batches"]) == ("failed", 1, 1)
+    assert (
+        "1 records deleted in 1 batches before the failure (deletion ledger)" in (failed["reasons"])
+    )
+    assert (retried["status"], retried["deleted"], retried["verified"]) == ("erased", 2, True)
+    assert sum(row["deleted"] for row in rows.values()) == 3  # each record counted once

@@ -86,10 +86,39 @@ def handle(policy: Policy, run: RequestRun, *, try_number: int = 1) -> dict[str,
                 status="failed",
                 reasons=[f"{type(exc).__name__}: {_safe_message(exc)}"],
             )
-            _write(policy, run, scope, outcome, control, started)
+            if scope.action == "erase":  # what went before the failure: the ledger knows
+                _deleted_before_failure(policy, run, control, outcome, try_number)
+            _write(policy, run, scope, outcome, control, started, try_number)
             raise
-        _write(policy, run, scope, outcome, control, started)
+        _write(policy, run, scope, outcome, control, started, try_number)
     return outcome.public(policy.name, scope)
+
+
+def _ledger(policy: Policy, run: RequestRun, control: sa.Engine, try_number: int) -> Any:
+    """The deletion ledger of this try of the category: its key is the category's row's."""
+    from lifecycle.ledger import Ledger, RunKey
+
+    run_id = category_run_id(run.run_id, policy.name, try_number)
+    return Ledger(control, RunKey(policy.name, run.dag_id, run_id, run.attempt))
+
+
+def _deleted_before_failure(
+    policy: Policy, run: RequestRun, control: sa.Engine, outcome: Outcome, try_number: int
+) -> None:
+    try:
+        ledger = _ledger(policy, run, control, try_number)
+        totals = ledger.totals()
+    except Exception:  # the control database failing too: the row will say nothing more
+        return
+    outcome.deleted, outcome.batches = int(totals["deleted"]), int(totals["batches"])
+    if outcome.deleted or totals["in_flight"]:
+        in_flight = " (a batch in flight when it failed: the next retention run settles it)"
+        outcome.reasons = [
+            *(outcome.reasons or []),
+            f"{outcome.deleted} records deleted in {outcome.batches} batches before the failure "
+            "(deletion ledger)" + (in_flight if totals["in_flight"] else ""),
+        ]
+    ledger.mark_recorded()
 
 
 def _safe_message(exc: Exception) -> str:
@@ -300,7 +329,6 @@ def _erase(
     try_number: int,
 ) -> Outcome:
     from lifecycle.holds import active_holds
-    from lifecycle.ledger import Ledger, RunKey
     from lifecycle.stores import erasure_window
 
     removals = store.removals(holds)
@@ -314,15 +342,14 @@ def _erase(
             *exceptions,
         ]
         return found
-    # The ledger's key is the category's row's: its batches are summed into that row.
-    key = RunKey(policy.name, run.dag_id, category_run_id(run.run_id, policy.name), run.attempt)
-    ledger = Ledger(control, key)
+    # The ledger's key is the category's row's (this try's): its batches are summed there.
+    ledger = _ledger(policy, run, control, try_number)
 
     def reload() -> tuple[Any, ...]:
         return active_holds(control, policy.name, run.logical_date)
 
     window = erasure_window(holds, reload)
-    ledger.approve(run.logical_date, ledger_ceiling(ledger, removals), run.logical_date)
+    ledger.approve(run.logical_date, removals, run.logical_date)
     result = store.purge(window, approved=removals, journal=ledger.journal(0, try_number))
     verification = store.verify(erasure_window(reload()))
     totals = ledger.totals()
@@ -338,11 +365,6 @@ def _erase(
     ]
     ledger.mark_recorded()
     return found
-
-
-def ledger_ceiling(ledger: Any, removals: int) -> int:
-    """A retry's approval covers what earlier tries deleted too (the ledger sums the run)."""
-    return removals + int(ledger.totals()["deleted"])
 
 
 def _exceptions(found: Outcome) -> list[str]:
@@ -367,6 +389,7 @@ def _write(
     outcome: Outcome,
     control: sa.Engine,
     started: datetime,
+    try_number: int = 1,
 ) -> None:
     from lifecycle.audit import _describe_policy, record_run
     from lifecycle.control import request_results
@@ -374,8 +397,9 @@ def _write(
     finished = datetime.now(UTC)
     row = _describe_policy(policy) | {
         "dag_id": run.dag_id,
-        # One row per category of one run: the trail keys rows on (dag_id, run_id, attempt).
-        "run_id": category_run_id(run.run_id, policy.name),
+        # One row per category (and try) of one run: the trail keys rows on (dag_id, run_id,
+        # attempt), and the row of a try that failed stays as written.
+        "run_id": category_run_id(run.run_id, policy.name, try_number),
         "attempt": run.attempt,
         "logical_date": run.logical_date,
         "status": outcome.status,
@@ -413,10 +437,12 @@ def _write(
             conn.execute(request_results.insert().values(key | values))
 
 
-def category_run_id(run_id: str, policy: str) -> str:
+def category_run_id(run_id: str, policy: str, try_number: int = 1) -> str:
     """The trail's run id of one category's row: `<run id>/<policy>` (policy names have no
-    slash), so that a retried task finds its row, and each category has its own."""
-    return f"{run_id[: 249 - len(policy)]}/{policy}"
+    slash), each category its own; a task tried again writes `<run id>/<policy>/try-<n>`: the
+    first try's row (its deletions, its failure) stays as written, the new try's beside it."""
+    suffix = f"/{policy}" + (f"/try-{try_number}" if try_number > 1 else "")
+    return f"{run_id[: 250 - len(suffix)]}{suffix}"
 
 
 def _naive(engine: sa.Engine, instant: datetime) -> datetime:

@@ -201,15 +201,20 @@ def last_run(engine: sa.Engine, request: Request) -> LastRun | None:
             return None
         run_id, at = found[0].run_id, _aware(found[0].at)
         rows = category_results(conn, request.id, run_id)
-        trail_ids = {run_id: "*", **{category_run_id(run_id, r.policy): r.policy for r in rows}}
+        # The run's own row (`*`) and each category's, every try of it (`<run>/<policy>`,
+        # `<run>/<policy>/try-2`...: lifecycle.requests.steps.category_run_id).
         trail = conn.execute(
             sa.select(runs.c.id, runs.c.run_id, runs.c.policy, runs.c.attempt, runs.c.status)
-            .where(runs.c.request_id == request.id, runs.c.run_id.in_(list(trail_ids)))
+            .where(
+                runs.c.request_id == request.id,
+                sa.or_(runs.c.run_id == run_id, runs.c.run_id.startswith(f"{run_id}/")),
+            )
             .order_by(runs.c.attempt, runs.c.id)
         ).all()
     evidence: dict[str, list[Evidence]] = {}
     for row in trail:
-        if trail_ids[row.run_id] == row.policy:
+        own = run_id if row.policy == "*" else category_run_id(run_id, row.policy)
+        if row.run_id == own or row.run_id.startswith(f"{own}/try-"):
             evidence.setdefault(row.policy, []).append(
                 Evidence(row.id, row.policy, row.attempt, row.status)
             )
