@@ -354,6 +354,11 @@ def _purge_notes(purged: Purge | None, ledger_totals: dict[str, Any] | None) -> 
     notes: list[str] = []
     if purged and purged.failed:
         notes += [f"{n} not deleted: {code}" for code, n in sorted(purged.failed.items())]
+    if purged and purged.partitions.get("partitions"):
+        notes.append(
+            f"{purged.partitions['partitions']} partitions before the cutoff dropped whole, "
+            f"holding {purged.partitions.get('rows', 0)} of the deleted records"
+        )
     if purged and purged.earlier_tries:
         notes.append(
             f"{purged.earlier_tries} of the deleted records went in an interrupted try "

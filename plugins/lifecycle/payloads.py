@@ -120,6 +120,8 @@ class SliceResult(Payload):
     batches: int
     seconds: float
     failed: dict[str, int] = Field(default_factory=dict)  # error code -> records not deleted
+    # Range partitions this try dropped whole and the rows they held (of `deleted`).
+    partitions: dict[str, int] = Field(default_factory=dict)
     earlier_tries: int = 0  # of `deleted`, what interrupted tries of the slice deleted
     earlier_uncounted: bool = False  # an interrupted try's batch could not be counted
 
@@ -134,6 +136,7 @@ class Purge(BaseModel):
     batches: int = 0
     seconds: float = 0.0
     failed: dict[str, int] = Field(default_factory=dict)
+    partitions: dict[str, int] = Field(default_factory=dict)  # dropped whole: partitions, rows
     slices: int = 0
     earlier_tries: int = 0
     earlier_uncounted: list[int] = Field(default_factory=list)

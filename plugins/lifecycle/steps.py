@@ -329,6 +329,7 @@ def delete(
         batches=totals.batches,
         seconds=result.seconds,
         failed=result.failed,
+        partitions=result.partitions,
         earlier_tries=totals.deleted - result.deleted,
         earlier_uncounted=uncounted and bool(totals.in_flight),
         attempt=run.attempt,
@@ -355,11 +356,16 @@ def merge_purges(run: Run, tasks: list[dict[str, Any]] | None, results: Any) -> 
     for result in done.values():
         for code, n in result.failed.items():
             failed[code] = failed.get(code, 0) + n
+    partitions: dict[str, int] = {}
+    for result in done.values():
+        for what, n in result.partitions.items():
+            partitions[what] = partitions.get(what, 0) + n
     return Purge(
         deleted=sum(r.deleted for r in done.values()),
         batches=sum(r.batches for r in done.values()),
         seconds=max(r.seconds for r in done.values()),
         failed=failed,
+        partitions=partitions,
         slices=len(done),
         earlier_tries=sum(r.earlier_tries for r in done.values()),
         earlier_uncounted=sorted(i for i, r in done.items() if r.earlier_uncounted),

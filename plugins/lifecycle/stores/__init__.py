@@ -94,6 +94,9 @@ class Plan:
     # be within that many days (past the window and not held, every cutoff moved forward by
     # it; the holds as they are now). Empty where the store does not count it (object stores).
     due: dict[str, int] = field(default_factory=dict)
+    # Range partitions the purge would drop whole (`store.partitions: drop`) and the rows they
+    # hold, of `expired`: {"partitions": n, "rows": m}; empty where none would.
+    partitions: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -124,6 +127,8 @@ class PurgeResult:
     batches: int
     seconds: float
     failed: dict[str, int] = field(default_factory=dict)  # error code -> records not deleted
+    # Range partitions dropped whole, and the rows they held (of `deleted`, in `batches`).
+    partitions: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

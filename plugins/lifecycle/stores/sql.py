@@ -40,6 +40,8 @@ from lifecycle.stores import (
 from lifecycle.stores.sql_config import SqlStore
 from lifecycle.stores.sql_dialects import dialect_of
 from lifecycle.stores.sql_forecast import due_columns, due_counts
+from lifecycle.stores.sql_partitions import Dropped, count_droppable, drop_expired
+from lifecycle.stores.sql_partitions import refresh_statistics as refresh_partitions
 from lifecycle.stores.sql_residue import residue
 from lifecycle.stores.sql_subjects import SubjectMatcher, hold_value
 from lifecycle.stores.sql_subjects import coerce as _coerce
@@ -332,6 +334,7 @@ class SqlTableStore(RetentionStore):
             by_tenant=by_tenant,
             inert_holds=unreached,
             due=due_counts(due, n_purgeable),
+            partitions=count_droppable(self, window),
         )
 
     # -- scale-out: slices of the key range, each purged by its own mapped task -----------------
@@ -420,6 +423,10 @@ class SqlTableStore(RetentionStore):
         purgeable = LivePurgeable(
             lambda current: sa.and_(self._purgeable(current), *self._bounds(in_slice)), window
         )
+        # Range partitions wholly before the cutoff go first, whole (`store.partitions: drop`;
+        # a partitioned table is never sliced: its unique keys include the timestamp).
+        whole = in_slice is None or in_slice.whole
+        dropped = drop_expired(self, purgeable, tally, approved) if whole else Dropped()
         # The whole table walks in physical order where the database can (PostgreSQL); a slice
         # of the key range, and other databases, in key ranges.
         walked = (
@@ -431,10 +438,13 @@ class SqlTableStore(RetentionStore):
             self.sql.refresh_statistics(self.engine, self.table, self.label)
         self._sweep(purgeable, tally, approved, after_walk=walked)
         tally.report(final=True)
-        if not walked:
+        if not walked and not refresh_partitions(self, dropped):
             self.sql.refresh_statistics(self.engine, self.table, self.label)
         return PurgeResult(
-            deleted=tally.deleted, batches=tally.batches, seconds=round(tally.seconds, 3)
+            deleted=tally.deleted,
+            batches=tally.batches,
+            seconds=round(tally.seconds, 3),
+            partitions=dropped.to_dict() if dropped.partitions else {},
         )
 
     def _sweep(

@@ -84,6 +84,20 @@ class SqlStore(StoreConfig):
         "`lifecycle grants` gives the privilege. A removal that fails is reported in the run's "
         "evidence and reasons; the purge and its verification stand.",
     )
+    partitions: Literal["delete", "drop"] = Field(
+        default="delete",
+        description="On a table range-partitioned on `timestamp` (PostgreSQL `PARTITION BY "
+        "RANGE (ts)`; MariaDB `PARTITION BY RANGE` on `TO_DAYS(ts)`, `UNIX_TIMESTAMP(ts)` or "
+        "`RANGE COLUMNS(ts)`). `delete`: rows are deleted in batches, as in any table. `drop`: "
+        "a partition whose upper bound is at or before the cutoff and whose every row may go "
+        "(none held, none without a usable timestamp) is dropped whole, counted as one batch; "
+        "the others, the straddling one included, are row-purged. On PostgreSQL the jobs' role "
+        "drops through a function `lifecycle grants` has the table's owner create (it refuses "
+        "any partition whose bound is after the cutoff, and any cutoff later than now minus "
+        "the period); on MariaDB the role needs ALTER, CREATE, INSERT and DROP. Needs the "
+        "record's own `timestamp` and one cutoff (no `retention.from_event`, no "
+        "`retention.per_tenant`).",
+    )
     subjects: dict[
         Annotated[str, Field(pattern=NAME_PATTERN)],
         Identifier | SubjectLink | list[Identifier | SubjectLink],
@@ -208,6 +222,13 @@ class SqlStore(StoreConfig):
             raise ValueError("retention.per_tenant.column: required for sql stores")
         if self.timestamp is None and retention.from_event is None:
             raise ValueError("store.timestamp: required unless retention.from_event is set")
+        if self.partitions == "drop" and (
+            retention.from_event is not None or retention.per_tenant is not None
+        ):
+            raise ValueError(
+                "store.partitions: drop needs the record's own timestamp and one cutoff: not "
+                "with retention.from_event or retention.per_tenant (use delete)"
+            )
         if self.timestamp is not None and retention.from_event is not None:
             raise ValueError(
                 "store.timestamp: not used with retention.from_event (the event column is the "

@@ -1,0 +1,577 @@
+"""Range-partitioned tables: drop whole expired partitions instead of deleting their rows
+(issue 13, `store.partitions: drop`).
+
+A partition goes whole when its upper bound is at or before the cutoff (every row in it is
+past the window: the bound is exclusive) and every row in it is purgeable: counted, total
+against purgeable, in the purge's own predicate with the holds read again just before, while
+the table is locked against writes. A held record, a NULL or malformed timestamp (MariaDB keeps
+NULLs in its first partition), anything the predicate would not delete keeps the partition;
+the row purge that follows deletes what it may in it, as in the straddling partition and the
+partitions after the cutoff. Each dropped partition is one batch of the purge: the deletion
+ledger's `begin` row inside its transaction with the rows it held, the approval's ceiling
+checked as for any batch.
+
+PostgreSQL (declarative partitioning, `PARTITION BY RANGE (ts)`): DETACH and DROP in one
+transaction, through `lifecycle_drop_partition_<policy>`, a SECURITY DEFINER function the
+table's owner creates from `lifecycle grants`, where it exists: the jobs' role may call it and
+nothing else, and it refuses a partition of another table, a bound after the cutoff it is
+given, and a cutoff later than the wall clock minus the policy's period. Without the function
+the store's own role must own the table. MariaDB (`PARTITION BY RANGE` on `TO_DAYS(ts)`,
+`UNIX_TIMESTAMP(ts)`, or `RANGE COLUMNS(ts)`): the partition's rows are swapped out with
+`EXCHANGE PARTITION` into an empty table, counted there exactly (what the drop deletes, and
+that all of it is purgeable), then that table is dropped; otherwise they are swapped back. The
+role then needs ALTER, CREATE, INSERT and DROP on the table's database (no least-privilege
+form yet on MariaDB).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+
+from lifecycle.stores import RetentionWindow
+
+if TYPE_CHECKING:
+    from lifecycle.policy import Policy
+    from lifecycle.stores.sql import SqlTableStore
+    from lifecycle.stores.sql_walk import LivePurgeable, Tally
+
+log = logging.getLogger("lifecycle.stores.sql")
+
+FUNCTION_PREFIX = "lifecycle_drop_partition_"
+
+
+@dataclass(frozen=True)
+class RangePartition:
+    """One partition: its name (PostgreSQL: the partition's table, schema-qualified; MariaDB:
+    the partition's name) and its bounds in UTC (None: MINVALUE / MAXVALUE)."""
+
+    name: str
+    lower: datetime | None
+    upper: datetime | None
+
+
+@dataclass(frozen=True)
+class Dropped:
+    partitions: int = 0
+    rows: int = 0
+    # The partitions before the cutoff that stayed (held records, the straddling one): the
+    # row purge deletes in them, and their statistics are refreshed after it.
+    kept: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, int]:
+        return {"partitions": self.partitions, "rows": self.rows}
+
+
+def refresh_statistics(store: SqlTableStore, dropped: Dropped) -> bool:
+    """After partitions were dropped, ANALYZE only the partitions before the cutoff that stayed
+    (where the row purge deleted): the others did not change, and an ANALYZE of the whole
+    partitioned table reads every partition. PostgreSQL; False: not done here (use the table's
+    own refresh)."""
+    if not dropped.partitions or store.engine.dialect.name != "postgresql":
+        return False
+    with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        for name in dropped.kept:
+            try:
+                conn.exec_driver_sql(f"ANALYZE {name}")
+            except sa.exc.DBAPIError as exc:  # best effort, as the table's own
+                log.warning("%s: ANALYZE skipped (%s)", store.label, type(exc.orig).__name__)
+    return True
+
+
+def droppable_policy(store: SqlTableStore, window: RetentionWindow) -> bool:
+    """Only where the policy asks for it, on the record's own timestamp, with one cutoff."""
+    from lifecycle.stores.sql_time import OwnTimestamp
+
+    return (
+        store.config.partitions == "drop"
+        and isinstance(store.time, OwnTimestamp)
+        and store.policy.retention.from_event is None
+        and not (store.tenant is not None and window.tenant_cutoffs)
+    )
+
+
+def partitions_of(store: SqlTableStore) -> list[RangePartition] | None:
+    """The table's range partitions on the policy's timestamp, in order; None when it is not
+    partitioned that way (or in a way this module does not read: sub-partitions, several
+    columns, another expression)."""
+    kind = store.engine.dialect.name
+    with store.guarded("reading the partitions"), store.engine.connect() as conn:
+        if kind == "postgresql":
+            return _postgresql_partitions(conn, store.table, store.ts.name)
+        if kind in ("mysql", "mariadb"):
+            return _mariadb_partitions(conn, store.table, store.ts.name)
+    return None
+
+
+def candidates(parts: list[RangePartition] | None, cutoff: datetime) -> list[RangePartition]:
+    """Partitions wholly before the cutoff: the upper bound (exclusive) at or before it."""
+    return [p for p in parts or () if p.upper is not None and p.upper <= cutoff]
+
+
+def count_droppable(store: SqlTableStore, window: RetentionWindow) -> dict[str, int]:
+    """For the plan (extract): how many partitions the purge would drop and the rows they
+    hold, counted as the purge counts them (every row purgeable); {} when none could go."""
+    if not droppable_policy(store, window):
+        return {}
+    parts = candidates(partitions_of(store), window.cutoff)
+    if not parts:
+        return {}
+    purgeable = store._purgeable(window)
+    n = rows = 0
+    with store.guarded("counting the partitions"), store.engine.connect() as conn:
+        for part in parts:
+            total, ok = _count(store, conn, part, purgeable)
+            if total == ok:
+                n, rows = n + 1, rows + total
+    return {"partitions": n, "rows": rows}
+
+
+def drop_expired(
+    store: SqlTableStore, purgeable: LivePurgeable, tally: Tally, approved: int
+) -> Dropped:
+    """Drop every partition wholly before the cutoff whose rows are all purgeable, each in its
+    own transaction counted as one batch; the others are left to the row purge."""
+    window = purgeable.window
+    if not droppable_policy(store, window):
+        return Dropped()
+    every = partitions_of(store) or []
+    parts = candidates(every, window.cutoff)
+    dropped, gone = Dropped(), set()
+    if not parts:
+        return Dropped(
+            kept=tuple(p.name for p in every if p.lower is None or p.lower < window.cutoff)
+        )
+    postgresql = store.engine.dialect.name == "postgresql"
+    with store.guarded("drop partitions"), contextlib.ExitStack() as stack:
+        swap = None if postgresql else stack.enter_context(_MariaDBSwap(store))
+        for part in parts:
+            purgeable.now()  # holds read again before each partition
+            current = purgeable.window
+            with store.guarded(f"drop partition batch {tally.batches + 1}"):
+                if swap is None:
+                    rows = _drop_postgresql(store, part, current, tally, approved)
+                else:
+                    rows = swap.drop(part, current, tally, approved)
+            if rows is None:
+                continue
+            tally.committed(rows)
+            gone.add(part.name)
+            dropped = Dropped(dropped.partitions + 1, dropped.rows + rows)
+    before_cutoff = (p for p in every if p.lower is None or p.lower < window.cutoff)
+    kept = tuple(p.name for p in before_cutoff if p.name not in gone)
+    dropped = Dropped(dropped.partitions, dropped.rows, kept)
+    if dropped.partitions:
+        log.info(
+            "%s: %d partitions before the cutoff dropped whole, %d rows",
+            store.label,
+            dropped.partitions,
+            dropped.rows,
+        )
+    return dropped
+
+
+def _range(store: SqlTableStore, part: RangePartition) -> list[sa.ColumnElement[bool]]:
+    bounds: list[sa.ColumnElement[bool]] = []
+    if part.lower is not None:
+        bounds.append(store.ts >= store.sql.cutoff(store.ts, part.lower))
+    if part.upper is not None:
+        bounds.append(store.ts < store.sql.cutoff(store.ts, part.upper))
+    return bounds
+
+
+def _count(
+    store: SqlTableStore,
+    conn: sa.Connection,
+    part: RangePartition,
+    purgeable: sa.ColumnElement[bool],
+) -> tuple[int, int]:
+    """(rows, purgeable rows) in the partition."""
+    query = sa.select(sa.func.count(), sa.func.count(sa.case((purgeable, 1)))).select_from(
+        store.table
+    )
+    if conn.dialect.name == "postgresql":
+        # Through the parent, pruned to the partition: the role needs no right on it.
+        query = query.where(*_range(store, part))
+    else:  # every row stored in it, a NULL timestamp included (MariaDB keeps those there)
+        query = query.with_hint(store.table, f"PARTITION ({_quote(conn, part.name)})")
+    total, ok = conn.execute(query).one()
+    return int(total), int(ok)
+
+
+def _quote(conn: sa.Connection, name: str) -> str:
+    return str(conn.dialect.identifier_preparer.quote(name))
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------------
+
+_BOUND = re.compile(r"^FOR VALUES FROM \((?P<lower>.*)\) TO \((?P<upper>.*)\)$")
+
+
+def _postgresql_partitions(
+    conn: sa.Connection, table: sa.Table, column: str
+) -> list[RangePartition] | None:
+    name = conn.dialect.identifier_preparer.format_table(table)
+    ranged = conn.execute(
+        sa.text(
+            "SELECT p.partstrat = 'r' AND p.partnatts = 1 AND p.partattrs[0] = a.attnum "
+            "FROM pg_partitioned_table p JOIN pg_attribute a ON a.attrelid = p.partrelid "
+            "AND a.attname = :column WHERE p.partrelid = CAST(:name AS regclass)"
+        ),
+        {"name": name, "column": column},
+    ).scalar()
+    if not ranged:
+        return None
+    rows = conn.execute(
+        sa.text(
+            "SELECT CAST(c.oid AS regclass)::text, pg_get_expr(c.relpartbound, c.oid), c.relkind "
+            "FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = CAST(:name AS regclass)"
+        ),
+        {"name": name},
+    ).all()
+    parts = []
+    for part, bound, kind in rows:
+        match = _BOUND.match(bound or "")
+        if kind != "r" or match is None:  # the DEFAULT partition, a sub-partitioned one
+            parts.append(RangePartition(part, None, None))
+            continue
+        lower, upper = (_pg_bound(conn, match[side]) for side in ("lower", "upper"))
+        parts.append(RangePartition(part, lower, upper))
+    return sorted(
+        parts, key=lambda p: (p.upper is None, p.upper or datetime.min.replace(tzinfo=UTC))
+    )
+
+
+def _pg_bound(conn: sa.Connection, text: str) -> datetime | None:
+    """A bound as pg_get_expr writes it: a quoted literal, or MINVALUE / MAXVALUE."""
+    if not text.startswith("'"):
+        return None
+    literal = text[1:-1].replace("''", "'")
+    try:  # pg_get_expr writes the session's format (ISO, UTC): read here, no round trip
+        parsed = datetime.fromisoformat(literal)
+    except ValueError:
+        parsed = None
+    if parsed is not None:  # a timestamp without time zone is UTC (the session's zone)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    value = conn.execute(sa.text("SELECT CAST(:v AS timestamptz)"), {"v": literal}).scalar_one()
+    return value if isinstance(value, datetime) else None
+
+
+def function_name(policy: Policy) -> str:
+    return f"{FUNCTION_PREFIX}{policy.name}"[:63]
+
+
+def _function(conn: sa.Connection, store: SqlTableStore) -> str | None:
+    """The policy's drop function, schema-qualified, if its owner created it."""
+    schema = store.table.schema or "public"
+    found = conn.execute(
+        sa.text(
+            "SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+            "WHERE n.nspname = :schema AND p.proname = :name"
+        ),
+        {"schema": schema, "name": function_name(store.policy)},
+    ).first()
+    if found is None:
+        return None
+    quote = conn.dialect.identifier_preparer.quote
+    return f"{quote(schema)}.{quote(function_name(store.policy))}"
+
+
+def _drop_postgresql(
+    store: SqlTableStore,
+    part: RangePartition,
+    window: RetentionWindow,
+    tally: Tally,
+    approved: int,
+) -> int | None:
+    """One transaction: the table locked against writes, the partition counted, then detached
+    and dropped (by the policy's function where it exists). None: kept for the row purge."""
+    parent = store.engine.dialect.identifier_preparer.format_table(store.table)
+    number = tally.batches + 1
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql(f"LOCK TABLE {parent} IN SHARE MODE")
+        expected = None
+        if window.holds:  # every row of it past the window and none held, or it stays
+            total, ok = _count(store, conn, part, store._purgeable(window))
+            if total != ok:
+                log.info(
+                    "%s: a partition before the cutoff keeps %d held records: row-purged instead",
+                    store.label,
+                    total - ok,
+                )
+                return None
+            expected = total
+        # Without a hold every row of a range partition whose bound is at or before the cutoff
+        # is past the window (PostgreSQL keeps a NULL key in the DEFAULT partition only): the
+        # partition's own count, under the lock, is what the drop deletes.
+        witnesses = (
+            store._witnesses(conn, sa.and_(*_range(store, part)))
+            if tally.journal.wants_witnesses and store._opaque_key()
+            else None
+        )
+        function = _function(conn, store)
+        if function is not None:
+            rows = conn.execute(
+                sa.text(f"SELECT {function}(CAST(:part AS regclass), :cutoff, :expected)"),
+                {"part": part.name, "cutoff": window.cutoff, "expected": expected},
+            ).scalar_one()
+        else:  # the table's owner
+            rows = conn.exec_driver_sql(f"SELECT count(*) FROM {part.name}").scalar_one()
+            conn.exec_driver_sql(f"ALTER TABLE {parent} DETACH PARTITION {part.name}")
+            conn.exec_driver_sql(f"DROP TABLE {part.name}")
+        store._before_commit(number, tally.deleted + int(rows), approved, tally, witnesses)
+    return int(rows)
+
+
+def drop_function_sql(policy: Policy, role: str) -> list[str]:
+    """The PostgreSQL function the table's owner creates for a policy with `store.partitions:
+    drop` (`lifecycle grants`), and the right of `role` to call it. It detaches and drops one
+    partition of the policy's table, only a leaf range partition of it whose upper bound is at
+    or before the `cutoff` it is given, only when that cutoff is not later than now minus the
+    policy's period (wall clock, in the policy's timezone), and only when the partition holds
+    exactly the `expected` rows (when given: the caller counted them with the holds); it
+    returns the rows it dropped."""
+    from lifecycle.stores.sql_config import SqlStore
+
+    store = policy.store
+    assert isinstance(store, SqlStore)
+    schema, _, table = store.table.rpartition(".")
+    schema = schema or "public"
+    fn = f'"{schema}"."{function_name(policy)}"'
+    parent = f'"{schema}"."{table}"'
+    column = store.timestamp or ""
+    period = policy.retention.period
+    tz = policy.timezone
+    body = f"""
+DECLARE
+  parent constant regclass := '{parent}'::regclass;
+  latest timestamptz := ((now() AT TIME ZONE '{tz}') - interval '{period}') AT TIME ZONE '{tz}';
+  bound text;
+  upper_bound timestamptz;
+  n bigint;
+BEGIN
+  IF cutoff IS NULL OR cutoff > latest THEN
+    RAISE EXCEPTION 'cutoff after now minus the period {period}' USING ERRCODE = '42501';
+  END IF;
+  IF NOT EXISTS (
+    SELECT 1 FROM pg_partitioned_table p JOIN pg_attribute a
+      ON a.attrelid = p.partrelid AND a.attname = '{column}'
+    WHERE p.partrelid = parent AND p.partstrat = 'r' AND p.partnatts = 1
+      AND p.partattrs[0] = a.attnum
+  ) THEN
+    RAISE EXCEPTION 'not range-partitioned on {column}' USING ERRCODE = '42501';
+  END IF;
+  SELECT pg_get_expr(c.relpartbound, c.oid) INTO bound
+    FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+    WHERE i.inhparent = parent AND i.inhrelid = part AND c.relkind = 'r';
+  IF bound IS NULL THEN
+    RAISE EXCEPTION 'not a partition of %', parent USING ERRCODE = '42501';
+  END IF;
+  upper_bound := CAST(substring(bound FROM ' TO \\(''(.*)''\\)$') AS timestamptz);
+  IF upper_bound IS NULL OR upper_bound > cutoff THEN
+    RAISE EXCEPTION 'partition bound after the cutoff' USING ERRCODE = '42501';
+  END IF;
+  EXECUTE format('ALTER TABLE %s DETACH PARTITION %s', parent, part);
+  EXECUTE format('SELECT count(*) FROM %s', part) INTO n;
+  IF expected IS NOT NULL AND n <> expected THEN
+    RAISE EXCEPTION 'partition holds % rows, % counted', n, expected USING ERRCODE = '40001';
+  END IF;
+  EXECUTE format('DROP TABLE %s', part);
+  RETURN n;
+END"""
+    return [
+        f"CREATE OR REPLACE FUNCTION {fn}(part regclass, cutoff timestamptz, expected bigint) "
+        "RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER "
+        "SET search_path = pg_catalog, pg_temp SET TimeZone = 'UTC' "
+        f"AS $lifecycle${body}$lifecycle$",
+        f"REVOKE ALL ON FUNCTION {fn}(regclass, timestamptz, bigint) FROM PUBLIC",
+        f'GRANT EXECUTE ON FUNCTION {fn}(regclass, timestamptz, bigint) TO "{role}"',
+    ]
+
+
+def run_ddl(conn: sa.Connection, statement: str) -> None:
+    """A statement of `drop_function_sql` through the driver: its `%` are PL/pgSQL's, not
+    placeholders (psycopg's paramstyle reads them as such)."""
+    if conn.dialect.paramstyle in ("format", "pyformat"):
+        statement = statement.replace("%", "%%")
+    conn.exec_driver_sql(statement)
+
+
+# -- MariaDB ------------------------------------------------------------------------------------
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_TO_DAYS_OFFSET = 365  # TO_DAYS('0001-01-01') is 366, Python's ordinal of that day 1
+
+
+def _mariadb_partitions(
+    conn: sa.Connection, table: sa.Table, column: str
+) -> list[RangePartition] | None:
+    rows = conn.execute(
+        sa.text(
+            "SELECT p.PARTITION_NAME, p.SUBPARTITION_NAME, p.PARTITION_METHOD, "
+            "p.PARTITION_EXPRESSION, p.PARTITION_DESCRIPTION, t.TABLE_TYPE "
+            "FROM information_schema.PARTITIONS p JOIN information_schema.TABLES t "
+            "ON t.TABLE_SCHEMA = p.TABLE_SCHEMA AND t.TABLE_NAME = p.TABLE_NAME "
+            "WHERE p.TABLE_SCHEMA = COALESCE(:schema, DATABASE()) AND p.TABLE_NAME = :name "
+            "ORDER BY p.PARTITION_ORDINAL_POSITION"
+        ),
+        {"schema": table.schema, "name": table.name},
+    ).all()
+    if not rows or rows[0][0] is None or any(r[1] is not None for r in rows):
+        return None  # not partitioned, or sub-partitioned
+    if rows[0][5] != "BASE TABLE":  # a system-versioned table keeps history: not dropped whole
+        return None
+    method, expression = rows[0][2], (rows[0][3] or "").replace("`", "").lower().strip()
+    col = column.lower()
+    if method == "RANGE COLUMNS" and expression == col:
+        convert = _column_literal
+    elif method == "RANGE" and expression == f"to_days({col})":
+        convert = _to_days
+    elif method == "RANGE" and expression == f"unix_timestamp({col})":
+        convert = _unix_seconds
+    else:
+        return None
+    parts, lower = [], None
+    for name, _sub, _method, _expr, description, _type in rows:
+        upper = None if description in (None, "MAXVALUE") else convert(description)
+        parts.append(RangePartition(name, lower, upper))
+        lower = upper
+    return parts
+
+
+def _to_days(description: str) -> datetime:
+    day = datetime.fromordinal(int(description) - _TO_DAYS_OFFSET)
+    return day.replace(tzinfo=UTC)
+
+
+def _unix_seconds(description: str) -> datetime:
+    return _EPOCH + timedelta(seconds=int(description))
+
+
+def _column_literal(description: str) -> datetime:
+    value = datetime.fromisoformat(description.strip("'"))
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class _MariaDBSwap:
+    """The purge's swap table on MariaDB: one empty, unpartitioned table of the same columns,
+    made once per purge (its name derives from the table's, so a purge that crashed leaves it
+    where the next one finds it: rows still in it go back into the table first). For each
+    partition: its rows swapped out (EXCHANGE PARTITION, atomic), counted there, all purgeable
+    by the same predicate, the ledger told, then TRUNCATE deletes them (or they are swapped
+    back). At the end the emptied partitions are dropped in one ALTER, with the table locked
+    and each checked empty (a row written into one since keeps it, for the row purge)."""
+
+    def __init__(self, store: SqlTableStore):
+        import hashlib
+
+        self.store = store
+        prep = store.engine.dialect.identifier_preparer
+        self.table = prep.format_table(store.table)
+        digest = hashlib.sha256(store.table.fullname.encode()).hexdigest()[:12]
+        self.swap_name = f"lifecycle_swap_{digest}"
+        schema = store.table.schema
+        self.swap = ".".join(prep.quote(p) for p in (schema, self.swap_name) if p)
+        self.swap_table = f"{schema}.{self.swap_name}" if schema else self.swap_name
+        self.emptied: list[str] = []
+        self.conn = store.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        self.swapped: SqlTableStore | None = None
+
+    def __enter__(self) -> _MariaDBSwap:
+        from lifecycle.stores.sql import SqlTableStore
+
+        conn = self.conn
+        if conn.exec_driver_sql(f"SHOW TABLES LIKE '{self.swap_name}'").first() is not None:
+            # An earlier purge stopped between a swap and its TRUNCATE: those rows are back
+            # in the table before anything else (the row purge finds them again).
+            conn.exec_driver_sql(f"INSERT INTO {self.table} SELECT * FROM {self.swap}")
+            conn.exec_driver_sql(f"DROP TABLE {self.swap}")
+        conn.exec_driver_sql(f"CREATE TABLE {self.swap} LIKE {self.table}")
+        conn.exec_driver_sql(f"ALTER TABLE {self.swap} REMOVE PARTITIONING")
+        self.swapped = SqlTableStore(
+            _with_table(self.store.policy, self.swap_table), self.store.engine
+        )
+        return self
+
+    def drop(
+        self, part: RangePartition, window: RetentionWindow, tally: Tally, approved: int
+    ) -> int | None:
+        store, conn, swapped = self.store, self.conn, self.swapped
+        assert swapped is not None
+        partition = _quote(conn, part.name)
+        if window.holds:  # a partition with a held record is not even swapped out
+            total, ok = _count(store, conn, part, store._purgeable(window))
+            if total != ok:
+                return None
+        exchange = f"ALTER TABLE {self.table} EXCHANGE PARTITION {partition} WITH TABLE {self.swap}"
+        conn.exec_driver_sql(exchange)
+        try:
+            moved: int | None = None
+            with store.engine.begin() as tx:
+                purgeable = swapped._purgeable(window)
+                query = sa.select(sa.func.count(), sa.func.count(sa.case((purgeable, 1))))
+                rows, ok = tx.execute(query.select_from(swapped.table)).one()
+                if rows == ok:  # the ledger's begin row, the approval's ceiling: as any batch
+                    witnesses = (
+                        swapped._witnesses(tx, sa.true())
+                        if tally.journal.wants_witnesses and store._opaque_key()
+                        else None
+                    )
+                    moved = int(rows)
+                    store._before_commit(
+                        tally.batches + 1, tally.deleted + moved, approved, tally, witnesses
+                    )
+        except BaseException:
+            conn.exec_driver_sql(exchange)  # the rows go back where they came from
+            raise
+        if moved is None:  # a NULL timestamp (kept in the first partition), a malformed one
+            conn.exec_driver_sql(exchange)
+            return None
+        conn.exec_driver_sql(f"TRUNCATE TABLE {self.swap}")
+        self.emptied.append(part.name)
+        return moved
+
+    def __exit__(self, *exc: object) -> None:
+        conn = self.conn
+        try:
+            if self.emptied:
+                self._drop_emptied()
+        finally:
+            try:
+                # Never drop rows that are still in it (a swap back that failed): they go back.
+                if conn.exec_driver_sql(f"SELECT 1 FROM {self.swap} LIMIT 1").first():
+                    conn.exec_driver_sql(f"INSERT INTO {self.table} SELECT * FROM {self.swap}")
+                conn.exec_driver_sql(f"DROP TABLE IF EXISTS {self.swap}")
+            finally:
+                conn.close()
+
+    def _drop_emptied(self) -> None:
+        """The emptied partitions themselves, in one ALTER, those still empty (checked with
+        the table locked: a late row keeps its partition, for the row purge)."""
+        conn = self.conn
+        conn.exec_driver_sql(f"LOCK TABLES {self.table} WRITE")
+        try:
+            empty = [
+                name
+                for name in self.emptied
+                if conn.exec_driver_sql(
+                    f"SELECT 1 FROM {self.table} PARTITION ({_quote(conn, name)}) LIMIT 1"
+                ).first()
+                is None
+            ]
+            if empty:
+                names = ", ".join(_quote(conn, name) for name in empty)
+                conn.exec_driver_sql(f"ALTER TABLE {self.table} DROP PARTITION {names}")
+        finally:
+            conn.exec_driver_sql("UNLOCK TABLES")
+
+
+def _with_table(policy: Policy, table: str) -> Policy:
+    return policy.model_copy(update={"store": policy.store.model_copy(update={"table": table})})
