@@ -311,7 +311,14 @@ def grants(
 ) -> int:
     """Print the grants, or apply them connection by connection: one unreachable connection
     does not keep the others' grants back (exit 1 tells it)."""
-    from lifecycle.grants import check_role, grant_statements, reader_grants, required_grants
+    from lifecycle.grants import (
+        check_role,
+        grant_statements,
+        partition_drop_policies,
+        partition_function_statements,
+        reader_grants,
+        required_grants,
+    )
     from lifecycle.stores.config import REMOVE_RESIDUE
 
     check_role(role)
@@ -319,9 +326,11 @@ def grants(
     for error in result.errors:
         # An invalid policy gets no grant; its DAG fails with the message anyway.
         print(f"INVALID (no grants) {error.message}", file=sys.stderr)
-    needed = required_grants((loaded.policy for loaded in result.policies), audit_conn_id)
+    policies = [loaded.policy for loaded in result.policies]
+    needed = required_grants(policies, audit_conn_id)
+    functions = partition_drop_policies(policies)
     if audit_reader:
-        needed = reader_grants(audit_conn_id)
+        needed, functions = reader_grants(audit_conn_id), {}
     if not apply:
         for conn_id, table_grants in needed.items():
             print(f"-- connection {conn_id}: run as the tables' owner, in its database")
@@ -335,10 +344,15 @@ def grants(
                 )
             for statement in grant_statements(dialect, role, table_grants):
                 print(f"{statement};")
+            drops = functions.get(conn_id, [])
+            for statement in partition_function_statements(dialect, role, drops):
+                print(f"{statement};")
         return 0
     databases, failed = _databases_of(needed)
     for conn_ids, engine, tables in databases.values():
-        failed = not _apply_to_database(role, ", ".join(conn_ids), engine, tables) or failed
+        drops = [p for conn_id in conn_ids for p in functions.get(conn_id, [])]
+        label = ", ".join(conn_ids)
+        failed = not _apply_to_database(role, label, engine, tables, drops) or failed
     return 1 if failed else 0
 
 
@@ -371,7 +385,9 @@ def _databases_of(
     return databases, failed
 
 
-def _apply_to_database(role: str, label: str, engine: Any, tables: dict[str, set[str]]) -> bool:
+def _apply_to_database(
+    role: str, label: str, engine: Any, tables: dict[str, set[str]], drops: list[Any]
+) -> bool:
     """Grant on one database; False when it refused (said on stderr, by error type only: a
     driver's message can quote values)."""
     import sqlalchemy as sa
@@ -383,7 +399,7 @@ def _apply_to_database(role: str, label: str, engine: Any, tables: dict[str, set
         if engine.dialect.name == "sqlite":
             print(f"{label}: SQLite has no roles (protect the file instead)")
             return True
-        missing = apply_grants(engine, role, merged)
+        missing = apply_grants(engine, role, merged, drops)
     except sa.exc.DBAPIError as exc:
         print(f"{label}: no grants: {type(exc.orig).__name__}", file=sys.stderr)
         return False

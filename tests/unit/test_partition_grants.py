@@ -1,0 +1,88 @@
+"""`store.partitions: drop` (issue 13): `lifecycle grants` makes the PostgreSQL drop function
+for exactly the policies that drop partitions, and the audit row says how many partitions went
+and how many records they held."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from lifecycle import cli
+from lifecycle.audit import audit_row
+from lifecycle.payloads import CheckDecision, Extracted, RunResults
+from lifecycle.steps import Run, merge_purges
+from lifecycle.stores import Plan
+from tests.policies import make_policy, policy_yaml
+
+
+def test_the_drop_function_is_made_for_the_policies_that_drop_partitions_only(
+    tmp_path, monkeypatch, capsys
+):
+    (tmp_path / "calls.yaml").write_text(
+        policy_yaml(name="calls", store__table="calls", store__partitions="drop")
+    )
+    (tmp_path / "cdrs.yaml").write_text(policy_yaml(name="cdrs", store__table="cdrs"))
+    monkeypatch.setenv("LIFECYCLE_POLICY_DIR", str(tmp_path))
+    assert cli.main(["grants", "--role", "jobs"]) == 0
+    printed = capsys.readouterr().out
+    functions = [line for line in printed.splitlines() if "FUNCTION" in line]
+    assert [line.split("(")[0] for line in functions] == [
+        'CREATE OR REPLACE FUNCTION "public"."lifecycle_drop_partition_calls"',
+        'REVOKE ALL ON FUNCTION "public"."lifecycle_drop_partition_calls"',
+        'GRANT EXECUTE ON FUNCTION "public"."lifecycle_drop_partition_calls"',
+    ]
+    assert "SECURITY DEFINER" in functions[0]
+    assert "interval 'P6M'" in printed  # the policy's period, the wall-clock limit
+    assert "GRANT DELETE, SELECT ON calls TO jobs;" in printed  # nothing more on the table
+    assert cli.main(["grants", "--role", "jobs", "--dialect", "mysql"]) == 0
+    assert "FUNCTION" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "retention",
+    [
+        {"period": "P6M", "per_tenant": {"table": "settings", "column": "tenant"}},
+        {"period": "P0D", "from_event": {"table": "c", "subject": "s", "key": "k",
+                                         "timestamp": "t"}},
+    ],
+)  # fmt: skip
+def test_dropping_partitions_needs_the_record_s_own_timestamp_and_one_cutoff(retention):
+    store = {"store__partitions": "drop"}
+    if "from_event" in retention:
+        store["store__timestamp"] = None
+    with pytest.raises(ValueError, match=r"store\.partitions: drop needs the record's own"):
+        make_policy(retention=retention, **store)
+
+
+def test_the_audit_row_names_the_partitions_dropped_and_their_records():
+    run = Run("retention_cdrs", "r", 1, datetime(2026, 11, 29, tzinfo=UTC), None)
+    slices = [{"index": 0, "expired": 1500, "attempt": 1}]
+    result = {"slice": 0, "deleted": 1500, "batches": 20, "seconds": 1.0, "failed": {},
+              "partitions": {"partitions": 18, "rows": 1400}, "attempt": 1}  # fmt: skip
+    purged = merge_purges(run, slices, [result])
+    assert purged.partitions == {"partitions": 18, "rows": 1400}
+    row = audit_row(
+        make_policy(store__partitions="drop"),
+        dag_id="retention_cdrs",
+        run_id="r",
+        attempt=1,
+        logical_date=run.logical_date,
+        dry_run=False,
+        results=RunResults(
+            extracted=Extracted(
+                cutoff="2026-05-29T00:00:00+00:00",
+                plan=Plan(3000, 1500, partitions={"partitions": 18, "rows": 1400}),
+            ),
+            decision=CheckDecision(
+                outcome="approved", approved=True, dry_run=False, approved_records=1500
+            ),
+            purged=purged,
+        ),
+        started_at=None,
+    )
+    assert row["deleted"] == 1500
+    assert (
+        "18 partitions before the cutoff dropped whole, holding 1400 of the deleted records"
+        in (row["reasons"])
+    )
