@@ -314,8 +314,8 @@ def grants(
     from lifecycle.grants import (
         check_role,
         grant_statements,
-        partition_drop_policies,
-        partition_function_statements,
+        owner_statements,
+        policies_by_connection,
         reader_grants,
         required_grants,
     )
@@ -328,7 +328,7 @@ def grants(
         print(f"INVALID (no grants) {error.message}", file=sys.stderr)
     policies = [loaded.policy for loaded in result.policies]
     needed = required_grants(policies, audit_conn_id)
-    functions = partition_drop_policies(policies)
+    functions = policies_by_connection(policies)
     if audit_reader:
         needed, functions = reader_grants(audit_conn_id), {}
     if not apply:
@@ -344,8 +344,8 @@ def grants(
                 )
             for statement in grant_statements(dialect, role, table_grants):
                 print(f"{statement};")
-            drops = functions.get(conn_id, [])
-            for statement in partition_function_statements(dialect, role, drops):
+            owned = owner_statements(functions.get(conn_id, []), dialect, role)
+            for statement in (s for _table, extra in sorted(owned.items()) for s in extra):
                 print(f"{statement};")
         return 0
     databases, failed = _databases_of(needed)

@@ -227,36 +227,33 @@ def grant_statements(
     return statements
 
 
-def partition_drop_policies(policies: Iterable[Policy]) -> dict[str, list[Policy]]:
-    """connection id -> the SQL policies that drop whole partitions (`store.partitions:
-    drop`): on PostgreSQL each gets its drop function (`partition_function_statements`)."""
+def policies_by_connection(policies: Iterable[Policy]) -> dict[str, list[Policy]]:
+    """connection id -> the policies whose store it reaches (for `owner_statements`)."""
     found: dict[str, list[Policy]] = defaultdict(list)
     for policy in policies:
-        if getattr(policy.store, "partitions", None) == "drop":
-            found[policy.store.conn_id].append(policy)
+        found[policy.store.conn_id].append(policy)
     return dict(found)
 
 
-def partition_function_statements(
-    dialect_name: str, role: str, policies: Iterable[Policy]
-) -> list[str]:
-    """PostgreSQL: the SECURITY DEFINER function of each policy that drops partitions, created
-    by the table's owner, EXECUTE for `role` alone (`lifecycle.stores.sql_partitions`). Other
-    databases: none (MariaDB has no such function: the role needs ALTER, CREATE, INSERT, DROP
-    and LOCK TABLES, which this command does not give)."""
-    from lifecycle.stores.sql_partitions import drop_function_sql
-
-    if dialect_name != "postgresql":
-        return []
-    return [s for policy in policies for s in drop_function_sql(policy, check_role(role))]
+def owner_statements(
+    policies: Iterable[Policy], dialect_name: str, role: str
+) -> dict[str, list[str]]:
+    """table -> what its owner runs for `role` beyond table grants, as each store kind asks
+    (PostgreSQL: a SQL policy's partition drop function, `store.partitions: drop`)."""
+    found: dict[str, list[str]] = defaultdict(list)
+    for policy in policies:
+        asked = policy.store.owner_statements(policy, dialect_name, check_role(role))
+        for table, statements in asked.items():
+            found[table] += statements
+    return dict(found)
 
 
 def apply_grants(
-    engine: sa.Engine, role: str, grants: list[TableGrant], functions: Iterable[Policy] = ()
+    engine: sa.Engine, role: str, grants: list[TableGrant], policies: Iterable[Policy] = ()
 ) -> list[str]:
     """Run the statements on `engine` (connected as the owner) in one transaction; returns the
-    tables that do not exist (yet) and so got no grant. `functions`: the policies whose
-    partition drop function is created too (PostgreSQL), for the tables that exist."""
+    tables that do not exist (yet) and so got no grant. `policies`: those of this database,
+    whose `owner_statements` run too, for the tables that exist."""
     from lifecycle.stores.sql_partitions import run_ddl
 
     inspector = sa.inspect(engine)
@@ -270,10 +267,11 @@ def apply_grants(
         server_version=engine.dialect.server_version_info,
     )
     present_tables = {g.table for g in present}
-    made = [p for p in functions if getattr(p.store, "table", None) in present_tables]
+    owned = owner_statements(policies, engine.dialect.name, role)
     with engine.begin() as conn:
         for statement in statements:
             conn.exec_driver_sql(statement)
-        for statement in partition_function_statements(engine.dialect.name, role, made):
-            run_ddl(conn, statement)
+        for table, extra in sorted(owned.items()):
+            for statement in extra if table in present_tables else ():
+                run_ddl(conn, statement)
     return missing

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from lifecycle.grants import apply_grants, partition_drop_policies, required_grants
+from lifecycle.grants import apply_grants, required_grants
 from lifecycle.stores import Hold, RetentionWindow
 from lifecycle.stores.sql import SqlTableStore, StoreError, create_engine
 from tests.stores.test_sql import CUTOFF, ONE_US, config
@@ -173,7 +173,7 @@ def test_postgresql_role_drops_only_expired_partitions_through_the_function(post
             conn.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
         # What `lifecycle grants --apply` gives: SELECT, DELETE and the policy's function.
         grants = required_grants([policy])["test"]
-        assert apply_grants(owner, role, grants, partition_drop_policies([policy])["test"]) == []
+        assert apply_grants(owner, role, grants, [policy]) == []
         jobs = create_engine(sa.make_url(postgres_url).set(username=role))
         try:
             deleted, partitions = purge(SqlTableStore(policy, jobs))

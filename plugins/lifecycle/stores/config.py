@@ -90,6 +90,11 @@ class StoreConfig(Strict):
         """The privileges the jobs' role needs for this store (`lifecycle grants`)."""
         return {}
 
+    def owner_statements(self, policy: Policy, dialect: str, role: str) -> dict[str, list[str]]:
+        """What the owner of the store's tables runs for the jobs' `role` beyond table grants,
+        by table, on a database of `dialect` (`lifecycle grants`); none by default."""
+        return {}
+
     def check_policy(self, policy: Policy) -> None:
         """Refuse, with a ValueError naming the field, what the rest of the policy asks and
         this kind cannot do (a `from_event` on objects, say)."""

@@ -216,6 +216,16 @@ class SqlStore(StoreConfig):
             tables.setdefault(linked, set()).add(READ)
         return {self.conn_id: tables}
 
+    def owner_statements(self, policy: Policy, dialect: str, role: str) -> dict[str, list[str]]:
+        """PostgreSQL, `partitions: drop`: the SECURITY DEFINER function through which the
+        role drops this table's expired partitions (`lifecycle.stores.sql_partitions`); MariaDB
+        has none."""
+        if self.partitions != "drop" or dialect != "postgresql":
+            return {}
+        from lifecycle.stores.sql_partitions import drop_function_sql
+
+        return {self.table: drop_function_sql(policy, role)}
+
     def check_policy(self, policy: Policy) -> None:
         retention = policy.retention
         if retention.per_tenant is not None and retention.per_tenant.column is None:
