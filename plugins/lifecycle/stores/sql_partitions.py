@@ -136,8 +136,9 @@ def count_droppable(store: SqlTableStore, window: RetentionWindow) -> dict[str, 
 def drop_expired(
     store: SqlTableStore, purgeable: LivePurgeable, tally: Tally, approved: int
 ) -> Dropped:
-    """Drop every partition wholly before the cutoff whose rows are all purgeable, each in its
-    own transaction counted as one batch; the others are left to the row purge."""
+    """Drop every partition wholly before the cutoff whose rows are all purgeable (PostgreSQL:
+    all in one transaction, one batch; MariaDB: one batch each); the others are left to the row
+    purge."""
     window = purgeable.window
     if not droppable_policy(store, window):
         return Dropped()
@@ -149,16 +150,23 @@ def drop_expired(
             kept=tuple(p.name for p in every if p.lower is None or p.lower < window.cutoff)
         )
     postgresql = store.engine.dialect.name == "postgresql"
+    if postgresql:  # all of them in one transaction, one batch
+        purgeable.now()  # holds read again just before
+        with store.guarded(f"drop partitions, batch {tally.batches + 1}"):
+            went = _drop_postgresql(store, parts, purgeable.window, tally, approved)
+        if went:
+            tally.committed(sum(n for _p, n in went))
+        gone = {p.name for p, _n in went}
+        dropped = Dropped(len(went), sum(n for _p, n in went))
+        parts = []
     with store.guarded("drop partitions"), contextlib.ExitStack() as stack:
-        swap = None if postgresql else stack.enter_context(_MariaDBSwap(store))
+        swap = None if postgresql or not parts else stack.enter_context(_MariaDBSwap(store))
         for part in parts:
             purgeable.now()  # holds read again before each partition
             current = purgeable.window
+            assert swap is not None
             with store.guarded(f"drop partition batch {tally.batches + 1}"):
-                if swap is None:
-                    rows = _drop_postgresql(store, part, current, tally, approved)
-                else:
-                    rows = swap.drop(part, current, tally, approved)
+                rows = swap.drop(part, current, tally, approved)
             if rows is None:
                 continue
             tally.committed(rows)
@@ -286,48 +294,59 @@ def _function(conn: sa.Connection, store: SqlTableStore) -> str | None:
 
 def _drop_postgresql(
     store: SqlTableStore,
-    part: RangePartition,
+    parts: list[RangePartition],
     window: RetentionWindow,
     tally: Tally,
     approved: int,
-) -> int | None:
-    """One transaction: the table locked against writes, the partition counted, then detached
-    and dropped (by the policy's function where it exists). None: kept for the row purge."""
+) -> list[tuple[RangePartition, int]]:
+    """One transaction, one batch: the table locked against writes, each partition checked
+    (with holds: every row of it purgeable, or it stays for the row purge), then each detached
+    and dropped (by the policy's function where it exists), counted as it goes. Returns the
+    partitions dropped and the rows each held."""
     parent = store.engine.dialect.identifier_preparer.format_table(store.table)
     number = tally.batches + 1
     with store.engine.begin() as conn:
         conn.exec_driver_sql(f"LOCK TABLE {parent} IN SHARE MODE")
-        expected = None
-        if window.holds:  # every row of it past the window and none held, or it stays
+        # Without a hold every row of a range partition whose bound is at or before the cutoff
+        # is past the window (PostgreSQL keeps a NULL key in the DEFAULT partition only): the
+        # partition's own count, under the lock, is what the drop deletes.
+        chosen: list[tuple[RangePartition, int | None]] = []
+        for part in parts:
+            if not window.holds:
+                chosen.append((part, None))
+                continue
             total, ok = _count(store, conn, part, store._purgeable(window))
-            if total != ok:
+            if total == ok:
+                chosen.append((part, total))
+            else:
                 log.info(
                     "%s: a partition before the cutoff keeps %d held records: row-purged instead",
                     store.label,
                     total - ok,
                 )
-                return None
-            expected = total
-        # Without a hold every row of a range partition whose bound is at or before the cutoff
-        # is past the window (PostgreSQL keeps a NULL key in the DEFAULT partition only): the
-        # partition's own count, under the lock, is what the drop deletes.
+        if not chosen:
+            return []
         witnesses = (
-            store._witnesses(conn, sa.and_(*_range(store, part)))
+            store._witnesses(conn, sa.or_(*(sa.and_(*_range(store, p)) for p, _n in chosen)))
             if tally.journal.wants_witnesses and store._opaque_key()
             else None
         )
         function = _function(conn, store)
-        if function is not None:
-            rows = conn.execute(
-                sa.text(f"SELECT {function}(CAST(:part AS regclass), :cutoff, :expected)"),
-                {"part": part.name, "cutoff": window.cutoff, "expected": expected},
-            ).scalar_one()
-        else:  # the table's owner
-            rows = conn.exec_driver_sql(f"SELECT count(*) FROM {part.name}").scalar_one()
-            conn.exec_driver_sql(f"ALTER TABLE {parent} DETACH PARTITION {part.name}")
-            conn.exec_driver_sql(f"DROP TABLE {part.name}")
-        store._before_commit(number, tally.deleted + int(rows), approved, tally, witnesses)
-    return int(rows)
+        dropped: list[tuple[RangePartition, int]] = []
+        for part, expected in chosen:
+            if function is not None:
+                rows = conn.execute(
+                    sa.text(f"SELECT {function}(CAST(:part AS regclass), :cutoff, :expected)"),
+                    {"part": part.name, "cutoff": window.cutoff, "expected": expected},
+                ).scalar_one()
+            else:  # the table's owner
+                rows = conn.exec_driver_sql(f"SELECT count(*) FROM {part.name}").scalar_one()
+                conn.exec_driver_sql(f"ALTER TABLE {parent} DETACH PARTITION {part.name}")
+                conn.exec_driver_sql(f"DROP TABLE {part.name}")
+            dropped.append((part, int(rows)))
+        reached = tally.deleted + sum(n for _p, n in dropped)
+        store._before_commit(number, reached, approved, tally, witnesses)
+    return dropped
 
 
 def drop_function_sql(policy: Policy, role: str) -> list[str]:
