@@ -94,7 +94,8 @@ class SqlStore(StoreConfig):
         "the others, the straddling one included, are row-purged. On PostgreSQL the jobs' role "
         "drops through a function `lifecycle grants` has the table's owner create (it refuses "
         "any partition whose bound is after the cutoff, and any cutoff later than now minus "
-        "the period); on MariaDB the role needs ALTER, CREATE, INSERT and DROP. Needs the "
+        "the period); on MariaDB the role needs LOCK TABLES, ALTER and DROP (with holds also "
+        "CREATE and INSERT), which `lifecycle grants` does not give. Needs the "
         "record's own `timestamp` and one cutoff (no `retention.from_event`, no "
         "`retention.per_tenant`).",
     )

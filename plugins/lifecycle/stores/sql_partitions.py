@@ -7,20 +7,21 @@ against purgeable, in the purge's own predicate with the holds read again just b
 the table is locked against writes. A held record, a NULL or malformed timestamp (MariaDB keeps
 NULLs in its first partition), anything the predicate would not delete keeps the partition;
 the row purge that follows deletes what it may in it, as in the straddling partition and the
-partitions after the cutoff. Each dropped partition is one batch of the purge: the deletion
-ledger's `begin` row inside its transaction with the rows it held, the approval's ceiling
-checked as for any batch.
+partitions after the cutoff. The drops are batches of the purge: the deletion ledger's
+`begin` row before they commit with the rows they held, the approval's ceiling checked as for
+any batch.
 
-PostgreSQL (declarative partitioning, `PARTITION BY RANGE (ts)`): DETACH and DROP in one
-transaction, through `lifecycle_drop_partition_<policy>`, a SECURITY DEFINER function the
-table's owner creates from `lifecycle grants`, where it exists: the jobs' role may call it and
-nothing else, and it refuses a partition of another table, a bound after the cutoff it is
+PostgreSQL (declarative partitioning, `PARTITION BY RANGE (ts)`): DETACH and DROP of all of
+them in one transaction, one batch, through `lifecycle_drop_partition_<policy>`, a SECURITY
+DEFINER function the table's owner creates from `lifecycle grants`, where it exists: the jobs'
+role may call it and nothing else, and it refuses a partition of another table, a bound after the cutoff it is
 given, and a cutoff later than the wall clock minus the policy's period. Without the function
 the store's own role must own the table. MariaDB (`PARTITION BY RANGE` on `TO_DAYS(ts)`,
-`UNIX_TIMESTAMP(ts)`, or `RANGE COLUMNS(ts)`): the partition's rows are swapped out with
+`UNIX_TIMESTAMP(ts)`, or `RANGE COLUMNS(ts)`): without a hold, the table locked, the
+partitions counted and dropped in one ALTER; with holds, each partition's rows swapped out with
 `EXCHANGE PARTITION` into an empty table, counted there exactly (what the drop deletes, and
-that all of it is purgeable), then that table is dropped; otherwise they are swapped back. The
-role then needs ALTER, CREATE, INSERT and DROP on the table's database (no least-privilege
+that all of it is purgeable), then deleted with TRUNCATE; otherwise swapped back. The role then
+needs LOCK TABLES, ALTER, DROP (CREATE, INSERT) on the table's database (no least-privilege
 form yet on MariaDB).
 """
 
@@ -36,6 +37,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from lifecycle.stores import RetentionWindow
+from lifecycle.stores.sql_walk import json_keys
 
 if TYPE_CHECKING:
     from lifecycle.policy import Policy
@@ -154,6 +156,14 @@ def drop_expired(
         purgeable.now()  # holds read again just before
         with store.guarded(f"drop partitions, batch {tally.batches + 1}"):
             went = _drop_postgresql(store, parts, purgeable.window, tally, approved)
+        if went:
+            tally.committed(sum(n for _p, n in went))
+        gone = {p.name for p, _n in went}
+        dropped = Dropped(len(went), sum(n for _p, n in went))
+        parts = []
+    elif not window.holds:  # MariaDB without a hold: one ALTER with the table locked
+        with store.guarded(f"drop partitions, batch {tally.batches + 1}"):
+            went = _drop_mariadb_locked(store, parts, tally, approved)
         if went:
             tally.committed(sum(n for _p, n in went))
         gone = {p.name for p, _n in went}
@@ -477,6 +487,46 @@ def _unix_seconds(description: str) -> datetime:
 def _column_literal(description: str) -> datetime:
     value = datetime.fromisoformat(description.strip("'"))
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _drop_mariadb_locked(
+    store: SqlTableStore, parts: list[RangePartition], tally: Tally, approved: int
+) -> list[tuple[RangePartition, int]]:
+    """MariaDB, no hold on the policy: with the table locked against every other session
+    (LOCK TABLES ... WRITE), each partition counted (all its rows and those with a timestamp:
+    a NULL one, kept in the first partition, keeps it), the ledger told, then the partitions
+    dropped in one ALTER. Without a hold the predicate reads no other table, so the lock on
+    this one is enough; with holds, `_MariaDBSwap`."""
+    table = store.engine.dialect.identifier_preparer.format_table(store.table)
+    number = tally.batches + 1
+    with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql(f"LOCK TABLES {table} WRITE")
+        try:
+            chosen: list[tuple[RangePartition, int]] = []
+            for part in parts:
+                hint = f"PARTITION ({_quote(conn, part.name)})"
+                query = sa.select(sa.func.count(), sa.func.count(store.ts)).select_from(store.table)
+                total, timed = conn.execute(query.with_hint(store.table, hint)).one()
+                if total == timed:
+                    chosen.append((part, int(total)))
+            if not chosen:
+                return []
+            names = ", ".join(_quote(conn, p.name) for p, _n in chosen)
+            witnesses = None
+            if tally.journal.wants_witnesses and store._opaque_key():
+                first = sa.select(store.key).select_from(store.table).limit(1)
+                first = first.with_hint(store.table, f"PARTITION ({names})")
+                witnesses = json_keys(
+                    conn.execute(first.order_by(store.key.asc())).scalar(),
+                    conn.execute(first.order_by(store.key.desc())).scalar(),
+                )
+            reached = tally.deleted + sum(n for _p, n in chosen)
+            # The ledger's begin row before the drop (the ALTER commits by itself).
+            store._before_commit(number, reached, approved, tally, witnesses)
+            conn.exec_driver_sql(f"ALTER TABLE {table} DROP PARTITION {names}")
+            return chosen
+        finally:
+            conn.exec_driver_sql("UNLOCK TABLES")
 
 
 class _MariaDBSwap:
