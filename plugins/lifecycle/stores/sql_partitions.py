@@ -14,15 +14,15 @@ any batch.
 PostgreSQL (declarative partitioning, `PARTITION BY RANGE (ts)`): DETACH and DROP of all of
 them in one transaction, one batch, through `lifecycle_drop_partition_<policy>`, a SECURITY
 DEFINER function the table's owner creates from `lifecycle grants`, where it exists: the jobs'
-role may call it and nothing else, and it refuses a partition of another table, a bound after the cutoff it is
-given, and a cutoff later than the wall clock minus the policy's period. Without the function
-the store's own role must own the table. MariaDB (`PARTITION BY RANGE` on `TO_DAYS(ts)`,
-`UNIX_TIMESTAMP(ts)`, or `RANGE COLUMNS(ts)`): without a hold, the table locked, the
-partitions counted and dropped in one ALTER; with holds, each partition's rows swapped out with
-`EXCHANGE PARTITION` into an empty table, counted there exactly (what the drop deletes, and
-that all of it is purgeable), then deleted with TRUNCATE; otherwise swapped back. The role then
-needs LOCK TABLES, ALTER, DROP (CREATE, INSERT) on the table's database (no least-privilege
-form yet on MariaDB).
+role may call it and nothing else, and it refuses a partition of another table, a bound after
+the cutoff it is given, and a cutoff later than the wall clock minus the policy's period.
+Without the function the store's own role must own the table. MariaDB (`PARTITION BY RANGE` on
+`TO_DAYS(ts)`, `UNIX_TIMESTAMP(ts)`, or `RANGE COLUMNS(ts)`): without a hold, the table locked,
+the partitions counted and dropped in one ALTER; with holds, each partition's rows swapped out
+with `EXCHANGE PARTITION` into an empty table, counted there exactly (what the drop deletes,
+and that all of it is purgeable), then deleted with TRUNCATE; otherwise swapped back. The role
+then needs LOCK TABLES, ALTER, DROP (CREATE, INSERT) on the table's database (no least
+privilege form yet on MariaDB).
 """
 
 from __future__ import annotations
