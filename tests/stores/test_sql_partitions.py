@@ -376,3 +376,26 @@ def test_mariadb_rows_left_in_a_swap_table_by_a_crashed_purge_go_back_first(mari
         with engine.begin() as conn:
             conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}, {swap}")
         engine.dispose()
+
+
+def test_an_erasure_of_one_subject_never_drops_a_partition(postgres_url):
+    """A data-subject erasure runs the table store's purge narrowed to the subject: on a
+    policy that drops partitions, it must still delete that subject's rows alone."""
+    from lifecycle.stores.sql_requests import SqlSubjectStore
+
+    engine = create_engine(postgres_url)
+    table = "part_erasure_pg"
+    try:
+        pg_partitioned(engine, table)
+        policy = config(table, partitions="drop", batch_size=5, subjects={"customer": "customer"})
+        store = SqlSubjectStore(policy, engine, {"customer": "held"})
+        window = RetentionWindow(CUTOFF)
+        assert store.plan(window).partitions == {}
+        result = store.purge(window, approved=1)
+        assert (result.deleted, result.partitions) == (1, {})
+        assert survivors(engine, table) == {k for k, _t, _c in rows()} - {900}
+        assert len(pg_partitions(engine, table)) == len(BOUNDS)
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
+        engine.dispose()

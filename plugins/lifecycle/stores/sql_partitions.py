@@ -88,11 +88,15 @@ def refresh_statistics(store: SqlTableStore, dropped: Dropped) -> bool:
 
 
 def droppable_policy(store: SqlTableStore, window: RetentionWindow) -> bool:
-    """Only where the policy asks for it, on the record's own timestamp, with one cutoff."""
+    """Only where the policy asks for it, on the record's own timestamp, with one cutoff, and
+    only for the retention purge of the whole table: a store narrowed to one subject
+    (`sql_requests`, which walks no whole table either) deletes that subject's rows alone, and
+    a partition before the cutoff holds everyone's."""
     from lifecycle.stores.sql_time import OwnTimestamp
 
     return (
         store.config.partitions == "drop"
+        and store.walks_whole_table
         and isinstance(store.time, OwnTimestamp)
         and store.policy.retention.from_event is None
         and not (store.tenant is not None and window.tenant_cutoffs)
