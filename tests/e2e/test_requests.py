@@ -353,6 +353,14 @@ def test_portability_leaves_out_legal_obligation_and_legitimate_interest(request
     }
     (archive,) = (deployment.exports / "requests" / f"request-{request_id}").iterdir()
     assert sorted(p.name for p in archive.iterdir() if p.is_dir()) == ["calls", "contacts"]
+    manifest = json.loads((archive / "manifest.json").read_text())
+    assert (manifest["request"], manifest["kind"], manifest["folders"]) == (
+        request_id,
+        "portability",
+        ["calls", "contacts"],
+    )
+    assert manifest["categories"]["visits"]["result"] == "not_applicable"
+    assert "legitimate interest" in manifest["categories"]["visits"]["reasons"][0]
 
 
 def test_erasure_keeps_legal_obligations_holds_and_client_data_and_says_why(
@@ -584,8 +592,9 @@ def test_an_archive_goes_to_an_export_bucket_as_well(
     assert str(run.state) == "success"
     listed = client.list_objects_v2(Bucket=bucket, Prefix=f"requests/request-{request_id}/")
     keys = sorted(item["Key"] for item in listed["Contents"])
-    categories = {key.split("/")[3] for key in keys}
+    categories = {key.split("/")[3] for key in keys if key.count("/") > 3}
     assert categories == {"calls", "intercepts", "contacts", "visits", "recordings"}
+    assert sum(key.endswith("/manifest.json") for key in keys) == 6  # the archive's, 5 categories'
     (calls,) = [key for key in keys if key.endswith("/calls/records.json")]
     records = json.loads(client.get_object(Bucket=bucket, Key=calls)["Body"].read())
     assert [record["id"] for record in records] == [1, 2, 4]

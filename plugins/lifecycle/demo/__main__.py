@@ -226,7 +226,9 @@ def _run(day: date, server) -> int:
     with object_store(server, store) as s3:
         failed = run_all(selection.dags, audit, logical_date)
         print_report(read_runs(audit), logical_date)
-        failed += run_demo_requests(selection.requests, audit, store, logical_date, s3)
+        failed += run_demo_requests(
+            selection.requests, audit, store, logical_date, s3, DEMO_DIR / "exports"
+        )
         print_chain(audit)
         failed += anchor_chain(selection.evidence, logical_date, s3)
     if failed:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -45,7 +46,12 @@ def demo_subject(store: sa.Engine) -> tuple[int, dict[str, str]]:
 
 
 def run_demo_requests(
-    dags: dict[str, Any], audit: sa.Engine, store: sa.Engine, logical_date: datetime, s3: Any
+    dags: dict[str, Any],
+    audit: sa.Engine,
+    store: sa.Engine,
+    logical_date: datetime,
+    s3: Any,
+    exports: Path,
 ) -> list[str]:
     """Register and run one request of each kind; print each one's outcome per category.
     Returns the ids of the request runs that did not succeed."""
@@ -71,7 +77,7 @@ def run_demo_requests(
     runs = []
     try:
         for kind in ORDER:
-            runs.append(_one(kind, dags, audit, identifiers, mapped, logical_date, failed))
+            runs.append(_one(kind, dags, audit, identifiers, mapped, logical_date, failed, exports))
     finally:
         engine_log.removeHandler(witness)
         engine_log.setLevel(before[0])
@@ -88,6 +94,7 @@ def _one(  # one request: registered, run, its outcome printed (a restriction th
     mapped: set[str],
     logical_date: datetime,
     failed: list[str],
+    exports: Path,
 ) -> Any:
     from lifecycle.requests import dag_id_of
     from lifecycle.requests.register import decide_request, get_request, register_request
@@ -107,6 +114,11 @@ def _one(  # one request: registered, run, its outcome printed (a restriction th
         failed.append(f"{dag_id} (request {request_id})")
     request = get_request(audit, request_id)
     print(f"\n  request {request_id}: {kind}, {request.status}, due {request.due_at:%Y-%m-%d}")
+    if kind in ("access", "portability") and request.last_run_id is not None:
+        from lifecycle.requests.archive import run_folder
+
+        folder = exports / run_folder(request_id, request.last_run_id)
+        print(f"  archive: {folder}/ (a folder per category)")
     print_outcome(audit, request_id, request.last_run_id)
     if kind == "restriction":
         released = decide_request(
@@ -227,7 +239,8 @@ def print_outcome(audit: sa.Engine, request_id: int, run_id: str | None) -> None
 
 def _note(status: str, result: dict[str, Any]) -> str:
     if status == "exported":
-        return str(result.get("archive", ""))
+        copied = " and the objects" if result.get("archive", "").endswith("recordings/") else ""
+        return "records.csv, records.json, manifest.json" + copied
     if status == "kept" and result.get("kept_until"):
         return f"legal obligation: the last goes by {result['kept_until']}"
     if status == "restricted":

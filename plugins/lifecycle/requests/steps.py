@@ -453,18 +453,15 @@ def finish(run: RequestRun, results: list[dict[str, Any]] | None) -> dict[str, A
     """The request's outcome: in the register (status, counts per category) and as one audit
     row of its own. A category whose task wrote nothing (it never ran) counts as failed."""
     from lifecycle.audit import record_run
-    from lifecycle.control import request_results
+    from lifecycle.requests.register import category_results
 
     with _control() as control:
         request = runnable(control, run.request_id, run.kind)
         with control.connect() as conn:
-            rows = conn.execute(
-                sa.select(request_results.c.policy, request_results.c.status).where(
-                    request_results.c.request_id == request.id,
-                    request_results.c.run_id == run.run_id,
-                )
-            ).all()
-        statuses = {policy: status for policy, status in rows}
+            rows = category_results(conn, request.id, run.run_id)
+        statuses = {row.policy: row.status for row in rows}
+        if run.kind in ("access", "portability"):
+            _archive_manifest(run, request, rows)
         expected = [item["policy"] for item in results or [] if item]
         missing = sorted(set(expected) - set(statuses))
         failed = any(statuses[p] in ("failed", "verification_failed") for p in statuses)
@@ -506,3 +503,30 @@ def finish(run: RequestRun, results: list[dict[str, Any]] | None) -> dict[str, A
             },
         )
     return {"request_id": request.id, "status": status, "categories": counts}
+
+
+def _archive_manifest(run: RequestRun, request: Request, rows: list[Any]) -> None:
+    """The archive's own manifest: the request (never its identifiers) and each category it
+    holds, left out or not, and why."""
+    from lifecycle.requests.archive import export_sink, run_folder, write_json
+
+    categories = {
+        row.policy: {
+            "result": row.status,
+            "records": (row.result or {}).get("records", 0),
+            **({"reasons": row.result["reasons"]} if (row.result or {}).get("reasons") else {}),
+        }
+        for row in rows
+    }
+    manifest = {
+        "request": request.id,
+        "kind": request.kind,
+        "received_at": request.received_at.isoformat(),
+        "due_at": request.due_at.isoformat(),
+        "run": run.run_id,
+        "written_at": datetime.now(UTC).isoformat(),
+        "categories": categories,
+        "folders": sorted(p for p, c in categories.items() if c["result"] == "exported"),
+    }
+    with export_sink() as sink:
+        write_json(sink, f"{run_folder(request.id, run.run_id)}manifest.json", manifest)
