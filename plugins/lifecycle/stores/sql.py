@@ -207,6 +207,11 @@ class SqlTableStore(RetentionStore):
         self.subjects = SubjectMatcher(
             self.table, config, self._reflect, self._column, self.engine.connect
         )
+        # What the keyed sweep's batches step through: the key, or a column in the rows'
+        # storage order where the key's order is not (SQLite's rowid).
+        with _sanitized(self.label, "reading the table definition"), engine.connect() as conn:
+            stored_order = self.sql.storage_order(conn, self.table, self.key)
+        self.step: sa.ColumnElement[Any] = self.key if stored_order is None else stored_order
 
     def _reflect(self, qualified: str, field: str) -> sa.Table:
         schema, _, name = qualified.rpartition(".")
@@ -450,27 +455,29 @@ class SqlTableStore(RetentionStore):
     def _sweep(
         self, purgeable: LivePurgeable, tally: Tally, approved: int, *, after_walk: bool
     ) -> None:
-        """Batches of `batch_size` keys from the lowest purgeable key to the highest."""
-        # The key range holding purgeable rows (ORDER BY/LIMIT: min() has no uuid overload).
-        first_key = sa.select(self.key).where(purgeable.condition).limit(1)
+        """Batches of `batch_size` rows from the lowest purgeable key to the highest (or rowid,
+        see `step`)."""
+        step = self.step
+        # The range holding purgeable rows (ORDER BY/LIMIT: min() has no uuid overload).
+        first_key = sa.select(step).select_from(self.table).where(purgeable.condition).limit(1)
         with _sanitized(self.label, "purge"), self.engine.connect() as conn:
             # After a walk, usually nothing: asked without an order, which at worst reads the
             # table once (where ANALYZE was not allowed, statistics from before the walk would
             # have the key's index walked from one end to find nothing).
             if after_walk and conn.execute(first_key).first() is None:
                 return
-            lowest = conn.execute(first_key.order_by(self.key.asc())).scalar()
+            lowest = conn.execute(first_key.order_by(step.asc())).scalar()
             if lowest is None:
                 return
-            highest = conn.execute(first_key.order_by(self.key.desc())).scalar()
-        lower_bound = self.key >= lowest
+            highest = conn.execute(first_key.order_by(step.desc())).scalar()
+        lower_bound = step >= lowest
         while True:
             condition = purgeable.now()
             upper, count = self._batch(lower_bound, highest, condition, tally, approved)
             tally.committed(count)
             if upper == highest:
                 break
-            lower_bound = self.key > upper
+            lower_bound = step > upper
 
     def _batch(
         self,
@@ -480,21 +487,23 @@ class SqlTableStore(RetentionStore):
         tally: Tally,
         approved: int,
     ) -> tuple[Any, int]:
-        """The next batch, one transaction: the next `batch_size` keys from `lower_bound`, their
-        purgeable rows deleted, never beyond `approved` with the rows of earlier batches.
-        Returns its last key and its count."""
+        """The next batch, one transaction: the next `batch_size` rows from `lower_bound` (in
+        `step` order), their purgeable rows deleted, never beyond `approved` with the rows of
+        earlier batches. Returns its last step value and its count."""
         number = tally.batches + 1
+        step = self.step
         with _sanitized(self.label, f"purge batch {number}"), self.engine.begin() as conn:
             upper = conn.execute(
-                sa.select(self.key)
-                .where(lower_bound, self.key <= highest)
-                .order_by(self.key)
+                sa.select(step)
+                .select_from(self.table)
+                .where(lower_bound, step <= highest)
+                .order_by(step)
                 .offset(self.config.batch_size - 1)
                 .limit(1)
             ).scalar()
             if upper is None:
                 upper = highest
-            in_batch = sa.and_(lower_bound, self.key <= upper, purgeable)
+            in_batch = sa.and_(lower_bound, step <= upper, purgeable)
             witnesses = (
                 self._witnesses(conn, in_batch)
                 if tally.journal.wants_witnesses and self._opaque_key()

@@ -59,6 +59,14 @@ class Dialect:
         physical order (`lifecycle.stores.sql_walk`); None: key ranges only."""
         return None
 
+    def storage_order(
+        self, conn: sa.Connection, table: sa.Table, key: sa.Column[Any]
+    ) -> sa.ColumnElement[Any] | None:
+        """A column whose order is the rows' storage order, for the keyed sweep's batches to
+        step through where the key's order is not (SQLite's rowid); None: step through the key
+        (PostgreSQL walks its heap instead; InnoDB stores rows in primary-key order)."""
+        return None
+
     def residue(self, conn: sa.Connection, table: sa.Table) -> dict[str, Any]:
         """What deleted rows leave in the database beside the live ones (dead tuples, history
         rows, free pages), as counts for the audit row; {} where nothing is known."""
@@ -256,6 +264,25 @@ def _ctid(table: sa.Table) -> sa.ColumnElement[Any]:
 class SQLiteDialect(Dialect):
     """SQLite keeps timestamps as text: compare text with text, and only text in the one format
     whose text order is time order."""
+
+    def storage_order(
+        self, conn: sa.Connection, table: sa.Table, key: sa.Column[Any]
+    ) -> sa.ColumnElement[Any] | None:
+        """A rowid table is a B-tree on its rowid: batches of rowid ranges read contiguous
+        pages whatever the key (a UUID, a phone number as text). Not where the key is the
+        rowid itself (INTEGER PRIMARY KEY), nor in a WITHOUT ROWID table (stored by its key)."""
+        if [c.name for c in table.primary_key.columns] == [key.name] and isinstance(
+            key.type, sa.Integer
+        ):
+            return None  # INTEGER PRIMARY KEY: the rowid under another name
+        definition = conn.execute(
+            sa.text("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = :name"),
+            {"name": table.name},
+        ).scalar()
+        if definition is None or "WITHOUT ROWID" in " ".join(str(definition).upper().split()):
+            return None
+        quoted = conn.dialect.identifier_preparer.format_table(table)
+        return sa.literal_column(f"{quoted}.rowid", type_=sa.Integer)
 
     def residue(self, conn: sa.Connection, table: sa.Table) -> dict[str, Any]:
         """Free pages of the database file keep deleted rows' bytes unless `secure_delete`
