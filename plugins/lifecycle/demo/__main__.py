@@ -376,6 +376,37 @@ def print_report(rows: list[dict], logical_date: datetime) -> None:
         print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)))
         if index == 0:
             print("  ".join("-" * width for width in widths))
+    print(residue_line(list(latest.values())))
+    print(alerts_line(list(latest.values())))
+
+
+def residue_line(rows: list[dict]) -> str:
+    """What the SQL purges left in the database file (the verification's `residue`)."""
+    found = [
+        (row["policy"], residue)
+        for row in rows
+        if (residue := (row.get("verification") or {}).get("residue"))
+    ]
+    if not found:
+        return "residual copies: none reported"
+    pages = max(int(residue.get("free_pages", 0)) for _, residue in found)
+    secure = all(residue.get("secure_delete") for _, residue in found)
+    return (
+        f"residual copies: {len(found)} SQL policies reported; the demo database has {pages} "
+        f"free pages, secure_delete {'on' if secure else 'OFF'} (deleted bytes "
+        f"{'overwritten' if secure else 'left'} in them); `store.residue: remove` would VACUUM"
+    )
+
+
+def alerts_line(rows: list[dict]) -> str:
+    """The owners' alerts this run would send: one per run refused, failed or unverified."""
+    due = sorted(row["policy"] for row in rows if row["status"] not in ("purged", "dry_run"))
+    if not due:
+        return (
+            "alerts: none due (no run refused, failed or unverified; a policy's `owners:` hear "
+            "of one, and of a policy overdue, by e-mail or webhook)"
+        )
+    return f"alerts: due for {', '.join(due)} (to the owners each policy names)"
 
 
 def _due(due: dict | None) -> str:
