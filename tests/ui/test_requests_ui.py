@@ -13,9 +13,12 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 import re
 import secrets
+import tempfile
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -73,6 +76,12 @@ def seed(engine: sa.Engine, monkeypatch) -> dict[str, int]:
     4. a restriction received 25 November, due 25 December: no run yet.
     Registered in that order, so the ids (1-4) are not the order of their due dates."""
     monkeypatch.setattr(steps, "_control", lambda: contextlib.nullcontext(engine))
+    # The finished access and portability runs write their archive's manifest there.
+    exports = Path(tempfile.mkdtemp(prefix="exports-"))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_LIFECYCLE_EXPORTS",
+        json.dumps({"conn_type": "fs", "extra": {"path": str(exports)}}),
+    )
 
     def register(kind: str, received: datetime, **extra) -> int:
         return register_request(

@@ -460,7 +460,7 @@ def finish(run: RequestRun, results: list[dict[str, Any]] | None) -> dict[str, A
         with control.connect() as conn:
             rows = category_results(conn, request.id, run.run_id)
         statuses = {row.policy: row.status for row in rows}
-        if run.kind in ("access", "portability"):
+        if request.kind in ("access", "portability"):
             _archive_manifest(run, request, rows)
         expected = [item["policy"] for item in results or [] if item]
         missing = sorted(set(expected) - set(statuses))
