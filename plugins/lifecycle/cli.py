@@ -24,9 +24,9 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo
 
 from lifecycle.loader import DEFAULT_POLICY_DIR, LoadResult, load_policies, policy_dir
+from lifecycle.periods import local_instant
 from lifecycle.policy import json_schema
 from lifecycle.reference import REFERENCE_PATH, render_reference_section, update_reference
 
@@ -423,11 +423,6 @@ def _apply_to_database(
     return True
 
 
-def _instant(text: str) -> datetime:
-    value = datetime.fromisoformat(text)
-    return value if value.tzinfo else value.replace(tzinfo=ZoneInfo("Europe/Amsterdam"))
-
-
 def _day(text: str) -> date:
     """A report bound: a calendar date (YYYY-MM-DD); argparse names the option on failure."""
     try:
@@ -510,7 +505,9 @@ def _add_holds(holds_cmd: argparse.ArgumentParser) -> None:
         "--reason", required=True, choices=["legal_hold", "restriction", "dispute"]
     )
     place_cmd.add_argument("--by", required=True, help="who places it")
-    place_cmd.add_argument("--expires", type=_instant, help="ISO 8601; Amsterdam time if no offset")
+    place_cmd.add_argument(
+        "--expires", type=local_instant, help="ISO 8601; Amsterdam time if no offset"
+    )
     place_cmd.add_argument("--note", help="a case reference (no personal data)")
     release_cmd = actions.add_parser("release", help="end a hold")
     release_cmd.add_argument("id", type=int)

@@ -33,6 +33,13 @@ MAX_YEARS = 100
 _MAX_DIGITS = 10
 
 
+def local_instant(text: str, zone: str = "Europe/Amsterdam") -> datetime:
+    """An ISO 8601 time a person typed (a hold's expiry, a request's receipt): in `zone`'s
+    wall-clock time when it has no offset."""
+    value = datetime.fromisoformat(text)
+    return value if value.tzinfo else value.replace(tzinfo=ZoneInfo(zone))
+
+
 def parse_period(text: str, *, allow_zero: bool = False) -> relativedelta:
     """Parse a positive ISO 8601 duration (P6M, P90D, P3Y, P1Y6M, PT12H) into a calendar delta.
 

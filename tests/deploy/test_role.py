@@ -162,6 +162,20 @@ def refusal(engine: sa.Engine, statement: str) -> str | None:
     return None
 
 
+def contacts_deployment(cluster: Cluster, owner_telecom: sa.Engine, tmp_path) -> Deployment:
+    """The contacts and their contracts (`seed_contacts`), and a policy folder with the
+    contacts policy, on the cluster's databases as their owner."""
+    seed_contacts(owner_telecom)
+    policy_dir = tmp_path / "policies"
+    policy_dir.mkdir()
+    (policy_dir / "contacts.yaml").write_text(CONTACTS_POLICY, encoding="utf-8")
+    return Deployment(
+        policy_dir,
+        cluster.url(cluster.owner, "telecom").render_as_string(hide_password=False),
+        cluster.url(cluster.owner, "audit").render_as_string(hide_password=False),
+    )
+
+
 def test_grants_come_from_the_catalogue_policies():
     result = load_policies(DEFAULT_POLICY_DIR)
     assert not result.errors
@@ -252,17 +266,9 @@ def test_the_role_purges_and_audits_and_may_do_nothing_else(
     engines = (owner_telecom, owner_audit, role_telecom, role_audit)
     try:
         events = make_table(owner_telecom, "events", EVENT_TIMES)
-        seed_contacts(owner_telecom)
-        policy_dir = tmp_path / "policies"
-        policy_dir.mkdir()
-        (policy_dir / "contacts.yaml").write_text(CONTACTS_POLICY, encoding="utf-8")
-        deployment = Deployment(
-            policy_dir,
-            cluster.url(cluster.owner, "telecom").render_as_string(hide_password=False),
-            cluster.url(cluster.owner, "audit").render_as_string(hide_password=False),
-        )
+        deployment = contacts_deployment(cluster, owner_telecom, tmp_path)
         deployment.write_policy("events", "events", "seen_at")
-        monkeypatch.setenv("LIFECYCLE_POLICY_DIR", str(policy_dir))
+        monkeypatch.setenv("LIFECYCLE_POLICY_DIR", str(deployment.policy_dir))
 
         # The init service's part, logged in as the owner.
         connect_as(monkeypatch, cluster, cluster.owner)
@@ -454,16 +460,8 @@ def test_the_role_answers_requests_and_may_place_but_never_release_a_hold(
     owner_audit = sa.create_engine(cluster.url(cluster.owner, "audit"))
     role_audit = sa.create_engine(cluster.url(cluster.role, "audit"))
     try:
-        seed_contacts(owner_telecom)
-        policy_dir = tmp_path / "policies"
-        policy_dir.mkdir()
-        (policy_dir / "contacts.yaml").write_text(CONTACTS_POLICY, encoding="utf-8")
-        deployment = Deployment(
-            policy_dir,
-            cluster.url(cluster.owner, "telecom").render_as_string(hide_password=False),
-            cluster.url(cluster.owner, "audit").render_as_string(hide_password=False),
-        )
-        monkeypatch.setenv("LIFECYCLE_POLICY_DIR", str(policy_dir))
+        deployment = contacts_deployment(cluster, owner_telecom, tmp_path)
+        monkeypatch.setenv("LIFECYCLE_POLICY_DIR", str(deployment.policy_dir))
         connect_as(monkeypatch, cluster, cluster.owner)
         assert cli.main(["audit-init"]) == 0
         assert cli.main(["grants", "--role", cluster.role, "--apply"]) == 0

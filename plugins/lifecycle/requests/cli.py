@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
+from lifecycle.periods import local_instant
 from lifecycle.requests import KINDS, dag_id_of
 
 ZONE = ZoneInfo("Europe/Amsterdam")
@@ -62,11 +63,6 @@ def add_parser(command: argparse.ArgumentParser, parser_class: type[Any]) -> Non
     decide.add_argument("--decision", required=True, choices=["granted", "rejected"])
     decide.add_argument("--by", required=True, help="who decides")
     decide.add_argument("--note", help="the ground of the decision (no personal data)")
-
-
-def _instant(text: str) -> datetime:
-    value = datetime.fromisoformat(text)
-    return value if value.tzinfo else value.replace(tzinfo=ZONE)
 
 
 def _identifiers(pairs: list[str]) -> dict[str, str]:
@@ -135,7 +131,7 @@ def _action(engine: sa.Engine, args: argparse.Namespace) -> int:
             kind=args.kind,
             identifiers=_identifiers(args.subject),
             registered_by=args.by,
-            received_at=_instant(args.received) if args.received else None,
+            received_at=local_instant(args.received) if args.received else None,
             reference=args.reference,
             client_instructed=args.client_instructed,
             copy_objects=args.copy_objects,

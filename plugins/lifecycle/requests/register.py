@@ -13,6 +13,8 @@ category must be forwarded to the client organisation), `failed` (a run failed: 
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,6 +34,8 @@ from lifecycle.control import (
 )
 from lifecycle.requests import KINDS
 from lifecycle.subjects import SubjectValueError, canonical
+
+log = logging.getLogger(__name__)
 
 STATUSES = ("open", "answered", "needs_review", "failed", "closed")
 DECISIONS = ("granted", "rejected")
@@ -174,13 +178,19 @@ def _valid_id(request_id: Any) -> int:
     return number
 
 
-def _request(row: sa.Row[Any], subjects: tuple[str, ...]) -> Request:
-    values = dict(row._mapping)
-    for name in ("received_at", "due_at", "completed_at", "decided_at"):
-        values[name] = read_time(values[name])
-    values["outcome"] = values["outcome"] or {}
-    values["client_instructed"] = bool(values["client_instructed"])
-    values["copy_objects"] = bool(values["copy_objects"])
+REQUEST_FIELDS = frozenset(field.name for field in dataclasses.fields(Request)) - {"subjects"}
+TIMES = ("received_at", "due_at", "completed_at", "decided_at")
+
+
+def request_of(row: sa.Row[Any], subjects: tuple[str, ...]) -> Request:
+    """A register row as a `Request`, its times aware (UTC)."""
+    values = {name: value for name, value in row._mapping.items() if name in REQUEST_FIELDS}
+    for name in TIMES:
+        values[name] = read_time(values.get(name))
+    values["outcome"] = values.get("outcome") or {}
+    values["client_instructed"] = bool(values.get("client_instructed"))
+    values["copy_objects"] = bool(values.get("copy_objects"))
+    values["runs"] = values.get("runs") or 0
     return Request(**values, subjects=subjects)
 
 
@@ -191,7 +201,7 @@ def get_request(engine: sa.Engine, request_id: Any) -> Request:
         row = conn.execute(sa.select(requests).where(requests.c.id == number)).one_or_none()
     if row is None:
         raise RequestError(f"request {number}: no such request")
-    return _request(row, tuple(sorted(_subject_names(engine, [number]).get(number, []))))
+    return request_of(row, (subject_names(engine, number) or {}).get(number, ()))
 
 
 def list_requests(
@@ -208,28 +218,31 @@ def list_requests(
         query = query.limit(limit)
     with engine.connect() as conn:
         rows = conn.execute(query).all()
-    names = _subject_names(engine, [row.id for row in rows]) if rows else {}
-    return [_request(row, tuple(sorted(names.get(row.id, [])))) for row in rows]
+    names = (subject_names(engine) or {}) if rows else {}
+    return [request_of(row, names.get(row.id, ())) for row in rows]
 
 
-def _subject_names(engine: sa.Engine, request_ids: list[int]) -> dict[int, list[str]]:
-    """The names of the requests' identifiers (customer, phone...), never their values; empty
-    for a role that may not read them (an older grant of the audit UI's role: MariaDB refuses
-    even to say whether the table exists), asked on a connection of its own, so the refusal
-    aborts no transaction of the caller's."""
+def subject_names(
+    engine: sa.Engine, request_id: int | None = None
+) -> dict[int, tuple[str, ...]] | None:
+    """Each request's identifier names (customer, phone...), never a value, or one request's;
+    None when this role may not read them (the audit UI's, granted before its column grant on
+    the names) or the table is missing. On a connection of its own: a refused statement aborts
+    PostgreSQL's transaction, and on MariaDB even asking whether the table exists is refused."""
+    query = sa.select(request_subjects.c.request_id, request_subjects.c.subject)
+    if request_id is not None:
+        query = query.where(request_subjects.c.request_id == request_id)
     names: dict[int, list[str]] = {}
     try:
         with engine.connect() as conn:
-            found = conn.execute(
-                sa.select(request_subjects.c.request_id, request_subjects.c.subject).where(
-                    request_subjects.c.request_id.in_(request_ids)
-                )
-            )
-            for request_id, subject in found:
-                names.setdefault(request_id, []).append(subject)
-    except sa.exc.DBAPIError:
-        return {}
-    return names
+            if not sa.inspect(conn).has_table(request_subjects.name):
+                return None
+            for number, subject in conn.execute(query):
+                names.setdefault(number, []).append(subject)
+    except sa.exc.DBAPIError as exc:
+        log.info("identifier names of requests not readable (%s)", type(exc).__name__)
+        return None
+    return {number: tuple(sorted(found)) for number, found in names.items()}
 
 
 def identifiers_of(engine: sa.Engine, request_id: int) -> dict[str, str]:

@@ -290,15 +290,16 @@ class SubjectStore(RetentionStore):
         return 0
 
 
+# Beyond any record's time: a subject's records are erased whatever their age.
+ERASURE_CUTOFF = datetime(9000, 1, 1, tzinfo=UTC)
+
+
 def erasure_window(
     holds: tuple[Hold, ...], reload: Callable[[], tuple[Hold, ...]] | None = None
 ) -> RetentionWindow:
     """The window a `SubjectStore` purges and verifies with: the cutoff is not used (the
     subject's records are erased whatever their age), the holds are."""
     return RetentionWindow(cutoff=ERASURE_CUTOFF, holds=holds, reload_holds=reload)
-
-
-ERASURE_CUTOFF = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 def open_subject_store(

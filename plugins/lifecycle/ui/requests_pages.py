@@ -15,18 +15,23 @@ Times are shown in Europe/Amsterdam (the register's zone, as the CLI prints it),
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
-from lifecycle.control import present, request_results, request_subjects, requests, runs
-from lifecycle.requests.register import Request, category_results
+from lifecycle.control import present, read_time, request_results, requests, runs
+from lifecycle.requests.register import (
+    TIMES,
+    Request,
+    category_results,
+    request_of,
+    subject_names,
+)
 from lifecycle.ui.export import neutralised
 from lifecycle.ui.zones import DEFAULT_ZONE, local
 
@@ -47,8 +52,6 @@ CATEGORY_STATUSES = (
     "verification_failed",
     "failed",
 )
-REQUEST_FIELDS = {field.name for field in dataclasses.fields(Request)}
-TIMES = ("received_at", "due_at", "completed_at", "decided_at")
 
 
 class RegisterMissing(RuntimeError):
@@ -56,44 +59,6 @@ class RegisterMissing(RuntimeError):
 
 
 # -- the register -------------------------------------------------------------------------------
-
-
-def _aware(value: Any) -> Any:
-    return value.replace(tzinfo=UTC) if isinstance(value, datetime) and not value.tzinfo else value
-
-
-def _request(row: sa.Row[Any], names: tuple[str, ...]) -> Request:
-    values = {name: value for name, value in row._mapping.items() if name in REQUEST_FIELDS}
-    for name in TIMES:
-        values[name] = _aware(values.get(name))
-    values["outcome"] = values.get("outcome") or {}
-    values["client_instructed"] = bool(values.get("client_instructed"))
-    values["copy_objects"] = bool(values.get("copy_objects"))
-    values["runs"] = values.get("runs") or 0
-    return Request(**values, subjects=names)
-
-
-def readable_names(
-    engine: sa.Engine, request_id: int | None = None
-) -> dict[int, tuple[str, ...]] | None:
-    """Each request's identifier names (customer, phone...), never a value: None when this
-    role may not read them (the audit UI's least-privileged one) or the table is missing. On a
-    connection of its own: a refused statement aborts PostgreSQL's transaction, and on MariaDB
-    even asking whether the table exists is refused."""
-    query = sa.select(request_subjects.c.request_id, request_subjects.c.subject)
-    if request_id is not None:
-        query = query.where(request_subjects.c.request_id == request_id)
-    names: dict[int, list[str]] = {}
-    try:
-        with engine.connect() as conn:
-            if not sa.inspect(conn).has_table(request_subjects.name):
-                return None
-            for number, subject in conn.execute(query):
-                names.setdefault(number, []).append(subject)
-    except sa.exc.DBAPIError as exc:
-        log.info("retention audit: identifier names not readable (%s)", type(exc).__name__)
-        return None
-    return {number: tuple(sorted(found)) for number, found in names.items()}
 
 
 def _require_register(engine: sa.Engine) -> None:
@@ -117,8 +82,8 @@ def read_register(engine: sa.Engine) -> Register:
     _require_register(engine)
     with engine.connect() as conn:
         rows = conn.execute(sa.select(requests).order_by(requests.c.due_at, requests.c.id)).all()
-    names = readable_names(engine) if rows else {}
-    found = [_request(row, (names or {}).get(row.id, ())) for row in rows]
+    names = subject_names(engine) if rows else {}
+    found = [request_of(row, (names or {}).get(row.id, ())) for row in rows]
     closed = [r for r in found if r.status == "closed"]
     closed.sort(key=lambda r: (r.decided_at or r.due_at, r.id), reverse=True)
     return Register(
@@ -135,8 +100,8 @@ def read_request(engine: sa.Engine, request_id: int) -> tuple[Request, bool] | N
         row = conn.execute(sa.select(requests).where(requests.c.id == request_id)).one_or_none()
     if row is None:
         return None
-    names = readable_names(engine, request_id)
-    return _request(row, (names or {}).get(request_id, ())), names is not None
+    names = subject_names(engine, request_id)
+    return request_of(row, (names or {}).get(request_id, ())), names is not None
 
 
 # -- one request's last run ---------------------------------------------------------------------
@@ -199,7 +164,7 @@ def last_run(engine: sa.Engine, request: Request) -> LastRun | None:
         ).all()
         if not found:
             return None
-        run_id, at = found[0].run_id, _aware(found[0].at)
+        run_id, at = found[0].run_id, read_time(found[0].at)
         rows = category_results(conn, request.id, run_id)
         # The run's own row (`*`) and each category's, every try of it (`<run>/<policy>`,
         # `<run>/<policy>/try-2`...: lifecycle.requests.steps.category_run_id).
@@ -309,7 +274,7 @@ def log_rows(engine: sa.Engine) -> list[Request]:
     _require_register(engine)
     with engine.connect() as conn:
         rows = conn.execute(sa.select(requests).order_by(requests.c.id)).all()
-    return [_request(row, ()) for row in rows]
+    return [request_of(row, ()) for row in rows]
 
 
 def _log_record(request: Request, now: datetime) -> dict[str, Any]:
