@@ -1,6 +1,6 @@
 """`store.partitions: drop` (issue 13): `lifecycle grants` makes the PostgreSQL drop function
-for exactly the policies that drop partitions, and the audit row says how many partitions went
-and how many records they held."""
+and the MariaDB drop procedure for exactly the policies that drop partitions, and the audit
+row says how many partitions went and how many records they held."""
 
 from __future__ import annotations
 
@@ -36,7 +36,13 @@ def test_the_drop_function_is_made_for_the_policies_that_drop_partitions_only(
     assert "interval 'P6M'" in printed  # the policy's period, the wall-clock limit
     assert "GRANT DELETE, SELECT ON calls TO jobs;" in printed  # nothing more on the table
     assert cli.main(["grants", "--role", "jobs", "--dialect", "mysql"]) == 0
-    assert "FUNCTION" not in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "FUNCTION" not in printed
+    # MariaDB: the procedure, between the mysql client's DELIMITER lines, for `calls` alone.
+    assert printed.count("CREATE PROCEDURE") == 1
+    assert "DELIMITER $$\nCREATE PROCEDURE `lifecycle_drop_partition_calls`" in printed
+    assert "END$$\nDELIMITER ;\n" in printed
+    assert "GRANT EXECUTE ON PROCEDURE `lifecycle_drop_partition_calls` TO 'jobs';" in printed
 
 
 @pytest.mark.parametrize(

@@ -91,11 +91,10 @@ class SqlStore(StoreConfig):
         "`RANGE COLUMNS(ts)`). `delete`: rows are deleted in batches, as in any table. `drop`: "
         "a partition whose upper bound is at or before the cutoff and whose every row may go "
         "(none held, none without a usable timestamp) is dropped whole, counted as one batch; "
-        "the others, the straddling one included, are row-purged. On PostgreSQL the jobs' role "
-        "drops through a function `lifecycle grants` has the table's owner create (it refuses "
-        "any partition whose bound is after the cutoff, and any cutoff later than now minus "
-        "the period); on MariaDB the role needs LOCK TABLES, ALTER and DROP (with holds also "
-        "CREATE and INSERT), which `lifecycle grants` does not give. Needs the "
+        "the others, the straddling one included, are row-purged. The jobs' role drops through "
+        "a SECURITY DEFINER function (PostgreSQL) or procedure (MariaDB, with LOCK TABLES) "
+        "that `lifecycle grants` has the table's owner create: it refuses any partition whose "
+        "bound is after the cutoff, and any cutoff later than now minus the period. Needs the "
         "record's own `timestamp` and one cutoff (no `retention.from_event`, no "
         "`retention.per_tenant`).",
     )
@@ -218,14 +217,21 @@ class SqlStore(StoreConfig):
         return {self.conn_id: tables}
 
     def owner_statements(self, policy: Policy, dialect: str, role: str) -> dict[str, list[str]]:
-        """PostgreSQL, `partitions: drop`: the SECURITY DEFINER function through which the
-        role drops this table's expired partitions (`lifecycle.stores.sql_partitions`); MariaDB
-        has none."""
-        if self.partitions != "drop" or dialect != "postgresql":
+        """`partitions: drop`: what the table's owner creates so that the role drops this
+        table's expired partitions and nothing else: PostgreSQL's SECURITY DEFINER function
+        (`lifecycle.stores.sql_partitions`), MariaDB's SQL SECURITY DEFINER procedure
+        (`lifecycle.stores.sql_partitions_mariadb`)."""
+        if self.partitions != "drop":
             return {}
-        from lifecycle.stores.sql_partitions import drop_function_sql
+        if dialect == "postgresql":
+            from lifecycle.stores.sql_partitions import drop_function_sql
 
-        return {self.table: drop_function_sql(policy, role)}
+            return {self.table: drop_function_sql(policy, role)}
+        if dialect in ("mysql", "mariadb"):
+            from lifecycle.stores.sql_partitions_mariadb import procedure_sql
+
+            return {self.table: procedure_sql(policy, role)}
+        return {}
 
     def check_policy(self, policy: Policy) -> None:
         retention = policy.retention

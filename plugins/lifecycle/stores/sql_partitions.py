@@ -16,13 +16,10 @@ them in one transaction, one batch, through `lifecycle_drop_partition_<policy>`,
 DEFINER function the table's owner creates from `lifecycle grants`, where it exists: the jobs'
 role may call it and nothing else, and it refuses a partition of another table, a bound after
 the cutoff it is given, and a cutoff later than the wall clock minus the policy's period.
-Without the function the store's own role must own the table. MariaDB (`PARTITION BY RANGE` on
-`TO_DAYS(ts)`, `UNIX_TIMESTAMP(ts)`, or `RANGE COLUMNS(ts)`): without a hold, the table locked,
-the partitions counted and dropped in one ALTER; with holds, each partition's rows swapped out
-with `EXCHANGE PARTITION` into an empty table, counted there exactly (what the drop deletes,
-and that all of it is purgeable), then deleted with TRUNCATE; otherwise swapped back. The role
-then needs LOCK TABLES, ALTER, DROP (CREATE, INSERT) on the table's database (no least
-privilege form yet on MariaDB).
+Without the function the store's own role must own the table. MariaDB (`PARTITION BY RANGE`
+on `TO_DAYS(ts)`, `UNIX_TIMESTAMP(ts)`, or `RANGE COLUMNS(ts)`): one batch a partition,
+through the policy's stored procedure where its owner created it, else with the store's own
+rights (`lifecycle.stores.sql_partitions_mariadb`).
 """
 
 from __future__ import annotations
@@ -31,13 +28,12 @@ import contextlib
 import logging
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
 from lifecycle.stores import RetentionWindow
-from lifecycle.stores.sql_walk import json_keys
 
 if TYPE_CHECKING:
     from lifecycle.policy import Policy
@@ -47,6 +43,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("lifecycle.stores.sql")
 
 FUNCTION_PREFIX = "lifecycle_drop_partition_"
+# Around a MariaDB procedure's CREATE, for the mysql client (the body has `;`).
+DELIMITED = ("DELIMITER $$\n", "$$\nDELIMITER ")
 
 
 @dataclass(frozen=True)
@@ -112,7 +110,9 @@ def partitions_of(store: SqlTableStore) -> list[RangePartition] | None:
         if kind == "postgresql":
             return _postgresql_partitions(conn, store.table, store.ts.name)
         if kind in ("mysql", "mariadb"):
-            return _mariadb_partitions(conn, store.table, store.ts.name)
+            from lifecycle.stores.sql_partitions_mariadb import mariadb_partitions
+
+            return mariadb_partitions(conn, store.table, store.ts.name)
     return None
 
 
@@ -164,28 +164,40 @@ def drop_expired(
             tally.committed(sum(n for _p, n in went))
         gone = {p.name for p, _n in went}
         dropped = Dropped(len(went), sum(n for _p, n in went))
-        parts = []
-    elif not window.holds:  # MariaDB without a hold: one ALTER with the table locked
-        with store.guarded(f"drop partitions, batch {tally.batches + 1}"):
-            went = _drop_mariadb_locked(store, parts, tally, approved)
-        if went:
-            tally.committed(sum(n for _p, n in went))
+    else:
+        from lifecycle.stores import sql_partitions_mariadb as mariadb
+
+        with store.guarded("drop partitions"), store.engine.connect() as conn:
+            procedure = mariadb.procedure_of(conn, store)
+        if procedure is not None:  # the least-privilege way: one batch a partition
+            with store.guarded(f"drop partitions, batch {tally.batches + 1}"):
+                went = mariadb.drop_through_procedure(
+                    store, parts, purgeable, tally, approved, procedure
+                )
+            parts = []
+        elif not window.holds:  # without a hold: one ALTER with the table locked
+            with store.guarded(f"drop partitions, batch {tally.batches + 1}"):
+                went = mariadb.drop_locked(store, parts, tally, approved)
+            if went:
+                tally.committed(sum(n for _p, n in went))
+            parts = []
+        else:
+            went = []
         gone = {p.name for p, _n in went}
         dropped = Dropped(len(went), sum(n for _p, n in went))
-        parts = []
-    with store.guarded("drop partitions"), contextlib.ExitStack() as stack:
-        swap = None if postgresql or not parts else stack.enter_context(_MariaDBSwap(store))
-        for part in parts:
-            purgeable.now()  # holds read again before each partition
-            current = purgeable.window
-            assert swap is not None
-            with store.guarded(f"drop partition batch {tally.batches + 1}"):
-                rows = swap.drop(part, current, tally, approved)
-            if rows is None:
-                continue
-            tally.committed(rows)
-            gone.add(part.name)
-            dropped = Dropped(dropped.partitions + 1, dropped.rows + rows)
+        with store.guarded("drop partitions"), contextlib.ExitStack() as stack:
+            swap = stack.enter_context(mariadb.MariaDBSwap(store)) if parts else None
+            for part in parts:
+                purgeable.now()  # holds read again before each partition
+                current = purgeable.window
+                assert swap is not None
+                with store.guarded(f"drop partition batch {tally.batches + 1}"):
+                    rows = swap.drop(part, current, tally, approved)
+                if rows is None:
+                    continue
+                tally.committed(rows)
+                gone.add(part.name)
+                dropped = Dropped(dropped.partitions + 1, dropped.rows + rows)
     before_cutoff = (p for p in every if p.lower is None or p.lower < window.cutoff)
     kept = tuple(p.name for p in before_cutoff if p.name not in gone)
     dropped = Dropped(dropped.partitions, dropped.rows, kept)
@@ -430,221 +442,11 @@ END"""
 
 
 def run_ddl(conn: sa.Connection, statement: str) -> None:
-    """A statement of `drop_function_sql` through the driver: its `%` are PL/pgSQL's, not
-    placeholders (psycopg's paramstyle reads them as such)."""
+    """A statement of `drop_function_sql` or `procedure_sql` through the driver: its `%` are
+    PL/pgSQL's, not placeholders (psycopg's paramstyle reads them as such); the DELIMITER lines
+    around a MariaDB procedure are the mysql client's, not the server's."""
+    if statement.startswith(DELIMITED[0]) and statement.endswith(DELIMITED[1]):
+        statement = statement[len(DELIMITED[0]) : -len(DELIMITED[1])]
     if conn.dialect.paramstyle in ("format", "pyformat"):
         statement = statement.replace("%", "%%")
     conn.exec_driver_sql(statement)
-
-
-# -- MariaDB ------------------------------------------------------------------------------------
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_TO_DAYS_OFFSET = 365  # TO_DAYS('0001-01-01') is 366, Python's ordinal of that day 1
-
-
-def _mariadb_partitions(
-    conn: sa.Connection, table: sa.Table, column: str
-) -> list[RangePartition] | None:
-    rows = conn.execute(
-        sa.text(
-            "SELECT p.PARTITION_NAME, p.SUBPARTITION_NAME, p.PARTITION_METHOD, "
-            "p.PARTITION_EXPRESSION, p.PARTITION_DESCRIPTION, t.TABLE_TYPE "
-            "FROM information_schema.PARTITIONS p JOIN information_schema.TABLES t "
-            "ON t.TABLE_SCHEMA = p.TABLE_SCHEMA AND t.TABLE_NAME = p.TABLE_NAME "
-            "WHERE p.TABLE_SCHEMA = COALESCE(:schema, DATABASE()) AND p.TABLE_NAME = :name "
-            "ORDER BY p.PARTITION_ORDINAL_POSITION"
-        ),
-        {"schema": table.schema, "name": table.name},
-    ).all()
-    if not rows or rows[0][0] is None or any(r[1] is not None for r in rows):
-        return None  # not partitioned, or sub-partitioned
-    if rows[0][5] != "BASE TABLE":  # a system-versioned table keeps history: not dropped whole
-        return None
-    method, expression = rows[0][2], (rows[0][3] or "").replace("`", "").lower().strip()
-    col = column.lower()
-    if method == "RANGE COLUMNS" and expression == col:
-        convert = _column_literal
-    elif method == "RANGE" and expression == f"to_days({col})":
-        convert = _to_days
-    elif method == "RANGE" and expression == f"unix_timestamp({col})":
-        convert = _unix_seconds
-    else:
-        return None
-    parts, lower = [], None
-    for name, _sub, _method, _expr, description, _type in rows:
-        upper = None if description in (None, "MAXVALUE") else convert(description)
-        parts.append(RangePartition(name, lower, upper))
-        lower = upper
-    return parts
-
-
-def _to_days(description: str) -> datetime:
-    day = datetime.fromordinal(int(description) - _TO_DAYS_OFFSET)
-    return day.replace(tzinfo=UTC)
-
-
-def _unix_seconds(description: str) -> datetime:
-    return _EPOCH + timedelta(seconds=int(description))
-
-
-def _column_literal(description: str) -> datetime:
-    value = datetime.fromisoformat(description.strip("'"))
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def _drop_mariadb_locked(
-    store: SqlTableStore, parts: list[RangePartition], tally: Tally, approved: int
-) -> list[tuple[RangePartition, int]]:
-    """MariaDB, no hold on the policy: with the table locked against every other session
-    (LOCK TABLES ... WRITE), each partition counted (all its rows and those with a timestamp:
-    a NULL one, kept in the first partition, keeps it), the ledger told, then the partitions
-    dropped in one ALTER. Without a hold the predicate reads no other table, so the lock on
-    this one is enough; with holds, `_MariaDBSwap`."""
-    table = store.engine.dialect.identifier_preparer.format_table(store.table)
-    number = tally.batches + 1
-    with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.exec_driver_sql(f"LOCK TABLES {table} WRITE")
-        try:
-            chosen: list[tuple[RangePartition, int]] = []
-            for part in parts:
-                hint = f"PARTITION ({_quote(conn, part.name)})"
-                query = sa.select(sa.func.count(), sa.func.count(store.ts)).select_from(store.table)
-                total, timed = conn.execute(query.with_hint(store.table, hint)).one()
-                if total == timed:
-                    chosen.append((part, int(total)))
-            if not chosen:
-                return []
-            names = ", ".join(_quote(conn, p.name) for p, _n in chosen)
-            witnesses = None
-            if tally.journal.wants_witnesses and store._opaque_key():
-                first = sa.select(store.key).select_from(store.table).limit(1)
-                first = first.with_hint(store.table, f"PARTITION ({names})")
-                witnesses = json_keys(
-                    conn.execute(first.order_by(store.key.asc())).scalar(),
-                    conn.execute(first.order_by(store.key.desc())).scalar(),
-                )
-            reached = tally.deleted + sum(n for _p, n in chosen)
-            # The ledger's begin row before the drop (the ALTER commits by itself).
-            store._before_commit(number, reached, approved, tally, witnesses)
-            conn.exec_driver_sql(f"ALTER TABLE {table} DROP PARTITION {names}")
-            return chosen
-        finally:
-            conn.exec_driver_sql("UNLOCK TABLES")
-
-
-class _MariaDBSwap:
-    """The purge's swap table on MariaDB: one empty, unpartitioned table of the same columns,
-    made once per purge (its name derives from the table's, so a purge that crashed leaves it
-    where the next one finds it: rows still in it go back into the table first). For each
-    partition: its rows swapped out (EXCHANGE PARTITION, atomic), counted there, all purgeable
-    by the same predicate, the ledger told, then TRUNCATE deletes them (or they are swapped
-    back). At the end the emptied partitions are dropped in one ALTER, with the table locked
-    and each checked empty (a row written into one since keeps it, for the row purge)."""
-
-    def __init__(self, store: SqlTableStore):
-        import hashlib
-
-        self.store = store
-        prep = store.engine.dialect.identifier_preparer
-        self.table = prep.format_table(store.table)
-        digest = hashlib.sha256(store.table.fullname.encode()).hexdigest()[:12]
-        self.swap_name = f"lifecycle_swap_{digest}"
-        schema = store.table.schema
-        self.swap = ".".join(prep.quote(p) for p in (schema, self.swap_name) if p)
-        self.swap_table = f"{schema}.{self.swap_name}" if schema else self.swap_name
-        self.emptied: list[str] = []
-        self.conn = store.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        self.swapped: SqlTableStore | None = None
-
-    def __enter__(self) -> _MariaDBSwap:
-        from lifecycle.stores.sql import SqlTableStore
-
-        conn = self.conn
-        if conn.exec_driver_sql(f"SHOW TABLES LIKE '{self.swap_name}'").first() is not None:
-            # An earlier purge stopped between a swap and its TRUNCATE: those rows are back
-            # in the table before anything else (the row purge finds them again).
-            conn.exec_driver_sql(f"INSERT INTO {self.table} SELECT * FROM {self.swap}")
-            conn.exec_driver_sql(f"DROP TABLE {self.swap}")
-        conn.exec_driver_sql(f"CREATE TABLE {self.swap} LIKE {self.table}")
-        conn.exec_driver_sql(f"ALTER TABLE {self.swap} REMOVE PARTITIONING")
-        self.swapped = SqlTableStore(
-            _with_table(self.store.policy, self.swap_table), self.store.engine
-        )
-        return self
-
-    def drop(
-        self, part: RangePartition, window: RetentionWindow, tally: Tally, approved: int
-    ) -> int | None:
-        store, conn, swapped = self.store, self.conn, self.swapped
-        assert swapped is not None
-        partition = _quote(conn, part.name)
-        if window.holds:  # a partition with a held record is not even swapped out
-            total, ok = _count(store, conn, part, store._purgeable(window))
-            if total != ok:
-                return None
-        exchange = f"ALTER TABLE {self.table} EXCHANGE PARTITION {partition} WITH TABLE {self.swap}"
-        conn.exec_driver_sql(exchange)
-        try:
-            moved: int | None = None
-            with store.engine.begin() as tx:
-                purgeable = swapped._purgeable(window)
-                query = sa.select(sa.func.count(), sa.func.count(sa.case((purgeable, 1))))
-                rows, ok = tx.execute(query.select_from(swapped.table)).one()
-                if rows == ok:  # the ledger's begin row, the approval's ceiling: as any batch
-                    witnesses = (
-                        swapped._witnesses(tx, sa.true())
-                        if tally.journal.wants_witnesses and store._opaque_key()
-                        else None
-                    )
-                    moved = int(rows)
-                    store._before_commit(
-                        tally.batches + 1, tally.deleted + moved, approved, tally, witnesses
-                    )
-        except BaseException:
-            conn.exec_driver_sql(exchange)  # the rows go back where they came from
-            raise
-        if moved is None:  # a NULL timestamp (kept in the first partition), a malformed one
-            conn.exec_driver_sql(exchange)
-            return None
-        conn.exec_driver_sql(f"TRUNCATE TABLE {self.swap}")
-        self.emptied.append(part.name)
-        return moved
-
-    def __exit__(self, *exc: object) -> None:
-        conn = self.conn
-        try:
-            if self.emptied:
-                self._drop_emptied()
-        finally:
-            try:
-                # Never drop rows that are still in it (a swap back that failed): they go back.
-                if conn.exec_driver_sql(f"SELECT 1 FROM {self.swap} LIMIT 1").first():
-                    conn.exec_driver_sql(f"INSERT INTO {self.table} SELECT * FROM {self.swap}")
-                conn.exec_driver_sql(f"DROP TABLE IF EXISTS {self.swap}")
-            finally:
-                conn.close()
-
-    def _drop_emptied(self) -> None:
-        """The emptied partitions themselves, in one ALTER, those still empty (checked with
-        the table locked: a late row keeps its partition, for the row purge)."""
-        conn = self.conn
-        conn.exec_driver_sql(f"LOCK TABLES {self.table} WRITE")
-        try:
-            empty = [
-                name
-                for name in self.emptied
-                if conn.exec_driver_sql(
-                    f"SELECT 1 FROM {self.table} PARTITION ({_quote(conn, name)}) LIMIT 1"
-                ).first()
-                is None
-            ]
-            if empty:
-                names = ", ".join(_quote(conn, name) for name in empty)
-                conn.exec_driver_sql(f"ALTER TABLE {self.table} DROP PARTITION {names}")
-        finally:
-            conn.exec_driver_sql("UNLOCK TABLES")
-
-
-def _with_table(policy: Policy, table: str) -> Policy:
-    return policy.model_copy(update={"store": policy.store.model_copy(update={"table": table})})

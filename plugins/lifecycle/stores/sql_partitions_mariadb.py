@@ -1,0 +1,483 @@
+"""MariaDB's range-partitioned tables (`store.partitions: drop`, `lifecycle.stores.sql_partitions`):
+reading the partitions' bounds, and dropping them three ways.
+
+- Through `lifecycle_drop_partition_<policy>`, a stored procedure with SQL SECURITY DEFINER
+  that `lifecycle grants` has the table's owner create (`procedure_sql`), where it exists: the
+  jobs' role locks the table against writes (LOCK TABLES: the role's own right, which reads
+  nothing it may not read already), counts each partition with the purge's predicate (the
+  holds read again just before; the link tables are locked for reading under their aliases),
+  and calls the procedure for each partition whose every row may go. The procedure refuses a
+  partition that is not a RANGE partition of the policy's table on its timestamp, one whose
+  upper bound (computed from `information_schema.PARTITIONS` as `mariadb_partitions` reads
+  it) is after the cutoff it is given, a cutoff later than the wall clock minus the policy's
+  period, a call without the table locked, and a partition that does not hold exactly the
+  rows the caller counted; it returns the rows it dropped. The role needs no ALTER or DROP.
+- Without the procedure and without a hold: the table locked, counted, dropped in one ALTER
+  (`drop_locked`).
+- Without the procedure, with holds: each partition swapped out into an empty table and
+  counted there (`MariaDBSwap`). Both of these need ALTER and DROP (and CREATE, INSERT) in the
+  database: the table's owner, or a role given them by hand.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+
+from lifecycle.periods import parse_period
+from lifecycle.stores.sql_partitions import FUNCTION_PREFIX, RangePartition, _count, _quote
+from lifecycle.stores.sql_walk import json_keys
+
+if TYPE_CHECKING:
+    from lifecycle.policy import Policy
+    from lifecycle.stores import RetentionWindow
+    from lifecycle.stores.sql import SqlTableStore
+    from lifecycle.stores.sql_walk import LivePurgeable, Tally
+
+log = logging.getLogger("lifecycle.stores.sql")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_TO_DAYS_OFFSET = 365  # TO_DAYS('0001-01-01') is 366, Python's ordinal of that day 1
+
+
+def mariadb_partitions(
+    conn: sa.Connection, table: sa.Table, column: str
+) -> list[RangePartition] | None:
+    rows = conn.execute(
+        sa.text(
+            "SELECT p.PARTITION_NAME, p.SUBPARTITION_NAME, p.PARTITION_METHOD, "
+            "p.PARTITION_EXPRESSION, p.PARTITION_DESCRIPTION, t.TABLE_TYPE "
+            "FROM information_schema.PARTITIONS p JOIN information_schema.TABLES t "
+            "ON t.TABLE_SCHEMA = p.TABLE_SCHEMA AND t.TABLE_NAME = p.TABLE_NAME "
+            "WHERE p.TABLE_SCHEMA = COALESCE(:schema, DATABASE()) AND p.TABLE_NAME = :name "
+            "ORDER BY p.PARTITION_ORDINAL_POSITION"
+        ),
+        {"schema": table.schema, "name": table.name},
+    ).all()
+    if not rows or rows[0][0] is None or any(r[1] is not None for r in rows):
+        return None  # not partitioned, or sub-partitioned
+    if rows[0][5] != "BASE TABLE":  # a system-versioned table keeps history: not dropped whole
+        return None
+    method, expression = rows[0][2], (rows[0][3] or "").replace("`", "").lower().strip()
+    col = column.lower()
+    if method == "RANGE COLUMNS" and expression == col:
+        convert = _column_literal
+    elif method == "RANGE" and expression == f"to_days({col})":
+        convert = _to_days
+    elif method == "RANGE" and expression == f"unix_timestamp({col})":
+        convert = _unix_seconds
+    else:
+        return None
+    parts, lower = [], None
+    for name, _sub, _method, _expr, description, _type in rows:
+        upper = None if description in (None, "MAXVALUE") else convert(description)
+        parts.append(RangePartition(name, lower, upper))
+        lower = upper
+    return parts
+
+
+def _to_days(description: str) -> datetime:
+    day = datetime.fromordinal(int(description) - _TO_DAYS_OFFSET)
+    return day.replace(tzinfo=UTC)
+
+
+def _unix_seconds(description: str) -> datetime:
+    return _EPOCH + timedelta(seconds=int(description))
+
+
+def _column_literal(description: str) -> datetime:
+    value = datetime.fromisoformat(description.strip("'"))
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def drop_locked(
+    store: SqlTableStore, parts: list[RangePartition], tally: Tally, approved: int
+) -> list[tuple[RangePartition, int]]:
+    """MariaDB, no hold on the policy: with the table locked against every other session
+    (LOCK TABLES ... WRITE), each partition counted (all its rows and those with a timestamp:
+    a NULL one, kept in the first partition, keeps it), the ledger told, then the partitions
+    dropped in one ALTER. Without a hold the predicate reads no other table, so the lock on
+    this one is enough; with holds, `_MariaDBSwap`."""
+    table = store.engine.dialect.identifier_preparer.format_table(store.table)
+    number = tally.batches + 1
+    with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql(f"LOCK TABLES {table} WRITE")
+        try:
+            chosen: list[tuple[RangePartition, int]] = []
+            for part in parts:
+                hint = f"PARTITION ({_quote(conn, part.name)})"
+                query = sa.select(sa.func.count(), sa.func.count(store.ts)).select_from(store.table)
+                total, timed = conn.execute(query.with_hint(store.table, hint)).one()
+                if total == timed:
+                    chosen.append((part, int(total)))
+            if not chosen:
+                return []
+            names = ", ".join(_quote(conn, p.name) for p, _n in chosen)
+            witnesses = None
+            if tally.journal.wants_witnesses and store._opaque_key():
+                first = sa.select(store.key).select_from(store.table).limit(1)
+                first = first.with_hint(store.table, f"PARTITION ({names})")
+                witnesses = json_keys(
+                    conn.execute(first.order_by(store.key.asc())).scalar(),
+                    conn.execute(first.order_by(store.key.desc())).scalar(),
+                )
+            reached = tally.deleted + sum(n for _p, n in chosen)
+            # The ledger's begin row before the drop (the ALTER commits by itself).
+            store._before_commit(number, reached, approved, tally, witnesses)
+            conn.exec_driver_sql(f"ALTER TABLE {table} DROP PARTITION {names}")
+            return chosen
+        finally:
+            conn.exec_driver_sql("UNLOCK TABLES")
+
+
+class MariaDBSwap:
+    """The purge's swap table on MariaDB: one empty, unpartitioned table of the same columns,
+    made once per purge (its name derives from the table's, so a purge that crashed leaves it
+    where the next one finds it: rows still in it go back into the table first). For each
+    partition: its rows swapped out (EXCHANGE PARTITION, atomic), counted there, all purgeable
+    by the same predicate, the ledger told, then TRUNCATE deletes them (or they are swapped
+    back). At the end the emptied partitions are dropped in one ALTER, with the table locked
+    and each checked empty (a row written into one since keeps it, for the row purge)."""
+
+    def __init__(self, store: SqlTableStore):
+        import hashlib
+
+        self.store = store
+        prep = store.engine.dialect.identifier_preparer
+        self.table = prep.format_table(store.table)
+        digest = hashlib.sha256(store.table.fullname.encode()).hexdigest()[:12]
+        self.swap_name = f"lifecycle_swap_{digest}"
+        schema = store.table.schema
+        self.swap = ".".join(prep.quote(p) for p in (schema, self.swap_name) if p)
+        self.swap_table = f"{schema}.{self.swap_name}" if schema else self.swap_name
+        self.emptied: list[str] = []
+        self.conn = store.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        self.swapped: SqlTableStore | None = None
+
+    def __enter__(self) -> MariaDBSwap:
+        from lifecycle.stores.sql import SqlTableStore
+
+        conn = self.conn
+        if conn.exec_driver_sql(f"SHOW TABLES LIKE '{self.swap_name}'").first() is not None:
+            # An earlier purge stopped between a swap and its TRUNCATE: those rows are back
+            # in the table before anything else (the row purge finds them again).
+            conn.exec_driver_sql(f"INSERT INTO {self.table} SELECT * FROM {self.swap}")
+            conn.exec_driver_sql(f"DROP TABLE {self.swap}")
+        conn.exec_driver_sql(f"CREATE TABLE {self.swap} LIKE {self.table}")
+        conn.exec_driver_sql(f"ALTER TABLE {self.swap} REMOVE PARTITIONING")
+        self.swapped = SqlTableStore(
+            _with_table(self.store.policy, self.swap_table), self.store.engine
+        )
+        return self
+
+    def drop(
+        self, part: RangePartition, window: RetentionWindow, tally: Tally, approved: int
+    ) -> int | None:
+        store, conn, swapped = self.store, self.conn, self.swapped
+        assert swapped is not None
+        partition = _quote(conn, part.name)
+        if window.holds:  # a partition with a held record is not even swapped out
+            total, ok = _count(store, conn, part, store._purgeable(window))
+            if total != ok:
+                return None
+        exchange = f"ALTER TABLE {self.table} EXCHANGE PARTITION {partition} WITH TABLE {self.swap}"
+        conn.exec_driver_sql(exchange)
+        try:
+            moved: int | None = None
+            with store.engine.begin() as tx:
+                purgeable = swapped._purgeable(window)
+                query = sa.select(sa.func.count(), sa.func.count(sa.case((purgeable, 1))))
+                rows, ok = tx.execute(query.select_from(swapped.table)).one()
+                if rows == ok:  # the ledger's begin row, the approval's ceiling: as any batch
+                    witnesses = (
+                        swapped._witnesses(tx, sa.true())
+                        if tally.journal.wants_witnesses and store._opaque_key()
+                        else None
+                    )
+                    moved = int(rows)
+                    store._before_commit(
+                        tally.batches + 1, tally.deleted + moved, approved, tally, witnesses
+                    )
+        except BaseException:
+            conn.exec_driver_sql(exchange)  # the rows go back where they came from
+            raise
+        if moved is None:  # a NULL timestamp (kept in the first partition), a malformed one
+            conn.exec_driver_sql(exchange)
+            return None
+        conn.exec_driver_sql(f"TRUNCATE TABLE {self.swap}")
+        self.emptied.append(part.name)
+        return moved
+
+    def __exit__(self, *exc: object) -> None:
+        conn = self.conn
+        try:
+            if self.emptied:
+                self._drop_emptied()
+        finally:
+            try:
+                # Never drop rows that are still in it (a swap back that failed): they go back.
+                if conn.exec_driver_sql(f"SELECT 1 FROM {self.swap} LIMIT 1").first():
+                    conn.exec_driver_sql(f"INSERT INTO {self.table} SELECT * FROM {self.swap}")
+                conn.exec_driver_sql(f"DROP TABLE IF EXISTS {self.swap}")
+            finally:
+                conn.close()
+
+    def _drop_emptied(self) -> None:
+        """The emptied partitions themselves, in one ALTER, those still empty (checked with
+        the table locked: a late row keeps its partition, for the row purge)."""
+        conn = self.conn
+        conn.exec_driver_sql(f"LOCK TABLES {self.table} WRITE")
+        try:
+            empty = [
+                name
+                for name in self.emptied
+                if conn.exec_driver_sql(
+                    f"SELECT 1 FROM {self.table} PARTITION ({_quote(conn, name)}) LIMIT 1"
+                ).first()
+                is None
+            ]
+            if empty:
+                names = ", ".join(_quote(conn, name) for name in empty)
+                conn.exec_driver_sql(f"ALTER TABLE {self.table} DROP PARTITION {names}")
+        finally:
+            conn.exec_driver_sql("UNLOCK TABLES")
+
+
+def _with_table(policy: Policy, table: str) -> Policy:
+    return policy.model_copy(update={"store": policy.store.model_copy(update={"table": table})})
+
+
+# -- the least-privilege procedure ---------------------------------------------------------------
+
+REFUSED = "lifecycle refused"  # the procedure's messages (SIGNAL): a refusal ...
+CHANGED = "lifecycle changed"  # ... or a partition that no longer holds the rows counted
+
+
+def procedure_name(policy: Policy) -> str:
+    return f"{FUNCTION_PREFIX}{policy.name}"[:64]
+
+
+def _period_parts(period: str) -> tuple[int, int, int]:
+    """(months, days, seconds) of a calendar period, subtracted in that order as
+    relativedelta subtracts them (`lifecycle.periods.compute_cutoff`)."""
+    delta = parse_period(period)
+    return (
+        delta.years * 12 + delta.months,
+        delta.days,
+        delta.hours * 3600 + delta.minutes * 60 + delta.seconds,
+    )
+
+
+@lru_cache(maxsize=64)
+def offset_range(zone: str) -> tuple[int, int]:
+    """The lowest and highest UTC offset of `zone` (seconds) from 2000 to 2100: where MariaDB
+    has no time zone tables, the procedure bounds the policy's wall clock with them."""
+    tz = ZoneInfo(zone)
+    moment, end, seen = datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC), set()
+    while moment < end:
+        offset = moment.astimezone(tz).utcoffset()
+        seen.add(int(offset.total_seconds()) if offset is not None else 0)
+        moment += timedelta(days=7)  # no zone changes its offset for less than a week
+    return min(seen), max(seen)
+
+
+def procedure_sql(policy: Policy, role: str) -> list[str]:
+    """What the table's owner runs (`lifecycle grants`, MariaDB) for a policy with
+    `store.partitions: drop`: the procedure (SQL SECURITY DEFINER: it runs with its creator's
+    rights), the role's right to call it, and LOCK TABLES in the databases of the table and
+    of its link tables (the role locks them to count; it may lock only what it may read).
+
+    The latest cutoff it accepts is the wall clock in the policy's timezone minus the period,
+    where MariaDB's time zone tables are loaded (CONVERT_TZ); else the UTC clock shifted by the
+    zone's lowest offset, minus the period, minus its highest offset: never later than the
+    policy's own (one hour earlier at most in Europe/Amsterdam, exact in UTC). The CREATE is
+    wrapped in DELIMITER lines, for the mysql client (`run_ddl` removes them)."""
+    from lifecycle.stores.sql_config import SqlStore
+
+    store = policy.store
+    assert isinstance(store, SqlStore)
+    schema, _, table = store.table.rpartition(".")
+
+    def name(*parts: str) -> str:
+        return ".".join(f"`{p}`" for p in parts if p)
+
+    proc, target = name(schema, procedure_name(policy)), name(schema, table)
+    database = f"'{schema}'" if schema else "DATABASE()"
+    column = (store.timestamp or "").lower()
+    period, tz = policy.retention.period, policy.timezone
+    months, days, seconds = _period_parts(period)
+    low, high = offset_range(tz)
+    shift = f"- INTERVAL {months} MONTH - INTERVAL {days} DAY - INTERVAL {seconds} SECOND"
+    run = "PREPARE lifecycle_stmt FROM @lifecycle_sql; EXECUTE lifecycle_stmt; " + (
+        "DEALLOCATE PREPARE lifecycle_stmt;"
+    )
+    body = f"""
+BEGIN
+  DECLARE latest DATETIME(6);
+  DECLARE upper_bound DATETIME(6);
+  DECLARE found VARCHAR(64);
+  DECLARE method VARCHAR(64);
+  DECLARE expr VARCHAR(1024);
+  DECLARE bound VARCHAR(1024);
+  DECLARE sub VARCHAR(64);
+  DECLARE kind VARCHAR(64);
+  DECLARE locked INT DEFAULT 0;
+  DECLARE message VARCHAR(255);
+  SET latest = CONVERT_TZ(CONVERT_TZ(UTC_TIMESTAMP(6), '+00:00', '{tz}') {shift}, '{tz}', '+00:00');
+  IF latest IS NULL THEN  -- no time zone tables: the zone's offsets bound its wall clock
+    SET latest = UTC_TIMESTAMP(6) + INTERVAL {low} SECOND {shift} - INTERVAL {high} SECOND;
+  END IF;
+  IF cutoff IS NULL OR cutoff > latest THEN
+    SIGNAL SQLSTATE '45000'
+      SET MESSAGE_TEXT = '{REFUSED}: cutoff after now minus the period {period}';
+  END IF;
+  SELECT p.PARTITION_NAME, p.PARTITION_METHOD, LOWER(REPLACE(p.PARTITION_EXPRESSION, '`', '')),
+         p.PARTITION_DESCRIPTION, p.SUBPARTITION_NAME, t.TABLE_TYPE
+    INTO found, method, expr, bound, sub, kind
+    FROM information_schema.PARTITIONS p JOIN information_schema.TABLES t
+      ON t.TABLE_SCHEMA = p.TABLE_SCHEMA AND t.TABLE_NAME = p.TABLE_NAME
+   WHERE p.TABLE_SCHEMA = {database} AND p.TABLE_NAME = '{table}' AND p.PARTITION_NAME = part
+   LIMIT 1;
+  IF found IS NULL OR sub IS NOT NULL OR kind <> 'BASE TABLE' THEN
+    SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = '{REFUSED}: not a partition of {table}';
+  END IF;
+  -- The bound as lifecycle.stores.sql_partitions_mariadb reads it (naive UTC).
+  IF bound <> 'MAXVALUE' THEN
+    IF method = 'RANGE COLUMNS' AND expr = '{column}' THEN
+      SET upper_bound = CAST(TRIM(BOTH '''' FROM bound) AS DATETIME(6));
+    ELSEIF method = 'RANGE' AND expr = 'to_days({column})' THEN
+      SET upper_bound = CAST(FROM_DAYS(CAST(bound AS SIGNED)) AS DATETIME(6));
+    ELSEIF method = 'RANGE' AND expr = 'unix_timestamp({column})' THEN
+      SET upper_bound = CAST('1970-01-01' AS DATETIME(6)) + INTERVAL CAST(bound AS SIGNED) SECOND;
+    END IF;
+  END IF;
+  IF upper_bound IS NULL OR upper_bound > cutoff THEN
+    SIGNAL SQLSTATE '45000'
+      SET MESSAGE_TEXT = '{REFUSED}: not a range partition on {column} ending by the cutoff';
+  END IF;
+  -- Only under the caller's LOCK TABLES (an alias it did not lock fails with 1100), the
+  -- table write-locked (the ALTER needs it): nothing changes between the count and the drop.
+  BEGIN
+    DECLARE CONTINUE HANDLER FOR 1100 SET locked = 1;
+    DO (SELECT 1 FROM {target} AS lifecycle_lock_probe LIMIT 1);
+  END;
+  IF locked = 0 THEN
+    SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = '{REFUSED}: call it with LOCK TABLES {table} WRITE';
+  END IF;
+  SET @lifecycle_rows = NULL;
+  SET @lifecycle_sql = CONCAT('SELECT COUNT(*) INTO @lifecycle_rows FROM {target} PARTITION (`',
+                              REPLACE(found, '`', '``'), '`)');
+  {run}
+  IF expected IS NULL OR @lifecycle_rows <> expected THEN
+    SET message = CONCAT('{CHANGED}: the partition holds ', @lifecycle_rows, ' rows, ',
+                         COALESCE(expected, 'none'), ' counted');
+    SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = message;
+  END IF;
+  SET @lifecycle_sql = CONCAT('ALTER TABLE {target} DROP PARTITION `', REPLACE(found, '`', '``'),
+                              '`');
+  {run}
+  SELECT @lifecycle_rows AS dropped;
+END"""
+    create = (
+        f"CREATE PROCEDURE {proc}(IN part VARCHAR(64), IN cutoff DATETIME(6), IN expected BIGINT) "
+        f"MODIFIES SQL DATA SQL SECURITY DEFINER COMMENT 'lifecycle: drops an expired partition "
+        f"of {table} (policy {policy.name})'{body}"
+    )
+    databases = sorted({schema} | {t.rpartition(".")[0] for t in store.link_tables()})
+    return [
+        f"DROP PROCEDURE IF EXISTS {proc}",
+        f"DELIMITER $$\n{create}$$\nDELIMITER ",
+        f"GRANT EXECUTE ON PROCEDURE {proc} TO '{role}'",
+        *(f"GRANT LOCK TABLES ON {f'{name(db)}.*' if db else '*'} TO '{role}'" for db in databases),
+    ]
+
+
+def procedure_of(conn: sa.Connection, store: SqlTableStore) -> str | None:
+    """The policy's procedure, quoted (schema-qualified where the table is), if its owner
+    created it and the role may call it."""
+    found = conn.execute(
+        sa.text(
+            "SELECT 1 FROM information_schema.ROUTINES WHERE ROUTINE_TYPE = 'PROCEDURE' "
+            "AND ROUTINE_SCHEMA = COALESCE(:schema, DATABASE()) AND ROUTINE_NAME = :name"
+        ),
+        {"schema": store.table.schema, "name": procedure_name(store.policy)},
+    ).first()
+    if found is None:
+        return None
+    parts = (store.table.schema, procedure_name(store.policy))
+    return ".".join(_quote(conn, p) for p in parts if p)
+
+
+def _locks(store: SqlTableStore) -> str:
+    """LOCK TABLES' list: the table for writing, each link table for reading under the alias
+    the purge's predicate gives it (`SubjectMatcher`: LOCK TABLES locks names, not tables)."""
+    prep = store.engine.dialect.identifier_preparer
+    locks = [f"{prep.format_table(store.table)} WRITE"]
+    for links in store.subjects.links.values():
+        for link in links:
+            for hop in link.hops:
+                table = prep.format_table(hop.table.element)
+                locks.append(f"{table} AS {prep.quote(hop.table.name)} READ")
+    return ", ".join(dict.fromkeys(locks))
+
+
+def drop_through_procedure(
+    store: SqlTableStore,
+    parts: list[RangePartition],
+    purgeable: LivePurgeable,
+    tally: Tally,
+    approved: int,
+    procedure: str,
+) -> list[tuple[RangePartition, int]]:
+    """Each partition one batch: with the table locked against writes (and its link tables
+    against changes), counted with the purge's predicate, every row purgeable or it stays;
+    the ledger told; then the procedure drops it, checking the count. The predicate is built
+    before the lock: it reads the holds' stored phone spellings on another connection."""
+    condition = purgeable.now()
+    dropped: list[tuple[RangePartition, int]] = []
+    with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql(f"LOCK TABLES {_locks(store)}")
+        try:
+            for part in parts:
+                total, ok = _count(store, conn, part, condition)
+                if total != ok:  # a held record, a NULL or malformed timestamp
+                    log.info(
+                        "%s: a partition before the cutoff keeps %d records that may not go: "
+                        "row-purged instead",
+                        store.label,
+                        total - ok,
+                    )
+                    continue
+                witnesses = None
+                if tally.journal.wants_witnesses and store._opaque_key():
+                    first = sa.select(store.key).select_from(store.table).limit(1)
+                    first = first.with_hint(store.table, f"PARTITION ({_quote(conn, part.name)})")
+                    witnesses = json_keys(
+                        conn.execute(first.order_by(store.key.asc())).scalar(),
+                        conn.execute(first.order_by(store.key.desc())).scalar(),
+                    )
+                # The ledger's begin row before the drop (the ALTER commits by itself).
+                store._before_commit(
+                    tally.batches + 1, tally.deleted + total, approved, tally, witnesses
+                )
+                assert part.upper is not None  # a candidate: its bound is at or before the cutoff
+                rows = conn.execute(
+                    sa.text(f"CALL {procedure}(:part, :cutoff, :expected)"),
+                    {
+                        "part": part.name,
+                        # Its own bound as the cutoff: what the procedure checks against the
+                        # clock is when the partition's last possible row expired.
+                        "cutoff": part.upper.astimezone(UTC).replace(tzinfo=None),
+                        "expected": total,
+                    },
+                ).scalar_one()
+                tally.committed(int(rows))
+                dropped.append((part, int(rows)))
+        finally:
+            conn.exec_driver_sql("UNLOCK TABLES")
+    return dropped
