@@ -86,7 +86,7 @@ ledger = sa.Table(
     sa.Column("dag_id", sa.String(250), nullable=False),
     sa.Column("run_id", sa.String(250), nullable=False),
     sa.Column("attempt", sa.Integer, nullable=False),
-    # approved | begin | batch | unrecorded | settled | recorded
+    # approved | begin | batch | unrecorded | settled | recorded | finished | sweep
     sa.Column("event", sa.String(20), nullable=False),
     sa.Column("slice", sa.Integer),
     sa.Column("try_number", sa.Integer),

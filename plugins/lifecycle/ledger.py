@@ -180,6 +180,44 @@ class Ledger:
             self._write("unrecorded", slice=slice_index, try_number=try_of_batch, deleted=0)
         return counted
 
+    def finish_slice(self, slice_index: int, slices: int) -> bool:
+        """Mark slice `slice_index` of `slices` finished. True for the one slice that finds all
+        of them finished and the final sweep not yet claimed (it claims it), and again for a
+        retry of that slice: it then sweeps the whole table once more for purgeable rows a
+        concurrent UPDATE moved from a slice not yet walked into one already walked. One
+        transaction, serialized on the attempt's approval row (PostgreSQL, MariaDB: locked;
+        SQLite: the insert comes first and takes the database's write lock)."""
+        run = (
+            ledger.c.dag_id == self.key.dag_id,
+            ledger.c.run_id == self.key.run_id,
+            ledger.c.attempt == self.key.attempt,
+        )
+        row = {
+            "policy": self.key.policy,
+            "dag_id": self.key.dag_id,
+            "run_id": self.key.run_id,
+            "attempt": self.key.attempt,
+            "slice": slice_index,
+            "at": _now(self.engine),
+        }
+        with self.engine.begin() as conn:
+            if conn.dialect.name != "sqlite":
+                approval = sa.select(ledger.c.id).where(*run, ledger.c.event == "approved")
+                conn.execute(approval.with_for_update()).all()
+            conn.execute(sa.insert(ledger).values(row | {"event": "finished"}))
+            marks = conn.execute(
+                sa.select(ledger.c.event, ledger.c.slice).where(
+                    *run, ledger.c.event.in_(("finished", "sweep"))
+                )
+            ).all()
+            claimed = [index for event, index in marks if event == "sweep"]
+            if claimed:
+                return bool(claimed[0] == slice_index)
+            if len({index for event, index in marks if event == "finished"}) < slices:
+                return False
+            conn.execute(sa.insert(ledger).values(row | {"event": "sweep"}))
+            return True
+
     # -- the run's totals ----------------------------------------------------------------------
 
     def totals(self) -> dict[str, Any]:
@@ -291,6 +329,8 @@ def _fold(rows: list[sa.Row[Any]]) -> SliceTotals:
     begun: dict[tuple[int, int], int] = {}  # (try, batch) -> what it deletes if committed
     closed: set[tuple[int, int]] = set()
     for row in rows:
+        if row.event not in ("batch", "unrecorded", "settled", "begin"):
+            continue  # marks of the run's course (a slice finished, the sweep claimed)
         if row.event in ("batch", "unrecorded", "settled"):
             totals.deleted += int(row.deleted or 0)
         late = row.event in ("unrecorded", "settled")

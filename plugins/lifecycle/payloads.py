@@ -103,13 +103,24 @@ class SliceTask(Payload):
     after: KeyBound = None
     through: KeyBound = None
     past: int | None = None  # records past the window in it then, held or not
+    from_block: int | None = None  # or a range of blocks, [from_block, to_block)
+    to_block: int | None = None
+    slices: int = 1  # of the split: the last block slice to finish sweeps the whole table
 
     def bounds(self) -> Slice:
-        return Slice(self.index, self.expired, self.after, self.through, self.past)
+        return Slice(
+            self.index,
+            self.expired,
+            self.after,
+            self.through,
+            self.past,
+            from_block=self.from_block,
+            to_block=self.to_block,
+        )
 
     @classmethod
-    def of(cls, piece: Slice, attempt: int) -> SliceTask:
-        return cls(**piece.to_dict(), attempt=attempt)
+    def of(cls, piece: Slice, attempt: int, slices: int = 1) -> SliceTask:
+        return cls(**piece.to_dict(), attempt=attempt, slices=slices)
 
 
 class SliceResult(Payload):

@@ -272,7 +272,7 @@ def split(
         len(pieces),
         [piece.expired for piece in pieces],
     )
-    return [SliceTask.of(piece, run.attempt).to_json() for piece in pieces]
+    return [SliceTask.of(piece, run.attempt, len(pieces)).to_json() for piece in pieces]
 
 
 def delete(
@@ -293,7 +293,8 @@ def delete(
     from lifecycle.errors import NotApproved
 
     current, _ = window(policy, run, extracted)
-    piece = SliceTask.from_json(task).bounds()
+    sliced = SliceTask.from_json(task)
+    piece = sliced.bounds()
     earlier, uncounted = 0, False
     with run_ledger(policy, run) as ledger, open_policy_store(policy) as store:
         current = replace(current, reload_holds=_HoldSource(policy, run, ledger.engine))
@@ -322,12 +323,25 @@ def delete(
             in_slice=piece,
             journal=ledger.journal(piece.index, try_number),
         )
+        seconds = result.seconds
+        # Slices of blocks: a row an UPDATE moved into a slice already walked is in no slice's
+        # range any more; the last slice to finish sweeps the whole table for such rows, within
+        # what the run's approval leaves.
+        if piece.of_blocks and ledger.finish_slice(piece.index, sliced.slices):
+            approval = ledger.approved() or 0
+            swept = store.sweep_all(
+                current,
+                approved=max(0, approval - int(ledger.totals()["deleted"])),
+                journal=ledger.journal(piece.index, try_number),
+                after_batch=result.batches,
+            )
+            seconds += swept.seconds
         totals = ledger.slice_totals(piece.index)
     return SliceResult(
         slice=piece.index,
         deleted=totals.deleted,
         batches=totals.batches,
-        seconds=result.seconds,
+        seconds=seconds,
         failed=result.failed,
         partitions=result.partitions,
         earlier_tries=totals.deleted - result.deleted,

@@ -5,6 +5,8 @@ approved ceiling and the journal."""
 
 from __future__ import annotations
 
+import itertools
+import threading
 import uuid
 from collections import Counter
 from datetime import timedelta
@@ -332,20 +334,86 @@ def test_the_journal_sees_every_batch_with_its_count(pg, key_type):
         assert all(w is not None and w[0] < w[1] for w in witnesses)
 
 
-def test_a_slice_of_a_split_purge_stays_in_key_ranges(pg, monkeypatch):
-    """Slices are key ranges (`split`): each is purged by the keyed loop, never walked."""
-    table = build(pg, "uuid")
-    store = store_of(pg, table, batch_size=200, slices=2)
-    pieces = store.slices(WINDOW, count=2, expired=EXPIRED)
-    assert len(pieces) == 2 and not pieces[0].whole
+@pytest.mark.parametrize("key_type", ["uuid", "text"])
+def test_slices_of_a_split_purge_are_ranges_of_blocks(pg, monkeypatch, key_type):
+    """Slices (`split`) are ranges of blocks, cut from a count of purgeable rows per group of
+    blocks (no row_number() over every purgeable key), whatever the key: a text key slices
+    too, since no key value travels. Each slice walks its own blocks, in parallel, and never
+    another's; together they delete exactly what a whole purge would."""
+    engine, _ = pg
+    table = build(pg, key_type)
+    store = store_of(pg, table, batch_size=100, slices=4)
+    statements: list[str] = []
+    sa.event.listen(engine, "before_cursor_execute", _record(statements))
+    try:
+        pieces = store.slices(WINDOW, count=4, expired=EXPIRED)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", _record(statements))
+    assert not any("row_number" in sql.lower() for sql in statements)
+    assert len(pieces) == 4 and sum(p.expired for p in pieces) == EXPIRED
+    assert not any(p.of_keys for p in pieces)
+    assert pieces[0].from_block is None and pieces[-1].to_block is None
+    assert all(a.to_block == b.from_block for a, b in itertools.pairwise(pieces))
+    assert all(p.expired >= EXPIRED // 4 for p in pieces[:-1])
+    assert [store.past_window(WINDOW, p) for p in pieces] == [p.expired for p in pieces]
     sweeps = Sweeps(monkeypatch)
+    results: dict[int, int] = {}
 
-    results = [store.purge(WINDOW, approved=p.expired, in_slice=p) for p in pieces]
+    def purge(piece) -> None:
+        results[piece.index] = store.purge(WINDOW, approved=piece.expired, in_slice=piece).deleted
 
-    assert sum(r.deleted for r in results) == EXPIRED
-    assert sweeps.batches == sum(r.batches for r in results)
-    survivors = left(pg, table)
-    assert CUTOFF - ONE_US not in survivors and sum(survivors.values()) == ROWS - EXPIRED
+    threads = [threading.Thread(target=purge, args=(p,)) for p in pieces]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert results == {p.index: p.expired for p in pieces}
+    assert sweeps.batches == 0  # the walks found everything: the sweeps had nothing left
+    per_moment = ROWS // len(AROUND_CUTOFF)
+    assert left(pg, table) == {moment: per_moment for moment in AROUND_CUTOFF[3:]}
+
+
+def test_slices_follow_where_the_purgeable_rows_are(pg):
+    """Rows inserted in time order keep the expired ones in the first blocks: the slices cut
+    there, each about a quarter of them, and the last runs from there to the end."""
+    engine, made = pg
+    table = sa.Table(
+        f"physical_{uuid.uuid4().hex[:12]}",
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("seen_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("payload", sa.String(80)),
+    )
+    made.append(table)
+    table.create(engine)
+    moments = [CUTOFF - timedelta(days=30) + timedelta(minutes=i) for i in range(ROWS)]
+    moments = sorted([*moments, CUTOFF - ONE_US, CUTOFF])  # one either side of the cutoff
+    with engine.begin() as conn:
+        conn.execute(
+            table.insert(),
+            [{"id": i, "seen_at": m, "payload": "x" * 60} for i, m in enumerate(moments)],
+        )
+    expired = sum(1 for m in moments if m < CUTOFF)
+    store = store_of(pg, table, batch_size=100, slices=4)
+
+    pieces = store.slices(WINDOW, count=4, expired=expired)
+
+    assert len(pieces) == 4 and sum(p.expired for p in pieces) == expired
+    assert all(expired // 4 <= p.expired < expired // 4 + 100 for p in pieces[:-1])
+    for piece in pieces:
+        assert store.purge(WINDOW, approved=piece.expired, in_slice=piece).deleted == piece.expired
+    assert left(pg, table) == {CUTOFF: 1}
+
+
+def _record(statements: list[str]):
+    def before(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    return _RECORDERS.setdefault(id(statements), before)
+
+
+_RECORDERS: dict[int, object] = {}
 
 
 def test_a_partitioned_table_is_purged_in_key_ranges(pg, monkeypatch):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import sqlalchemy as sa
 
 from lifecycle.control import ensure_schema
@@ -74,3 +76,36 @@ def test_a_ledger_from_before_the_witnesses_column_still_takes_rows(tmp_path):
     assert old.totals() == {"deleted": 0, "batches": 0, "in_flight": {0: [(1, 1, 4)]}}
     other = Ledger(run.engine, RunKey("events", "retention_events", "r9", 0))
     assert other.in_flight_elsewhere() == []
+
+
+def test_exactly_one_slice_claims_the_final_sweep_however_they_finish(sql_url):
+    """Four slices of blocks finish at once, each in its own thread and connection: one of them
+    finds all four finished and claims the final sweep, on every control database (the
+    approval row locked on PostgreSQL and MariaDB, SQLite's write lock taken first). A retry of
+    that slice claims it again; a retry of another does not."""
+    import threading
+    import uuid
+
+    engine = sa.create_engine(sql_url, connect_args={"timeout": 30} if "sqlite" in sql_url else {})
+    ensure_schema(engine)
+    run = Ledger(engine, RunKey("events", "retention_events", f"r-{uuid.uuid4().hex}", 0))
+    run.approve(datetime(2026, 5, 1, tzinfo=UTC), 100, datetime(2026, 11, 1, tzinfo=UTC))
+    assert not run.finish_slice(3, 4)  # a first try of slice 3 finished early
+    claims: dict[int, bool] = {}
+    start = threading.Barrier(4)
+
+    def finish(index: int) -> None:
+        start.wait()
+        claims[index] = run.finish_slice(index, 4)
+
+    threads = [threading.Thread(target=finish, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    (claimer,) = [index for index, claimed in claims.items() if claimed]
+    assert run.finish_slice(claimer, 4)
+    assert not run.finish_slice((claimer + 1) % 4, 4)
+    assert run.totals() == {"deleted": 0, "batches": 0, "in_flight": {}}  # marks count nothing
+    engine.dispose()

@@ -28,9 +28,17 @@ def test_a_payload_goes_through_xcom_as_plain_json_and_comes_back_equal():
         "after": 10,
         "through": 20,
         "past": 6,
+        "from_block": None,
+        "to_block": None,
+        "slices": 1,
         "attempt": 2,
     }
     assert task.bounds() == Slice(index=1, expired=5, after=10, through=20, past=6)
+    # A slice of blocks, of a split into 3: block numbers only, whatever the key.
+    blocks = SliceTask.of(Slice(index=2, expired=5, from_block=40), attempt=0, slices=3)
+    wire = json.loads(json.dumps(blocks.to_json()))
+    assert (wire["from_block"], wire["to_block"], wire["slices"]) == (40, None, 3)
+    assert SliceTask.from_json(wire).bounds() == Slice(index=2, expired=5, from_block=40)
 
 
 def test_another_attempts_payload_is_not_this_attempts():

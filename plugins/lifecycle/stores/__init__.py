@@ -104,18 +104,30 @@ class Plan:
 
 @dataclass(frozen=True)
 class Slice:
-    """A slice of a purge, run as one mapped delete task: the keys `after < key <= through`
-    (None: unbounded), so the slices of a run never overlap and together miss nothing."""
+    """A slice of a purge, run as one mapped delete task: the keys `after < key <= through`,
+    or where the table is walked in physical order (PostgreSQL) the rows stored in blocks
+    `from_block <= block < to_block` (None: unbounded), so the slices of a run never overlap
+    and together miss nothing."""
 
     index: int
     expired: int  # purgeable records in the slice when the run was split
     after: Any = None  # JSON-safe key bounds: integers or UUID text, never other key values
     through: Any = None
     past: int | None = None  # records past the window in it then, held or not (None: uncounted)
+    from_block: int | None = None  # block numbers: say nothing of a record, whatever the key
+    to_block: int | None = None
 
     @property
     def whole(self) -> bool:
-        return self.after is None and self.through is None
+        return not self.of_keys and not self.of_blocks
+
+    @property
+    def of_keys(self) -> bool:
+        return self.after is not None or self.through is not None
+
+    @property
+    def of_blocks(self) -> bool:
+        return self.from_block is not None or self.to_block is not None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -186,6 +198,14 @@ class RetentionStore(ABC):
     def slices(self, window: RetentionWindow, *, count: int, expired: int) -> list[Slice]:
         """Split the purge into at most `count` slices; by default one: the whole store."""
         return [Slice(index=0, expired=expired)]
+
+    def sweep_all(
+        self, window: RetentionWindow, *, approved: int, journal: PurgeJournal, after_batch: int
+    ) -> PurgeResult:
+        """After every slice of ranges of blocks finished (`Slice.of_blocks`): delete what is
+        still purgeable anywhere, at most `approved`, batches numbered after `after_batch`.
+        Only stores that cut such slices are asked."""
+        raise NotImplementedError(f"{type(self).__name__} cuts no slices of blocks")
 
     def past_window(self, window: RetentionWindow, in_slice: Slice) -> int | None:
         """Records past the window in a slice, held or not, or None where counting would cost a

@@ -5,8 +5,9 @@ its range (an index-only walk), deletes the expired rows inside the range and co
 predicates keep the database on its primary-key index (PostgreSQL plans `IN (SELECT ... LIMIT)`
 as a hash join over the whole table), any orderable key type works, and a crashed purge resumes
 simply by being run again: finished batches are gone, the rest is found again. On PostgreSQL a
-whole-table purge first walks the table in physical order (`lifecycle.stores.sql_walk`): the
-key ranges then only sweep up what that walk could not see.
+whole-table purge, and each slice of a split one (ranges of blocks there), first walks the table
+in physical order (`lifecycle.stores.sql_walk`): the key ranges then only sweep up what that
+walk could not see.
 """
 
 from __future__ import annotations
@@ -371,6 +372,10 @@ class SqlTableStore(RetentionStore):
         if in_slice is None:
             return []
         bounds: list[sa.ColumnElement[bool]] = []
+        if in_slice.of_blocks:
+            upper = None if in_slice.to_block is None else (in_slice.to_block, 0)
+            lower = (in_slice.from_block or 0, 0)
+            bounds.append(self.sql.tid_between(self.table, lower, upper))
         if in_slice.after is not None:
             bounds.append(self.key > _coerce(str(in_slice.after), self.key))
         if in_slice.through is not None:
@@ -378,10 +383,26 @@ class SqlTableStore(RetentionStore):
         return bounds
 
     def slices(self, window: RetentionWindow, *, count: int, expired: int) -> list[Slice]:
-        """Cut the purgeable rows, in key order, into slices of about equal size (at least two
-        batches each). The bounds are every step-th purgeable key, numbered in the database."""
+        """Cut the purgeable rows into slices of about equal size (at least two batches each):
+        where the table is walked in physical order (PostgreSQL), ranges of blocks, whatever
+        the key (`_block_slices`); elsewhere ranges of the key, in key order, cut at every
+        step-th purgeable key numbered in the database (InnoDB stores rows in key order)."""
         size = max(self.config.batch_size * 2, -(-expired // max(count, 1)))
-        if count <= 1 or expired <= size or not self._sliceable():
+        if count <= 1 or expired <= size:
+            return [Slice(index=0, expired=expired)]
+        if self.walks_whole_table:
+            with _sanitized(self.label, "split"), self.engine.connect() as conn:
+                layout = self.sql.heap_layout(conn, self.table)
+                if layout is not None:
+                    return _block_slices(
+                        self.sql.rows_per_block_group(
+                            conn, self.table, self._purgeable(window), _group_width(layout[0])
+                        ),
+                        _group_width(layout[0]),
+                        size,
+                        count,
+                    )
+        if not self._sliceable():
             return [Slice(index=0, expired=expired)]
         numbered = (
             sa.select(
@@ -432,24 +453,40 @@ class SqlTableStore(RetentionStore):
         # a partitioned table is never sliced: its unique keys include the timestamp).
         whole = in_slice is None or in_slice.whole
         dropped = drop_expired(self, purgeable, tally, approved) if whole else Dropped()
-        # The whole table walks in physical order where the database can (PostgreSQL); a slice
-        # of the key range, and other databases, in key ranges.
+        # The whole table, or a slice of its blocks, walks in physical order where the database
+        # can (PostgreSQL); a slice of the key range, and other databases, in key ranges.
+        of_blocks = in_slice is not None and in_slice.of_blocks
         walked = (
             self.walks_whole_table
-            and (in_slice is None or in_slice.whole)
-            and walk(self, purgeable, tally, approved)
+            and (in_slice is None or in_slice.whole or of_blocks)
+            and walk(self, purgeable, tally, approved, _blocks_of(in_slice))
         )
-        if walked:  # statistics after the mass delete before the sweep's look for what is left
+        if walked and not of_blocks:  # fresh statistics for the sweep's look for what is left
             self.sql.refresh_statistics(self.engine, self.table, self.label)
         self._sweep(purgeable, tally, approved, after_walk=walked)
         tally.report(final=True)
-        if not walked and not refresh_partitions(self, dropped):
+        if (not walked or of_blocks) and not refresh_partitions(self, dropped):
             self.sql.refresh_statistics(self.engine, self.table, self.label)
         return PurgeResult(
             deleted=tally.deleted,
             batches=tally.batches,
             seconds=round(tally.seconds, 3),
             partitions=dropped.to_dict() if dropped.partitions else {},
+        )
+
+    def sweep_all(
+        self, window: RetentionWindow, *, approved: int, journal: PurgeJournal, after_batch: int
+    ) -> PurgeResult:
+        """The whole table's keyed sweep after its slices of blocks were walked: usually one
+        look that finds nothing."""
+        tally = Tally(self.label, journal, batches=after_batch)
+        self._sweep(LivePurgeable(self._purgeable, window), tally, approved, after_walk=True)
+        if tally.deleted:
+            log.info("%s: the final sweep deleted %d moved rows", self.label, tally.deleted)
+        return PurgeResult(
+            deleted=tally.deleted,
+            batches=tally.batches - after_batch,
+            seconds=round(tally.seconds, 3),
         )
 
     def _sweep(
@@ -601,6 +638,39 @@ def escape_for_text(sql: str) -> str:
 
 
 _TEXT_BIND = re.compile(r"(?<![:\w\\]):(?=\w)")
+
+
+def _group_width(blocks: int) -> int:
+    """Blocks counted together when a split cuts the table: at most about 4,000 groups."""
+    return max(1, -(-blocks // 4096))
+
+
+def _block_slices(groups: list[tuple[int, int]], width: int, size: int, count: int) -> list[Slice]:
+    """Slices of contiguous blocks holding about `size` purgeable rows each, at most `count`,
+    from (group, purgeable rows) in block order: a slice ends after the group that brings it
+    to `size`. The first starts at block 0, the last runs to the end of the table (rows
+    stored past its end meanwhile are in it)."""
+    pieces: list[Slice] = []
+    start: int | None = None
+    held = 0
+    for group, rows in groups:
+        held += rows
+        if held >= size and len(pieces) < count - 1:
+            end = (group + 1) * width
+            pieces.append(Slice(index=len(pieces), expired=held, from_block=start, to_block=end))
+            start, held = end, 0
+    if not pieces:
+        return [Slice(index=0, expired=held)]
+    if held:
+        pieces.append(Slice(index=len(pieces), expired=held, from_block=start))
+    else:  # the last cut fell on the last rows: its slice runs to the end
+        last = pieces.pop()
+        pieces.append(replace(last, to_block=None))
+    return pieces
+
+
+def _blocks_of(in_slice: Slice | None) -> tuple[int | None, int | None]:
+    return (None, None) if in_slice is None else (in_slice.from_block, in_slice.to_block)
 
 
 def _json_key(value: Any) -> int | str:

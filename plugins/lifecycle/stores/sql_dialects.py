@@ -91,9 +91,17 @@ class Dialect:
         )
 
     def tid_between(
-        self, table: sa.Table, lower: tuple[int, int], upper: tuple[int, int]
+        self, table: sa.Table, lower: tuple[int, int], upper: tuple[int, int] | None
     ) -> sa.ColumnElement[bool]:
-        """The rows stored from (block, offset) `lower` up to, not including, `upper`."""
+        """The rows stored from (block, offset) `lower` up to, not including, `upper` (None:
+        to the end of the table)."""
+        raise NotImplementedError
+
+    def rows_per_block_group(
+        self, conn: sa.Connection, table: sa.Table, where: sa.ColumnElement[bool], width: int
+    ) -> list[tuple[int, int]]:
+        """(group, rows of `where` in it), the blocks in groups of `width` (group g: blocks
+        g*width up to (g+1)*width), in block order; groups without such rows left out."""
         raise NotImplementedError
 
     def last_offset(self, conn: sa.Connection, table: sa.Table, block: int) -> int:
@@ -207,13 +215,31 @@ class PostgreSQLDialect(Dialect):
         return int(blocks), max(float(counted), 1.0) / sample
 
     def tid_between(
-        self, table: sa.Table, lower: tuple[int, int], upper: tuple[int, int]
+        self, table: sa.Table, lower: tuple[int, int], upper: tuple[int, int] | None
     ) -> sa.ColumnElement[bool]:
         # Literal TIDs (integers of ours): every batch gets a plan for its own range, never a
         # generic plan of a prepared statement that cannot know the range is a few pages.
         ctid = _ctid(table)
-        low, high = (f"'({int(b)},{int(o)})'::tid" for b, o in (lower, upper))
-        return sa.and_(ctid >= sa.literal_column(low), ctid < sa.literal_column(high))
+        low = ctid >= sa.literal_column(f"'({int(lower[0])},{int(lower[1])})'::tid")
+        if upper is None:
+            return low
+        return sa.and_(low, ctid < sa.literal_column(f"'({int(upper[0])},{int(upper[1])})'::tid"))
+
+    def rows_per_block_group(
+        self, conn: sa.Connection, table: sa.Table, where: sa.ColumnElement[bool], width: int
+    ) -> list[tuple[int, int]]:
+        # A tid has no block accessor before PostgreSQL 17: through its text, as a point.
+        group: sa.ColumnElement[Any] = sa.literal_column(
+            f"(({_ctid(table)})::text::point)[0]::bigint / {int(width)}"
+        )
+        query = (
+            sa.select(group, sa.func.count())
+            .select_from(table)
+            .where(where)
+            .group_by(group)
+            .order_by(group)
+        )
+        return [(int(g), int(n)) for g, n in conn.execute(query)]
 
     def last_offset(self, conn: sa.Connection, table: sa.Table, block: int) -> int:
         in_block = self.tid_between(table, (block, 0), (block + 1, 0))

@@ -34,19 +34,23 @@ Tid = tuple[int, int]  # (block, line pointer); offset 0 is before a block's fir
 
 
 def tid_ranges(
-    blocks: int, rows_per_page: float, batch_size: int, last_offset: Callable[[int], int]
+    blocks: int,
+    rows_per_page: float,
+    batch_size: int,
+    last_offset: Callable[[int], int],
+    start: int = 0,
 ) -> Iterator[tuple[Tid, Tid]]:
-    """Consecutive ranges [lower, upper) over blocks 0..`blocks`, of about `batch_size` rows
+    """Consecutive ranges [lower, upper) over blocks `start`..`blocks`, of about `batch_size` rows
     for `rows_per_page` rows a page: whole blocks where a block holds fewer rows than a batch,
     else ranges of `batch_size` line pointers up to the block's highest one holding a row
     (`last_offset`, asked as the walk reaches the block). A block's last range runs to the next
     block: rows stored there meanwhile are deleted too if purgeable."""
     if rows_per_page <= batch_size:
         step = max(1, int(batch_size // max(rows_per_page, 1.0)))
-        for block in range(0, blocks, step):
+        for block in range(start, blocks, step):
             yield (block, 0), (min(block + step, blocks), 0)
         return
-    for block in range(blocks):
+    for block in range(start, blocks):
         cuts = range(1 + batch_size, last_offset(block) + 1, batch_size)
         yield from itertools.pairwise([(block, 0), *((block, o) for o in cuts), (block + 1, 0)])
 
@@ -107,22 +111,33 @@ class Tally:
         )
 
 
-def walk(store: SqlTableStore, purgeable: LivePurgeable, tally: Tally, approved: int) -> bool:
-    """Batches of block ranges over the blocks the table has now, each its own transaction
-    with the store's checks (the ceiling, the journal); False where the table cannot be walked
-    so (`Dialect.heap_layout`). A range with nothing to delete is no batch (nothing journaled).
-    The witnesses are the lowest and highest key the batch deletes, for integer and UUID keys."""
+def walk(
+    store: SqlTableStore,
+    purgeable: LivePurgeable,
+    tally: Tally,
+    approved: int,
+    blocks: tuple[int | None, int | None] = (None, None),
+) -> bool:
+    """Batches of block ranges over the blocks the table has now (of a slice's `blocks`, from
+    and up to: None, unbounded), each its own transaction with the store's checks (the
+    ceiling, the journal); False where the table cannot be walked so (`Dialect.heap_layout`).
+    A range with nothing to delete is no batch (nothing journaled). The witnesses are the
+    lowest and highest key the batch deletes, for integer and UUID keys."""
     with store.guarded("purge"), store.engine.connect() as conn:
         layout = store.sql.heap_layout(conn, store.table)
     if layout is None:
         return False
+    size, rows_per_page = layout
+    start, end = blocks
+    size = size if end is None else min(end, size)
     key = store.key if tally.journal.wants_witnesses and store._opaque_key() else None
 
     def last_offset(block: int) -> int:
         with store.guarded("purge"), store.engine.connect() as conn:
             return store.sql.last_offset(conn, store.table, block)
 
-    for lower, upper in tid_ranges(*layout, store.config.batch_size, last_offset):
+    ranges = tid_ranges(size, rows_per_page, store.config.batch_size, last_offset, start or 0)
+    for lower, upper in ranges:
         in_batch = sa.and_(store.sql.tid_between(store.table, lower, upper), purgeable.now())
         number = tally.batches + 1
         with store.guarded(f"purge batch {number}"), store.engine.begin() as conn:
