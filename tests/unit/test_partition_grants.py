@@ -28,11 +28,13 @@ def test_the_drop_function_is_made_for_the_policies_that_drop_partitions_only(
     printed = capsys.readouterr().out
     functions = [line for line in printed.splitlines() if "FUNCTION" in line]
     assert [line.split("(")[0] for line in functions] == [
+        # The three-argument function of earlier versions goes: replaced, not overloaded.
+        'DROP FUNCTION IF EXISTS "public"."lifecycle_drop_partition_calls"',
         'CREATE OR REPLACE FUNCTION "public"."lifecycle_drop_partition_calls"',
         'REVOKE ALL ON FUNCTION "public"."lifecycle_drop_partition_calls"',
         'GRANT EXECUTE ON FUNCTION "public"."lifecycle_drop_partition_calls"',
     ]
-    assert "SECURITY DEFINER" in functions[0]
+    assert "SECURITY DEFINER" in functions[1]
     assert "interval 'P6M'" in printed  # the policy's period, the wall-clock limit
     assert "GRANT DELETE, SELECT ON calls TO jobs;" in printed  # nothing more on the table
     assert cli.main(["grants", "--role", "jobs", "--dialect", "mysql"]) == 0
@@ -92,3 +94,30 @@ def test_the_audit_row_names_the_partitions_dropped_and_their_records():
         "18 partitions before the cutoff dropped whole, holding 1400 of the deleted records"
         in (row["reasons"])
     )
+
+
+@pytest.mark.parametrize(
+    ("store", "message"),
+    [
+        ({"store__partition_grace": "P7D"}, r"store\.partition_grace: only with store\.partitions"),
+        ({"store__partitions": "drop", "store__partition_grace": "7 days"}, r"partition_grace"),
+        ({"store__partitions": "drop", "store__partition_grace": "P0D"}, r"partition_grace"),
+    ],
+)  # fmt: skip
+def test_a_partition_grace_is_a_positive_period_of_a_policy_that_drops(store, message):
+    with pytest.raises(ValueError, match=message):
+        make_policy(**store)
+    assert make_policy(store__partitions="drop", store__partition_grace="P7D")
+
+
+def test_the_drop_function_keeps_partitions_only_for_a_policy_with_a_grace():
+    from lifecycle.grants import owner_statements
+
+    with_grace = make_policy(store__partitions="drop", store__partition_grace="P7D")
+    without = make_policy(store__partitions="drop")
+    (create,) = [s for s in owner_statements([with_grace], "postgresql", "jobs")["cdrs"]
+                 if s.startswith("CREATE")]  # fmt: skip
+    assert "grace constant interval := interval 'P7D';" in create
+    (create,) = [s for s in owner_statements([without], "postgresql", "jobs")["cdrs"]
+                 if s.startswith("CREATE")]  # fmt: skip
+    assert "grace constant interval := NULL;" in create  # 'keep' refused

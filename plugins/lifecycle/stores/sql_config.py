@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
 from pydantic import AliasChoices, BaseModel, Field, field_validator
 
-from lifecycle.fields import NAME_PATTERN, ConnId, Identifier, QualifiedTable, Strict
+from lifecycle.fields import NAME_PATTERN, ConnId, Identifier, Period, QualifiedTable, Strict
 from lifecycle.stores.config import DELETE, READ, REMOVE_RESIDUE, Needs, StoreConfig
 
 if TYPE_CHECKING:
@@ -97,6 +97,16 @@ class SqlStore(StoreConfig):
         "bound is after the cutoff, and any cutoff later than now minus the period. Needs the "
         "record's own `timestamp` and one cutoff (no `retention.from_event`, no "
         "`retention.per_tenant`).",
+    )
+    partition_grace: Period | None = Field(
+        default=None,
+        description="With `partitions: drop`, on PostgreSQL: an expired partition is detached "
+        "(its rows leave the table then: the purge, counted and journaled as such) and kept "
+        "as a standalone table for this ISO 8601 duration (P7D) instead of dropped at once; "
+        "its COMMENT names the policy and the run's cutoff plus the grace, and the first run "
+        "whose cutoff reaches that drops it. Unset: dropped at once. Not on MariaDB (a run "
+        "there fails with a message saying so). A kept table is outside the table: an "
+        "erasure or a hold no longer reaches its rows.",
     )
     subjects: dict[
         Annotated[str, Field(pattern=NAME_PATTERN)],
@@ -224,7 +234,7 @@ class SqlStore(StoreConfig):
         if self.partitions != "drop":
             return {}
         if dialect == "postgresql":
-            from lifecycle.stores.sql_partitions import drop_function_sql
+            from lifecycle.stores.sql_partitions_postgresql import drop_function_sql
 
             return {self.table: drop_function_sql(policy, role)}
         if dialect in ("mysql", "mariadb"):
@@ -245,6 +255,11 @@ class SqlStore(StoreConfig):
             raise ValueError(
                 "store.partitions: drop needs the record's own timestamp and one cutoff: not "
                 "with retention.from_event or retention.per_tenant (use delete)"
+            )
+        if self.partition_grace is not None and self.partitions != "drop":
+            raise ValueError(
+                "store.partition_grace: only with store.partitions: drop (it is how long a "
+                "dropped partition is kept first): set partitions: drop or remove it"
             )
         if self.timestamp is not None and retention.from_event is not None:
             raise ValueError(

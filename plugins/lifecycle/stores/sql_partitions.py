@@ -16,24 +16,25 @@ them in one transaction, one batch, through `lifecycle_drop_partition_<policy>`,
 DEFINER function the table's owner creates from `lifecycle grants`, where it exists: the jobs'
 role may call it and nothing else, and it refuses a partition of another table, a bound after
 the cutoff it is given, and a cutoff later than the wall clock minus the policy's period.
-Without the function the store's own role must own the table. MariaDB (`PARTITION BY RANGE`
+Without the function the store's own role must own the table. With `store.partition_grace`
+the partitions are detached and kept as tables for the grace, then dropped by a later run
+(`lifecycle.stores.sql_partitions_postgresql`). MariaDB (`PARTITION BY RANGE`
 on `TO_DAYS(ts)`, `UNIX_TIMESTAMP(ts)`, or `RANGE COLUMNS(ts)`): one batch a partition,
 through the policy's stored procedure where its owner created it, else with the store's own
-rights (`lifecycle.stores.sql_partitions_mariadb`).
+rights (`lifecycle.stores.sql_partitions_mariadb`); no grace there (see `GRACE_ON_MARIADB`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from lifecycle.stores import RetentionWindow
+from lifecycle.stores import RetentionWindow, StoreConfigError
 
 if TYPE_CHECKING:
     from lifecycle.policy import Policy
@@ -45,6 +46,15 @@ log = logging.getLogger("lifecycle.stores.sql")
 FUNCTION_PREFIX = "lifecycle_drop_partition_"
 # Around a MariaDB procedure's CREATE, for the mysql client (the body has `;`).
 DELIMITED = ("DELIMITER $$\n", "$$\nDELIMITER ")
+# MariaDB cannot keep a partition as a table from a least-privileged role: the count and the
+# move must happen under the role's LOCK TABLES, and under it the procedure may touch no
+# table the role did not lock, nor a table it creates (EXCHANGE PARTITION needs one).
+GRACE_ON_MARIADB = (
+    "store.partition_grace: MariaDB drops expired partitions at once; it cannot keep them for "
+    "a grace period (moving a partition's rows to a table of their own needs a lock the jobs' "
+    "role cannot take on a table it may not read): remove partition_grace from the policy, or "
+    "use partitions: delete"
+)
 
 
 @dataclass(frozen=True)
@@ -59,14 +69,26 @@ class RangePartition:
 
 @dataclass(frozen=True)
 class Dropped:
+    # The partitions that left the table (dropped, or detached and kept) and their rows.
     partitions: int = 0
     rows: int = 0
     # The partitions before the cutoff that stayed (held records, the straddling one): the
     # row purge deletes in them, and their statistics are refreshed after it.
     kept: tuple[str, ...] = ()
+    # Of `partitions`, those detached and kept for `store.partition_grace`; and the kept ones
+    # of earlier runs dropped by this one, their grace over (their rows counted back then).
+    detached: int = 0
+    kept_dropped: int = 0
 
     def to_dict(self) -> dict[str, int]:
-        return {"partitions": self.partitions, "rows": self.rows}
+        """PurgeResult.partitions: {} when no partition went; `detached` and `kept_dropped`
+        where the policy keeps partitions."""
+        if not (self.partitions or self.kept_dropped):
+            return {}
+        counts = {"partitions": self.partitions, "rows": self.rows}
+        if self.detached or self.kept_dropped:
+            counts |= {"detached": self.detached, "kept_dropped": self.kept_dropped}
+        return counts
 
 
 def refresh_statistics(store: SqlTableStore, dropped: Dropped) -> bool:
@@ -108,7 +130,9 @@ def partitions_of(store: SqlTableStore) -> list[RangePartition] | None:
     kind = store.engine.dialect.name
     with store.guarded("reading the partitions"), store.engine.connect() as conn:
         if kind == "postgresql":
-            return _postgresql_partitions(conn, store.table, store.ts.name)
+            from lifecycle.stores.sql_partitions_postgresql import postgresql_partitions
+
+            return postgresql_partitions(conn, store.table, store.ts.name)
         if kind in ("mysql", "mariadb"):
             from lifecycle.stores.sql_partitions_mariadb import mariadb_partitions
 
@@ -126,6 +150,7 @@ def count_droppable(store: SqlTableStore, window: RetentionWindow) -> dict[str, 
     hold, counted as the purge counts them (every row purgeable); {} when none could go."""
     if not droppable_policy(store, window):
         return {}
+    _refuse_grace_on_mariadb(store)
     parts = candidates(partitions_of(store), window.cutoff)
     if not parts:
         return {}
@@ -148,18 +173,29 @@ def drop_expired(
     window = purgeable.window
     if not droppable_policy(store, window):
         return Dropped()
+    _refuse_grace_on_mariadb(store)
+    postgresql = store.engine.dialect.name == "postgresql"
+    kept_dropped = 0
+    if postgresql:  # first the kept partitions whose grace the run's cutoff has reached
+        from lifecycle.stores.sql_partitions_postgresql import drop_kept
+
+        with store.guarded("drop kept partitions"):
+            kept_dropped = drop_kept(store, window)
     every = partitions_of(store) or []
     parts = candidates(every, window.cutoff)
     dropped, gone = Dropped(), set()
     if not parts:
         return Dropped(
-            kept=tuple(p.name for p in every if p.lower is None or p.lower < window.cutoff)
+            kept=tuple(p.name for p in every if p.lower is None or p.lower < window.cutoff),
+            kept_dropped=kept_dropped,
         )
     postgresql = store.engine.dialect.name == "postgresql"
     if postgresql:  # all of them in one transaction, one batch
+        from lifecycle.stores.sql_partitions_postgresql import drop_postgresql
+
         purgeable.now()  # holds read again just before
         with store.guarded(f"drop partitions, batch {tally.batches + 1}"):
-            went = _drop_postgresql(store, parts, purgeable.window, tally, approved)
+            went = drop_postgresql(store, parts, purgeable.window, tally, approved)
         if went:
             tally.committed(sum(n for _p, n in went))
         gone = {p.name for p, _n in went}
@@ -200,15 +236,22 @@ def drop_expired(
                 dropped = Dropped(dropped.partitions + 1, dropped.rows + rows)
     before_cutoff = (p for p in every if p.lower is None or p.lower < window.cutoff)
     kept = tuple(p.name for p in before_cutoff if p.name not in gone)
-    dropped = Dropped(dropped.partitions, dropped.rows, kept)
+    detached = dropped.partitions if postgresql and store.config.partition_grace else 0
+    dropped = Dropped(dropped.partitions, dropped.rows, kept, detached, kept_dropped)
     if dropped.partitions:
         log.info(
-            "%s: %d partitions before the cutoff dropped whole, %d rows",
+            "%s: %d partitions before the cutoff %s, %d rows",
             store.label,
             dropped.partitions,
+            "detached and kept for the grace period" if detached else "dropped whole",
             dropped.rows,
         )
     return dropped
+
+
+def _refuse_grace_on_mariadb(store: SqlTableStore) -> None:
+    if store.config.partition_grace is not None and store.engine.dialect.name != "postgresql":
+        raise StoreConfigError(f"{store.label}: {GRACE_ON_MARIADB}")
 
 
 def _range(store: SqlTableStore, part: RangePartition) -> list[sa.ColumnElement[bool]]:
@@ -243,202 +286,11 @@ def _quote(conn: sa.Connection, name: str) -> str:
     return str(conn.dialect.identifier_preparer.quote(name))
 
 
-# -- PostgreSQL ---------------------------------------------------------------------------------
-
-_BOUND = re.compile(r"^FOR VALUES FROM \((?P<lower>.*)\) TO \((?P<upper>.*)\)$")
-
-
-def _postgresql_partitions(
-    conn: sa.Connection, table: sa.Table, column: str
-) -> list[RangePartition] | None:
-    name = conn.dialect.identifier_preparer.format_table(table)
-    ranged = conn.execute(
-        sa.text(
-            "SELECT p.partstrat = 'r' AND p.partnatts = 1 AND p.partattrs[0] = a.attnum "
-            "FROM pg_partitioned_table p JOIN pg_attribute a ON a.attrelid = p.partrelid "
-            "AND a.attname = :column WHERE p.partrelid = CAST(:name AS regclass)"
-        ),
-        {"name": name, "column": column},
-    ).scalar()
-    if not ranged:
-        return None
-    rows = conn.execute(
-        sa.text(
-            "SELECT CAST(c.oid AS regclass)::text, pg_get_expr(c.relpartbound, c.oid), c.relkind "
-            "FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-            "WHERE i.inhparent = CAST(:name AS regclass)"
-        ),
-        {"name": name},
-    ).all()
-    parts = []
-    for part, bound, kind in rows:
-        match = _BOUND.match(bound or "")
-        if kind != "r" or match is None:  # the DEFAULT partition, a sub-partitioned one
-            parts.append(RangePartition(part, None, None))
-            continue
-        lower, upper = (_pg_bound(conn, match[side]) for side in ("lower", "upper"))
-        parts.append(RangePartition(part, lower, upper))
-    return sorted(
-        parts, key=lambda p: (p.upper is None, p.upper or datetime.min.replace(tzinfo=UTC))
-    )
-
-
-def _pg_bound(conn: sa.Connection, text: str) -> datetime | None:
-    """A bound as pg_get_expr writes it: a quoted literal, or MINVALUE / MAXVALUE."""
-    if not text.startswith("'"):
-        return None
-    literal = text[1:-1].replace("''", "'")
-    try:  # pg_get_expr writes the session's format (ISO, UTC): read here, no round trip
-        parsed = datetime.fromisoformat(literal)
-    except ValueError:
-        parsed = None
-    if parsed is not None:  # a timestamp without time zone is UTC (the session's zone)
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    value = conn.execute(sa.text("SELECT CAST(:v AS timestamptz)"), {"v": literal}).scalar_one()
-    return value if isinstance(value, datetime) else None
-
-
-def function_name(policy: Policy) -> str:
-    return f"{FUNCTION_PREFIX}{policy.name}"[:63]
-
-
-def _function(conn: sa.Connection, store: SqlTableStore) -> str | None:
-    """The policy's drop function, schema-qualified, if its owner created it."""
-    schema = store.table.schema or "public"
-    found = conn.execute(
-        sa.text(
-            "SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
-            "WHERE n.nspname = :schema AND p.proname = :name"
-        ),
-        {"schema": schema, "name": function_name(store.policy)},
-    ).first()
-    if found is None:
-        return None
-    quote = conn.dialect.identifier_preparer.quote
-    return f"{quote(schema)}.{quote(function_name(store.policy))}"
-
-
-def _drop_postgresql(
-    store: SqlTableStore,
-    parts: list[RangePartition],
-    window: RetentionWindow,
-    tally: Tally,
-    approved: int,
-) -> list[tuple[RangePartition, int]]:
-    """One transaction, one batch: the table locked against writes, each partition checked
-    (with holds: every row of it purgeable, or it stays for the row purge), then each detached
-    and dropped (by the policy's function where it exists), counted as it goes. Returns the
-    partitions dropped and the rows each held."""
-    parent = store.engine.dialect.identifier_preparer.format_table(store.table)
-    number = tally.batches + 1
-    with store.engine.begin() as conn:
-        conn.exec_driver_sql(f"LOCK TABLE {parent} IN SHARE MODE")
-        # Without a hold every row of a range partition whose bound is at or before the cutoff
-        # is past the window (PostgreSQL keeps a NULL key in the DEFAULT partition only): the
-        # partition's own count, under the lock, is what the drop deletes.
-        chosen: list[tuple[RangePartition, int | None]] = []
-        for part in parts:
-            if not window.holds:
-                chosen.append((part, None))
-                continue
-            total, ok = _count(store, conn, part, store._purgeable(window))
-            if total == ok:
-                chosen.append((part, total))
-            else:
-                log.info(
-                    "%s: a partition before the cutoff keeps %d held records: row-purged instead",
-                    store.label,
-                    total - ok,
-                )
-        if not chosen:
-            return []
-        witnesses = (
-            store._witnesses(conn, sa.or_(*(sa.and_(*_range(store, p)) for p, _n in chosen)))
-            if tally.journal.wants_witnesses and store._opaque_key()
-            else None
-        )
-        function = _function(conn, store)
-        dropped: list[tuple[RangePartition, int]] = []
-        for part, expected in chosen:
-            if function is not None:
-                rows = conn.execute(
-                    sa.text(f"SELECT {function}(CAST(:part AS regclass), :cutoff, :expected)"),
-                    {"part": part.name, "cutoff": window.cutoff, "expected": expected},
-                ).scalar_one()
-            else:  # the table's owner
-                rows = conn.exec_driver_sql(f"SELECT count(*) FROM {part.name}").scalar_one()
-                conn.exec_driver_sql(f"ALTER TABLE {parent} DETACH PARTITION {part.name}")
-                conn.exec_driver_sql(f"DROP TABLE {part.name}")
-            dropped.append((part, int(rows)))
-        reached = tally.deleted + sum(n for _p, n in dropped)
-        store._before_commit(number, reached, approved, tally, witnesses)
-    return dropped
-
-
 def drop_function_sql(policy: Policy, role: str) -> list[str]:
-    """The PostgreSQL function the table's owner creates for a policy with `store.partitions:
-    drop` (`lifecycle grants`), and the right of `role` to call it. It detaches and drops one
-    partition of the policy's table, only a leaf range partition of it whose upper bound is at
-    or before the `cutoff` it is given, only when that cutoff is not later than now minus the
-    policy's period (wall clock, in the policy's timezone), and only when the partition holds
-    exactly the `expected` rows (when given: the caller counted them with the holds); it
-    returns the rows it dropped."""
-    from lifecycle.stores.sql_config import SqlStore
+    """PostgreSQL's function (`lifecycle.stores.sql_partitions_postgresql`)."""
+    from lifecycle.stores.sql_partitions_postgresql import drop_function_sql as sql
 
-    store = policy.store
-    assert isinstance(store, SqlStore)
-    schema, _, table = store.table.rpartition(".")
-    schema = schema or "public"
-    fn = f'"{schema}"."{function_name(policy)}"'
-    parent = f'"{schema}"."{table}"'
-    column = store.timestamp or ""
-    period = policy.retention.period
-    tz = policy.timezone
-    body = f"""
-DECLARE
-  parent constant regclass := '{parent}'::regclass;
-  latest timestamptz := ((now() AT TIME ZONE '{tz}') - interval '{period}') AT TIME ZONE '{tz}';
-  bound text;
-  upper_bound timestamptz;
-  n bigint;
-BEGIN
-  IF cutoff IS NULL OR cutoff > latest THEN
-    RAISE EXCEPTION 'cutoff after now minus the period {period}' USING ERRCODE = '42501';
-  END IF;
-  IF NOT EXISTS (
-    SELECT 1 FROM pg_partitioned_table p JOIN pg_attribute a
-      ON a.attrelid = p.partrelid AND a.attname = '{column}'
-    WHERE p.partrelid = parent AND p.partstrat = 'r' AND p.partnatts = 1
-      AND p.partattrs[0] = a.attnum
-  ) THEN
-    RAISE EXCEPTION 'not range-partitioned on {column}' USING ERRCODE = '42501';
-  END IF;
-  SELECT pg_get_expr(c.relpartbound, c.oid) INTO bound
-    FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-    WHERE i.inhparent = parent AND i.inhrelid = part AND c.relkind = 'r';
-  IF bound IS NULL THEN
-    RAISE EXCEPTION 'not a partition of %', parent USING ERRCODE = '42501';
-  END IF;
-  upper_bound := CAST(substring(bound FROM ' TO \\(''(.*)''\\)$') AS timestamptz);
-  IF upper_bound IS NULL OR upper_bound > cutoff THEN
-    RAISE EXCEPTION 'partition bound after the cutoff' USING ERRCODE = '42501';
-  END IF;
-  EXECUTE format('ALTER TABLE %s DETACH PARTITION %s', parent, part);
-  EXECUTE format('SELECT count(*) FROM %s', part) INTO n;
-  IF expected IS NOT NULL AND n <> expected THEN
-    RAISE EXCEPTION 'partition holds % rows, % counted', n, expected USING ERRCODE = '40001';
-  END IF;
-  EXECUTE format('DROP TABLE %s', part);
-  RETURN n;
-END"""
-    return [
-        f"CREATE OR REPLACE FUNCTION {fn}(part regclass, cutoff timestamptz, expected bigint) "
-        "RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER "
-        "SET search_path = pg_catalog, pg_temp SET TimeZone = 'UTC' "
-        f"AS $lifecycle${body}$lifecycle$",
-        f"REVOKE ALL ON FUNCTION {fn}(regclass, timestamptz, bigint) FROM PUBLIC",
-        f'GRANT EXECUTE ON FUNCTION {fn}(regclass, timestamptz, bigint) TO "{role}"',
-    ]
+    return sql(policy, role)
 
 
 def run_ddl(conn: sa.Connection, statement: str) -> None:
