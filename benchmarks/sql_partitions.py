@@ -82,6 +82,7 @@ def build_postgresql(engine: sa.Engine, rows: int, tables: list[str]) -> None:
                 "caller text, callee text, duration integer, PRIMARY KEY (id, ts)) "
                 "PARTITION BY RANGE (ts)"
             )
+            conn.exec_driver_sql(f"CREATE INDEX {table}_ts ON {table} (ts)")
             for lower, upper in itertools.pairwise(MONTHS):
                 conn.exec_driver_sql(
                     f"CREATE TABLE {table}_{lower:%Y%m} PARTITION OF {table} FOR VALUES "
@@ -112,7 +113,8 @@ def build_mariadb(engine: sa.Engine, rows: int, tables: list[str]) -> None:
             conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
             conn.exec_driver_sql(
                 f"CREATE TABLE {table} (id BIGINT NOT NULL, ts DATETIME(6) NOT NULL, "
-                "caller VARCHAR(20), callee VARCHAR(20), duration INT, PRIMARY KEY (id, ts)) "
+                "caller VARCHAR(20), callee VARCHAR(20), duration INT, PRIMARY KEY (id, ts), "
+                "KEY (ts)) "
                 f"ENGINE=InnoDB PARTITION BY RANGE (TO_DAYS(ts)) ({parts})"
             )
             conn.execute(

@@ -354,10 +354,18 @@ def _purge_notes(purged: Purge | None, ledger_totals: dict[str, Any] | None) -> 
     notes: list[str] = []
     if purged and purged.failed:
         notes += [f"{n} not deleted: {code}" for code, n in sorted(purged.failed.items())]
-    if purged and purged.partitions.get("partitions"):
+    parts = purged.partitions if purged else {}
+    if parts.get("partitions"):
+        detached = parts.get("detached", 0)
+        went = "dropped whole" if not detached else f"left whole ({detached} kept for the grace)"
         notes.append(
-            f"{purged.partitions['partitions']} partitions before the cutoff dropped whole, "
-            f"holding {purged.partitions.get('rows', 0)} of the deleted records"
+            f"{parts['partitions']} partitions before the cutoff {went}, "
+            f"holding {parts.get('rows', 0)} of the deleted records"
+        )
+    if parts.get("kept_dropped"):
+        notes.append(
+            f"{parts['kept_dropped']} partitions kept by earlier runs dropped, their grace over "
+            "(their records counted when they left the table)"
         )
     if purged and purged.earlier_tries:
         notes.append(

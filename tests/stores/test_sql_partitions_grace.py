@@ -162,6 +162,11 @@ def test_postgresql_keeps_expired_partitions_for_the_grace_then_drops_them(postg
         assert {count for count, _note in later.values()} == {1, 3}
         # The other policy's kept tables are its own: untouched.
         assert len(kept(owner, other)) == 6
+
+        # Their grace over, a run with nothing newly expired whole still says what went.
+        partitions = run(SqlTableStore(policy, engine), LATER + timedelta(days=8))
+        assert partitions == {"partitions": 0, "rows": 0, "detached": 0, "kept_dropped": 2}
+        assert kept(owner, table) == {}
     finally:
         if jobs is not None:
             jobs.dispose()

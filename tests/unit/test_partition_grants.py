@@ -63,13 +63,13 @@ def test_dropping_partitions_needs_the_record_s_own_timestamp_and_one_cutoff(ret
         make_policy(retention=retention, **store)
 
 
-def test_the_audit_row_names_the_partitions_dropped_and_their_records():
+def _reasons(partitions: dict[str, int]) -> list[str]:
     run = Run("retention_cdrs", "r", 1, datetime(2026, 11, 29, tzinfo=UTC), None)
     slices = [{"index": 0, "expired": 1500, "attempt": 1}]
     result = {"slice": 0, "deleted": 1500, "batches": 20, "seconds": 1.0, "failed": {},
-              "partitions": {"partitions": 18, "rows": 1400}, "attempt": 1}  # fmt: skip
+              "partitions": partitions, "attempt": 1}  # fmt: skip
     purged = merge_purges(run, slices, [result])
-    assert purged.partitions == {"partitions": 18, "rows": 1400}
+    assert purged.partitions == partitions
     row = audit_row(
         make_policy(store__partitions="drop"),
         dag_id="retention_cdrs",
@@ -90,10 +90,28 @@ def test_the_audit_row_names_the_partitions_dropped_and_their_records():
         started_at=None,
     )
     assert row["deleted"] == 1500
+    return list(row["reasons"])
+
+
+def test_the_audit_row_names_the_partitions_dropped_and_their_records():
     assert (
         "18 partitions before the cutoff dropped whole, holding 1400 of the deleted records"
-        in (row["reasons"])
+        in _reasons({"partitions": 18, "rows": 1400})
     )
+
+
+def test_the_audit_row_names_partitions_kept_for_the_grace_and_those_dropped_after_it():
+    reasons = _reasons({"partitions": 2, "rows": 1400, "detached": 2, "kept_dropped": 6})
+    assert (
+        "2 partitions before the cutoff left whole (2 kept for the grace), holding 1400 of the "
+        "deleted records" in reasons
+    )
+    assert any(r.startswith("6 partitions kept by earlier runs dropped") for r in reasons)
+    only = _reasons({"partitions": 0, "rows": 0, "detached": 0, "kept_dropped": 3})
+    assert [r for r in only if "partitions" in r] == [
+        "3 partitions kept by earlier runs dropped, their grace over (their records counted "
+        "when they left the table)"
+    ]
 
 
 @pytest.mark.parametrize(

@@ -139,7 +139,9 @@ class PurgeResult:
     batches: int
     seconds: float
     failed: dict[str, int] = field(default_factory=dict)  # error code -> records not deleted
-    # Range partitions dropped whole, and the rows they held (of `deleted`, in `batches`).
+    # Range partitions dropped whole, and the rows they held (of `deleted`, in `batches`):
+    # {"partitions", "rows"}, with a grace also "detached" (of partitions, kept as tables) and
+    # "kept_dropped" (kept by earlier runs, dropped by this one); {} when none went.
     partitions: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

@@ -461,17 +461,16 @@ class SqlTableStore(RetentionStore):
             and (in_slice is None or in_slice.whole or of_blocks)
             and walk(self, purgeable, tally, approved, _blocks_of(in_slice))
         )
-        if walked and not of_blocks:  # fresh statistics for the sweep's look for what is left
-            self.sql.refresh_statistics(self.engine, self.table, self.label)
         self._sweep(purgeable, tally, approved, after_walk=walked)
         tally.report(final=True)
-        if (not walked or of_blocks) and not refresh_partitions(self, dropped):
-            self.sql.refresh_statistics(self.engine, self.table, self.label)
+        # Statistics of the partitions that were row-purged beside the dropped ones; a table's
+        # own are refreshed by `verify`, whose count is what needs them.
+        refresh_partitions(self, dropped)
         return PurgeResult(
             deleted=tally.deleted,
             batches=tally.batches,
             seconds=round(tally.seconds, 3),
-            partitions=dropped.to_dict() if dropped.partitions else {},
+            partitions=dropped.to_dict(),
         )
 
     def sweep_all(
@@ -595,6 +594,9 @@ class SqlTableStore(RetentionStore):
         SQL handed to GX carries cutoffs and client ids, never a hold's value."""
         from lifecycle.verification import verify_sql
 
+        # After a mass delete the planner would still expect half the table past the window
+        # and count it with a scan of the whole table; fresh statistics make it an index lookup.
+        self.sql.refresh_statistics(self.engine, self.table, self.label)
         held = self._held(window.holds)
         with _sanitized(self.label, "verify"), self.engine.connect() as conn:
             held_count = conn.execute(

@@ -65,9 +65,10 @@ class SqlStore(StoreConfig):
         # `shards`, its former name, is still read.
         validation_alias=AliasChoices("slices", "shards"),
         description="Most parallel delete tasks a purge is split into (mapped tasks that spread "
-        "over the workers): contiguous, non-overlapping ranges of an integer or UUID `key`, of "
-        "about equal expired rows, two batches at least (the last may be smaller); fewer when "
-        "less is expired. Tables with other key types purge in one task (their key values could be "
+        "over the workers), of about equal expired rows, two batches at least (the last may be "
+        "smaller); fewer when less is expired. On PostgreSQL 14+: contiguous ranges of blocks, "
+        "whatever the key. Elsewhere: contiguous, non-overlapping ranges of an integer or UUID "
+        "`key`; tables with other key types purge in one task there (their key values could be "
         "personal data, and range bounds travel through XCom). Formerly `shards` (still read).",
     )
     residue: Literal["report", "remove"] = Field(
