@@ -83,6 +83,18 @@ def fill_the_last_block(engine: sa.Engine, table: sa.Table) -> int:
     return missing
 
 
+def split_run(deployment, run_id: str):
+    """The steps as the tasks run them, up to the split: (policy, run, extracted, slices)."""
+    from lifecycle import steps
+    from lifecycle.loader import load_policies
+
+    (policy,) = [loaded.policy for loaded in load_policies(deployment.policy_dir).policies]
+    run = steps.Run("retention_events", run_id, 0, LOGICAL_DATE, None, False, 1.0)
+    extracted = steps.extract(policy, run)
+    decision = steps.check(policy, run, extracted)
+    return policy, run, extracted, steps.split(policy, run, extracted, decision)
+
+
 def test_a_run_splits_a_text_keyed_table_into_ranges_of_blocks(deployment, pg_store):
     engine, table = pg_store
 
@@ -114,14 +126,9 @@ def test_the_last_slice_to_finish_sweeps_a_row_moved_into_a_walked_slice(deploym
     last to finish, it sweeps the whole table and deletes it, counted in its result, the run's
     total exact and within the approval."""
     from lifecycle import steps
-    from lifecycle.loader import load_policies
 
     engine, table = pg_store
-    (policy,) = [loaded.policy for loaded in load_policies(deployment.policy_dir).policies]
-    run = steps.Run("retention_events", "manual_blocks", 0, LOGICAL_DATE, None, False, 1.0)
-    extracted = steps.extract(policy, run)
-    decision = steps.check(policy, run, extracted)
-    slices = steps.split(policy, run, extracted, decision)
+    policy, run, extracted, slices = split_run(deployment, "manual_blocks")
     assert len(slices) == 3 and sum(s["expired"] for s in slices) == EXPIRED
     assert all(s["after"] is None and s["through"] is None for s in slices)  # no key in XCom
     last_block = slices[2]["from_block"]
@@ -156,15 +163,10 @@ def test_a_slice_finishing_before_the_others_leaves_the_sweep_to_the_last(
     deployment, pg_store, monkeypatch
 ):
     from lifecycle import steps
-    from lifecycle.loader import load_policies
     from lifecycle.stores.sql import SqlTableStore
 
     engine, table = pg_store
-    (policy,) = [loaded.policy for loaded in load_policies(deployment.policy_dir).policies]
-    run = steps.Run("retention_events", "manual_order", 0, LOGICAL_DATE, None, False, 1.0)
-    extracted = steps.extract(policy, run)
-    decision = steps.check(policy, run, extracted)
-    slices = steps.split(policy, run, extracted, decision)
+    policy, run, extracted, slices = split_run(deployment, "manual_order")
     swept: list[int] = []
     sweep_all = SqlTableStore.sweep_all
 

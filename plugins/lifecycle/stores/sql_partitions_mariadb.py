@@ -95,6 +95,21 @@ def _column_literal(description: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def _witnesses(
+    store: SqlTableStore, conn: sa.Connection, partitions: str, tally: Tally
+) -> list[int | str] | None:
+    """The lowest and highest key in the quoted `partitions` (a drop's witnesses for the
+    ledger), for integer and UUID keys where the journal asks for them."""
+    if not (tally.journal.wants_witnesses and store._opaque_key()):
+        return None
+    first = sa.select(store.key).select_from(store.table).limit(1)
+    first = first.with_hint(store.table, f"PARTITION ({partitions})")
+    return json_keys(
+        conn.execute(first.order_by(store.key.asc())).scalar(),
+        conn.execute(first.order_by(store.key.desc())).scalar(),
+    )
+
+
 def drop_locked(
     store: SqlTableStore, parts: list[RangePartition], tally: Tally, approved: int
 ) -> list[tuple[RangePartition, int]]:
@@ -118,14 +133,7 @@ def drop_locked(
             if not chosen:
                 return []
             names = ", ".join(_quote(conn, p.name) for p, _n in chosen)
-            witnesses = None
-            if tally.journal.wants_witnesses and store._opaque_key():
-                first = sa.select(store.key).select_from(store.table).limit(1)
-                first = first.with_hint(store.table, f"PARTITION ({names})")
-                witnesses = json_keys(
-                    conn.execute(first.order_by(store.key.asc())).scalar(),
-                    conn.execute(first.order_by(store.key.desc())).scalar(),
-                )
+            witnesses = _witnesses(store, conn, names, tally)
             reached = tally.deleted + sum(n for _p, n in chosen)
             # The ledger's begin row before the drop (the ALTER commits by itself).
             store._before_commit(number, reached, approved, tally, witnesses)
@@ -453,14 +461,7 @@ def drop_through_procedure(
                         total - ok,
                     )
                     continue
-                witnesses = None
-                if tally.journal.wants_witnesses and store._opaque_key():
-                    first = sa.select(store.key).select_from(store.table).limit(1)
-                    first = first.with_hint(store.table, f"PARTITION ({_quote(conn, part.name)})")
-                    witnesses = json_keys(
-                        conn.execute(first.order_by(store.key.asc())).scalar(),
-                        conn.execute(first.order_by(store.key.desc())).scalar(),
-                    )
+                witnesses = _witnesses(store, conn, _quote(conn, part.name), tally)
                 # The ledger's begin row before the drop (the ALTER commits by itself).
                 store._before_commit(
                     tally.batches + 1, tally.deleted + total, approved, tally, witnesses
