@@ -11,6 +11,7 @@ import functools
 import hashlib
 import logging
 import os
+import sys
 import time
 import warnings
 from collections.abc import Iterable
@@ -27,6 +28,24 @@ if TYPE_CHECKING:
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 # GX logs internals at INFO on every validation; the task log keeps our own summary instead.
 logging.getLogger("great_expectations").setLevel(logging.WARNING)
+log = logging.getLogger(__name__)
+
+
+def load() -> None:
+    """Import Great Expectations, saying what it cost: nothing where the Celery worker loaded it
+    before forking the task process (`lifecycle.worker`), else seconds, once per process."""
+    if "great_expectations" in sys.modules:
+        log.info("Great Expectations: already loaded in this process (by the worker)")
+        return
+    started = time.perf_counter()
+    import great_expectations
+    import great_expectations.expectations  # noqa: F401
+
+    log.info(
+        "Great Expectations: loaded in %.1f s (a worker with celery_config_options = "
+        "lifecycle.worker.CELERY_CONFIG loads it once for all its tasks)",
+        time.perf_counter() - started,
+    )
 
 
 @functools.cache
@@ -80,6 +99,7 @@ def verify_sql(
     value is that count. `expired_query` must select a constant, never a column, so nothing
     personal can reach the result even when it fails.
     """
+    load()  # before the imports below: says what the import cost this task
     import great_expectations as gx
     import great_expectations.expectations as gxe
 
@@ -143,6 +163,7 @@ def verify_inventory(
     (bounded memory): every value of `seconds_past_cutoff` (one per remaining unheld item; None
     where held or unreadable) must be >= 0. Only numbers reach GX: no key, no path, no
     content. `unit` names the items in the summary; `also_excepted`, what else keeps one."""
+    load()
     import great_expectations as gx
     import great_expectations.expectations as gxe
     import pandas as pd

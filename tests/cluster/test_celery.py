@@ -105,6 +105,10 @@ def test_a_run_triggered_through_the_rest_api_purges_exactly_the_expired_rows(cl
     assert row["holds"] == {str(hold): held}
     assert (row["verified"], row["remaining"]) == (True, 0)
     assert row["deleted"] == expired
+    # The worker loaded Great Expectations before forking the task: verify paid nothing for it.
+    verify_log = cluster.task_logs(BASIC.dag_id, run_id, lines=10_000)
+    assert "Great Expectations: already loaded in this process" in verify_log, verify_log[-3000:]
+    assert "Great Expectations: loaded in" not in verify_log
     # The scheduler added no run of its own: the triggered one is the DAG's only run.
     runs = cluster.get(f"/api/v2/dags/{BASIC.dag_id}/dagRuns")["dag_runs"]
     assert [r["dag_run_id"] for r in runs] == [run_id]
