@@ -357,7 +357,11 @@ def _purge_notes(purged: Purge | None, ledger_totals: dict[str, Any] | None) -> 
     parts = purged.partitions if purged else {}
     if parts.get("partitions"):
         detached = parts.get("detached", 0)
-        went = "dropped whole" if not detached else f"left whole ({detached} kept for the grace)"
+        went = (
+            "dropped whole"
+            if not detached
+            else f"detached whole ({detached} kept as tables for the grace period)"
+        )
         notes.append(
             f"{parts['partitions']} partitions before the cutoff {went}, "
             f"holding {parts.get('rows', 0)} of the deleted records"

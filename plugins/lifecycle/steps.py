@@ -289,8 +289,11 @@ def delete(
     mid-purge, say) first reconciles: what is gone from the slice since the split (past the
     window, held or not) and not in the ledger was deleted by the batch the interrupted try had
     in flight, and is written to the ledger against that try. Where the store cannot count
-    cheaply (object stores), the in-flight batch stays reported as such."""
+    cheaply (object stores) or a count cannot tell deleted from moved (slices of blocks), the
+    in-flight batch stays reported as such, and the retry may delete what the slice's approval
+    leaves after the earlier tries' recorded deletions."""
     from lifecycle.errors import NotApproved
+    from lifecycle.ledger import SliceTotals
 
     current, _ = window(policy, run, extracted)
     sliced = SliceTask.from_json(task)
@@ -307,6 +310,9 @@ def delete(
             now = store.past_window(current, piece) if piece.past is not None else None
             if now is None or piece.past is None:  # now is None whenever past is
                 uncounted = True
+                # What earlier tries are known to have deleted is spent: the in-flight batch
+                # stays reported as such, settled by its witnesses before the next run.
+                earlier = ledger.slice_totals(piece.index, before_try=try_number).deleted
             else:
                 earlier = max(0, piece.past - now)
                 found = ledger.reconcile(piece.index, try_number, earlier)
@@ -323,24 +329,19 @@ def delete(
             in_slice=piece,
             journal=ledger.journal(piece.index, try_number),
         )
-        seconds = result.seconds
+        seconds, swept = result.seconds, SliceTotals()
         # Slices of blocks: a row an UPDATE moved into a slice already walked is in no slice's
         # range any more; the last slice to finish sweeps the whole table for such rows, within
-        # what the run's approval leaves.
+        # what the run's approval leaves, journaled as a slice of its own (index: the count of
+        # slices), so that no slice's accounting mixes in rows of another's blocks.
         if piece.of_blocks and ledger.finish_slice(piece.index, sliced.slices):
-            approval = ledger.approved() or 0
-            swept = store.sweep_all(
-                current,
-                approved=max(0, approval - int(ledger.totals()["deleted"])),
-                journal=ledger.journal(piece.index, try_number),
-                after_batch=result.batches,
-            )
-            seconds += swept.seconds
+            seconds += _final_sweep(store, current, ledger, sliced.slices, try_number)
+            swept = ledger.slice_totals(sliced.slices)
         totals = ledger.slice_totals(piece.index)
     return SliceResult(
         slice=piece.index,
-        deleted=totals.deleted,
-        batches=totals.batches,
+        deleted=totals.deleted + swept.deleted,
+        batches=totals.batches + swept.batches,
         seconds=seconds,
         failed=result.failed,
         partitions=result.partitions,
@@ -348,6 +349,21 @@ def delete(
         earlier_uncounted=uncounted and bool(totals.in_flight),
         attempt=run.attempt,
     ).to_json()
+
+
+def _final_sweep(
+    store: RetentionStore, current: RetentionWindow, ledger: Ledger, index: int, try_number: int
+) -> float:
+    """The whole table's sweep after every slice of blocks finished: at most what the run's
+    approval leaves once every recorded deletion and every batch still in flight (it may have
+    committed) is counted; its seconds."""
+    totals = ledger.totals()
+    in_flight = sum(n for batches in totals["in_flight"].values() for _t, _b, n in batches)
+    left = (ledger.approved() or 0) - int(totals["deleted"]) - in_flight
+    result = store.sweep_all(
+        current, approved=max(0, left), journal=ledger.journal(index, try_number), after_batch=0
+    )
+    return result.seconds
 
 
 def merge_purges(run: Run, tasks: list[dict[str, Any]] | None, results: Any) -> Purge | None:

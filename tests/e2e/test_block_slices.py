@@ -4,7 +4,6 @@ out of a slice not yet walked into one already walked, within the run's approval
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter
 
 import pytest
@@ -28,12 +27,15 @@ def pg_store(deployment, postgres_url, monkeypatch):
     )
     engine = create_engine(postgres_url)
     table = sa.Table(
-        f"blocks_{uuid.uuid4().hex[:12]}",
+        # The table of the other runs' `events` policy: one asset URI for the session's
+        # Airflow (another URI under the same asset name would make the first inactive).
+        "events",
         sa.MetaData(),
         sa.Column("id", sa.Text, primary_key=True),  # a text key: never a bound in XCom
         sa.Column("seen_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("payload", sa.Text),
     )
+    table.drop(engine, checkfirst=True)
     table.create(engine)
     with engine.begin() as conn:
         conn.execute(
@@ -148,6 +150,7 @@ def test_the_last_slice_to_finish_sweeps_a_row_moved_into_a_walked_slice(deploym
 
     assert (first["deleted"], second["deleted"]) == (slices[0]["expired"], slices[1]["expired"])
     assert third["deleted"] == slices[2]["expired"]  # the moved row: swept, once
+    assert third["earlier_tries"] == 0  # the sweep's row is no interrupted try's
     merged = steps.merge_purges(run, slices, [first, second, third])
     assert merged.deleted == EXPIRED
     with engine.connect() as conn:
@@ -157,6 +160,11 @@ def test_the_last_slice_to_finish_sweeps_a_row_moved_into_a_walked_slice(deploym
     assert left(engine, table) == kept
     with steps.run_ledger(policy, run) as ledger:
         assert ledger.totals()["deleted"] == EXPIRED <= (ledger.approved() or 0)
+        # The sweep is journaled as a slice of its own, after the three.
+        assert (ledger.slice_totals(2).deleted, ledger.slice_totals(3).deleted) == (
+            slices[2]["expired"] - 1,
+            1,
+        )
 
 
 def test_a_slice_finishing_before_the_others_leaves_the_sweep_to_the_last(
@@ -180,4 +188,45 @@ def test_a_slice_finishing_before_the_others_leaves_the_sweep_to_the_last(
     assert swept == []  # slice 1 has not finished
     steps.delete(policy, run, extracted, slices[1], try_number=1)
     assert swept == [0]  # once, by the last, with nothing of the approval left to spend
+    assert left(engine, table) == Counter(m for m in MOMENTS if m >= CUTOFF)
+
+
+def test_a_retried_slice_of_blocks_spends_only_what_its_earlier_tries_left(
+    deployment, pg_store, monkeypatch
+):
+    """Try 1 of a slice commits its second batch and dies before the ledger hears of it. A
+    count over the slice's blocks cannot tell deleted rows from rows an UPDATE moved away, so
+    the retry reconciles nothing by counting: the batch stays in flight (for the next run to
+    settle by its witnesses), and the retry may delete what the approval leaves after try 1's
+    recorded batch; it finishes the slice, exact survivors."""
+    from lifecycle import steps
+    from lifecycle.ledger import Journal
+
+    engine, table = pg_store
+    policy, run, extracted, slices = split_run(deployment, "manual_retry")
+    first = slices[0]
+    assert first["past"] is None  # nothing counted over blocks at the split
+    recorded = Journal.after
+
+    def dies_after_the_second_commit(journal, batch, deleted):
+        if batch == 2:
+            raise ConnectionError("the worker died")
+        recorded(journal, batch, deleted)
+
+    monkeypatch.setattr(Journal, "after", dies_after_the_second_commit)
+    with pytest.raises(ConnectionError):
+        steps.delete(policy, run, extracted, first, try_number=1)
+    monkeypatch.setattr(Journal, "after", recorded)
+    with steps.run_ledger(policy, run) as ledger:
+        totals = ledger.slice_totals(0)
+    assert totals.batches == 1 and len(totals.in_flight) == 1
+    (_try, _batch, in_flight), one = totals.in_flight[0], totals.deleted
+
+    retried = steps.delete(policy, run, extracted, first, try_number=2)
+
+    assert retried["earlier_uncounted"] is True
+    assert retried["deleted"] == first["expired"] - in_flight  # the in-flight batch: not counted
+    assert one + in_flight + (retried["deleted"] - one) == first["expired"]
+    for piece in slices[1:]:
+        steps.delete(policy, run, extracted, piece, try_number=1)
     assert left(engine, table) == Counter(m for m in MOMENTS if m >= CUTOFF)

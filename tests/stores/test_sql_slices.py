@@ -55,7 +55,9 @@ def _slices_partition_and_purge_in_parallel(engine, key_type):
         assert [s.expired for s in pieces] == [51, 51, 51, 49]
         assert pieces[0].after is None and pieces[-1].through is None
         assert all(a.through == b.after for a, b in itertools.pairwise(pieces))
-    assert [store.past_window(WINDOW, s) for s in pieces] == [s.expired for s in pieces]
+    # A count over blocks cannot tell deleted from moved (an UPDATE moves a row): none there.
+    counts = [s.expired for s in pieces] if engine.dialect.name != "postgresql" else [None] * 4
+    assert [store.past_window(WINDOW, s) for s in pieces] == counts[: len(pieces)]
     # Each slice in its own thread and connection, as the mapped tasks run on their workers.
     results = {}
 
@@ -93,7 +95,8 @@ def test_a_slice_never_deletes_outside_its_bounds(engine):
             assert second.expired == 51
             assert not [i for i in left if second.after < i <= second.through]
     assert len(left) == 202 - second.expired
-    assert store.past_window(WINDOW, second) == 0
+    if engine.dialect.name != "postgresql":
+        assert store.past_window(WINDOW, second) == 0
 
 
 def test_small_purges_and_text_keys_stay_in_one_slice(engine):

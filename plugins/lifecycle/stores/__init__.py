@@ -107,7 +107,8 @@ class Slice:
     """A slice of a purge, run as one mapped delete task: the keys `after < key <= through`,
     or where the table is walked in physical order (PostgreSQL) the rows stored in blocks
     `from_block <= block < to_block` (None: unbounded), so the slices of a run never overlap
-    and together miss nothing."""
+    and together miss nothing (slices of blocks with the final sweep of the last to finish:
+    an UPDATE moves a row to another block)."""
 
     index: int
     expired: int  # purgeable records in the slice when the run was split

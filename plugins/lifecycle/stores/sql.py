@@ -42,7 +42,6 @@ from lifecycle.stores.sql_config import SqlStore
 from lifecycle.stores.sql_dialects import dialect_of
 from lifecycle.stores.sql_forecast import due_columns, due_counts
 from lifecycle.stores.sql_partitions import Dropped, count_droppable, drop_expired
-from lifecycle.stores.sql_partitions import refresh_statistics as refresh_partitions
 from lifecycle.stores.sql_residue import residue
 from lifecycle.stores.sql_subjects import SubjectMatcher, hold_value
 from lifecycle.stores.sql_subjects import coerce as _coerce
@@ -430,7 +429,11 @@ class SqlTableStore(RetentionStore):
         pieces.append(Slice(index=len(cuts), expired=total - size * len(cuts), after=after))
         return pieces
 
-    def past_window(self, window: RetentionWindow, in_slice: Slice) -> int:
+    def past_window(self, window: RetentionWindow, in_slice: Slice) -> int | None:
+        """None for a slice of blocks: an UPDATE moves a row to another block, so what left
+        the range is not what was deleted from it (a retry must not count it as deleted)."""
+        if in_slice.of_blocks:
+            return None
         query = sa.select(sa.func.count()).where(self._past_window(window), *self._bounds(in_slice))
         with _sanitized(self.label, "count"), self.engine.connect() as conn:
             return conn.execute(query).scalar_one()
@@ -463,9 +466,7 @@ class SqlTableStore(RetentionStore):
         )
         self._sweep(purgeable, tally, approved, after_walk=walked)
         tally.report(final=True)
-        # Statistics of the partitions that were row-purged beside the dropped ones; a table's
-        # own are refreshed by `verify`, whose count is what needs them.
-        refresh_partitions(self, dropped)
+        # Statistics are refreshed by `verify`, whose count is what needs them.
         return PurgeResult(
             deleted=tally.deleted,
             batches=tally.batches,

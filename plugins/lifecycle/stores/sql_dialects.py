@@ -178,24 +178,25 @@ class PostgreSQLDialect(Dialect):
     def refresh_statistics(self, engine: sa.Engine, table: sa.Table, label: str) -> None:
         """ANALYZE where autovacuum would (more rows changed since the last one than 50 and a
         tenth of the table), without waiting for it: after a mass delete the verification's
-        count would otherwise scan the table. Not on a quiet day's table (an ANALYZE reads
-        up to 30,000 pages). Best effort: a least-privilege role may not be allowed to."""
+        count would otherwise scan the table. Not on a quiet day's table (an ANALYZE reads up
+        to 30,000 pages); of a partitioned table, the partitions whose statistics are stale
+        (those the purge deleted in), never the whole tree. Best effort: a least-privilege role
+        may not be allowed to."""
         name = engine.dialect.identifier_preparer.format_table(table)
         try:
             with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                kind, stale = conn.execute(
+                stale = conn.execute(
                     sa.text(
-                        "SELECT c.relkind, s.n_mod_since_analyze > 50 + 0.1 * "
-                        "greatest(c.reltuples, 0) FROM pg_class c LEFT JOIN pg_stat_all_tables "
-                        "s ON s.relid = c.oid WHERE c.oid = CAST(:name AS regclass)"
+                        "SELECT CAST(t.relid AS regclass)::text FROM pg_partition_tree("
+                        "CAST(:name AS regclass)) t JOIN pg_class c ON c.oid = t.relid "
+                        "LEFT JOIN pg_stat_all_tables s ON s.relid = c.oid "
+                        "WHERE t.isleaf AND c.relkind = 'r' AND (s.n_mod_since_analyze IS NULL "
+                        "OR s.n_mod_since_analyze > 50 + 0.1 * greatest(c.reltuples, 0))"
                     ),
                     {"name": name},
-                ).one()
-                # A partitioned table's partitions keep their own statistics (those the purge
-                # deleted in are refreshed by it: `sql_partitions`); an ANALYZE of the parent
-                # would read every partition.
-                if kind == "r" and stale is not False:  # True, or unknown: never analyzed
-                    conn.execute(sa.text(f"ANALYZE {name}"))
+                ).scalars()
+                for relation in list(stale):  # never analyzed, or stale
+                    conn.exec_driver_sql(f"ANALYZE {relation}")
         except sa.exc.DBAPIError as exc:
             log.warning("%s: ANALYZE skipped (%s)", label, type(exc.orig).__name__)
 

@@ -72,9 +72,6 @@ class Dropped:
     # The partitions that left the table (dropped, or detached and kept) and their rows.
     partitions: int = 0
     rows: int = 0
-    # The partitions before the cutoff that stayed (held records, the straddling one): the
-    # row purge deletes in them, and their statistics are refreshed after it.
-    kept: tuple[str, ...] = ()
     # Of `partitions`, those detached and kept for `store.partition_grace`; and the kept ones
     # of earlier runs dropped by this one, their grace over (their rows counted back then).
     detached: int = 0
@@ -89,22 +86,6 @@ class Dropped:
         if self.detached or self.kept_dropped:
             counts |= {"detached": self.detached, "kept_dropped": self.kept_dropped}
         return counts
-
-
-def refresh_statistics(store: SqlTableStore, dropped: Dropped) -> bool:
-    """After partitions were dropped, ANALYZE only the partitions before the cutoff that stayed
-    (where the row purge deleted): the others did not change, and an ANALYZE of the whole
-    partitioned table reads every partition. PostgreSQL; False: not done here (use the table's
-    own refresh)."""
-    if not dropped.partitions or store.engine.dialect.name != "postgresql":
-        return False
-    with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        for name in dropped.kept:
-            try:
-                conn.exec_driver_sql(f"ANALYZE {name}")
-            except sa.exc.DBAPIError as exc:  # best effort, as the table's own
-                log.warning("%s: ANALYZE skipped (%s)", store.label, type(exc.orig).__name__)
-    return True
 
 
 def droppable_policy(store: SqlTableStore, window: RetentionWindow) -> bool:
@@ -185,11 +166,7 @@ def drop_expired(
     parts = candidates(every, window.cutoff)
     dropped, gone = Dropped(), set()
     if not parts:
-        return Dropped(
-            kept=tuple(p.name for p in every if p.lower is None or p.lower < window.cutoff),
-            kept_dropped=kept_dropped,
-        )
-    postgresql = store.engine.dialect.name == "postgresql"
+        return Dropped(kept_dropped=kept_dropped)
     if postgresql:  # all of them in one transaction, one batch
         from lifecycle.stores.sql_partitions_postgresql import drop_postgresql
 
@@ -234,10 +211,8 @@ def drop_expired(
                 tally.committed(rows)
                 gone.add(part.name)
                 dropped = Dropped(dropped.partitions + 1, dropped.rows + rows)
-    before_cutoff = (p for p in every if p.lower is None or p.lower < window.cutoff)
-    kept = tuple(p.name for p in before_cutoff if p.name not in gone)
     detached = dropped.partitions if postgresql and store.config.partition_grace else 0
-    dropped = Dropped(dropped.partitions, dropped.rows, kept, detached, kept_dropped)
+    dropped = Dropped(dropped.partitions, dropped.rows, detached, kept_dropped)
     if dropped.partitions:
         log.info(
             "%s: %d partitions before the cutoff %s, %d rows",

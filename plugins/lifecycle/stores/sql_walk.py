@@ -7,7 +7,9 @@ contiguous pages, whatever the key type and however its values relate to inserti
 when a block holds fewer, parts of one block (ranges of line pointers) when it holds more. The
 walk covers the blocks the table had when it started; rows an UPDATE moved meanwhile into a
 block already walked, and rows appended past its end, are found by the keyed sweep that
-follows (the store's key-range loop over whatever purgeable rows remain).
+follows (the store's key-range loop over whatever purgeable rows remain). A slice of a split
+purge walks its own range of blocks and sweeps it; the last slice to finish then sweeps the
+whole table (`SqlTableStore.sweep_all`, `lifecycle.steps.delete`).
 """
 
 from __future__ import annotations
