@@ -35,7 +35,10 @@ def load() -> None:
     """Import Great Expectations, saying what it cost: nothing where the Celery worker loaded it
     before forking the task process (`lifecycle.worker`), else seconds, once per process."""
     if "great_expectations" in sys.modules:
-        log.info("Great Expectations: already loaded in this process (by the worker)")
+        log.info(
+            "Great Expectations: already loaded in this process (by the worker before it "
+            "forked the task, or by an earlier verification in it)"
+        )
         return
     started = time.perf_counter()
     import great_expectations
