@@ -82,3 +82,21 @@ def deployment(airflow_home, tmp_path, monkeypatch) -> Deployment:
 
 def task_states(dag_run) -> dict[str, str]:
     return {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
+
+
+def interrupted_after_the_second_commit(monkeypatch, delete) -> None:
+    """Run `delete()` (a step's try) so that it commits its second batch and dies before the
+    deletion ledger hears of it (a worker killed, the control database gone)."""
+    from lifecycle.ledger import Journal
+
+    recorded = Journal.after
+
+    def dies_after_the_second_commit(journal, batch, deleted):
+        if batch == 2:
+            raise ConnectionError("the worker died")
+        recorded(journal, batch, deleted)
+
+    monkeypatch.setattr(Journal, "after", dies_after_the_second_commit)
+    with pytest.raises(ConnectionError):
+        delete()
+    monkeypatch.setattr(Journal, "after", recorded)

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from lifecycle.stores.sql import create_engine
-from tests.e2e.conftest import task_states
+from tests.e2e.conftest import interrupted_after_the_second_commit, task_states
 from tests.e2e.test_runs import CUTOFF, LOGICAL_DATE, TIMESTAMPS
 
 ROWS = 3000
@@ -200,23 +200,14 @@ def test_a_retried_slice_of_blocks_spends_only_what_its_earlier_tries_left(
     settle by its witnesses), and the retry may delete what the approval leaves after try 1's
     recorded batch; it finishes the slice, exact survivors."""
     from lifecycle import steps
-    from lifecycle.ledger import Journal
 
     engine, table = pg_store
     policy, run, extracted, slices = split_run(deployment, "manual_retry")
     first = slices[0]
     assert first["past"] is None  # nothing counted over blocks at the split
-    recorded = Journal.after
-
-    def dies_after_the_second_commit(journal, batch, deleted):
-        if batch == 2:
-            raise ConnectionError("the worker died")
-        recorded(journal, batch, deleted)
-
-    monkeypatch.setattr(Journal, "after", dies_after_the_second_commit)
-    with pytest.raises(ConnectionError):
-        steps.delete(policy, run, extracted, first, try_number=1)
-    monkeypatch.setattr(Journal, "after", recorded)
+    interrupted_after_the_second_commit(
+        monkeypatch, lambda: steps.delete(policy, run, extracted, first, try_number=1)
+    )
     with steps.run_ledger(policy, run) as ledger:
         totals = ledger.slice_totals(0)
     assert totals.batches == 1 and len(totals.in_flight) == 1

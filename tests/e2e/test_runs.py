@@ -5,10 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-import pytest
 import sqlalchemy as sa
 
-from tests.e2e.conftest import task_states
+from tests.e2e.conftest import interrupted_after_the_second_commit, task_states
 from tests.stores.test_sql import make_table, survivors
 
 AMS = ZoneInfo("Europe/Amsterdam")
@@ -287,7 +286,6 @@ def test_a_retried_slice_reports_what_its_interrupted_try_deleted(deployment, mo
     # before the ledger hears of it (a worker killed, the control database gone): the retry
     # reconciles that batch against the try that had it in flight.
     from lifecycle import steps
-    from lifecycle.ledger import Journal
     from lifecycle.loader import load_policies
 
     timestamps = [TIMESTAMPS[i % len(TIMESTAMPS)] for i in range(240)]
@@ -300,17 +298,9 @@ def test_a_retried_slice_reports_what_its_interrupted_try_deleted(deployment, mo
     assert [(s["expired"], s["past"]) for s in slices] == [(40, 40), (40, 40), (40, 40)]
     second = slices[1]
     expired_ids = sorted_ids_of(engine, table, second)
-    recorded = Journal.after
-
-    def dies_after_the_second_commit(journal, batch, deleted):
-        if batch == 2:
-            raise ConnectionError("the worker died")
-        recorded(journal, batch, deleted)
-
-    monkeypatch.setattr(Journal, "after", dies_after_the_second_commit)
-    with pytest.raises(ConnectionError):
-        steps.delete(policy, run, extracted, second, try_number=1)
-    monkeypatch.setattr(Journal, "after", recorded)
+    interrupted_after_the_second_commit(
+        monkeypatch, lambda: steps.delete(policy, run, extracted, second, try_number=1)
+    )
     # Someone else deletes a row of the slice meanwhile: not this run's deletion.
     with engine.begin() as conn:
         conn.execute(table.delete().where(table.c.id == expired_ids[-1]))
