@@ -25,6 +25,7 @@ from tests.stores.test_sql_partitions import (
     BOUNDS,
     CUTOFF,
     EXPIRED,
+    HOLD,
     WINDOW,
     mariadb_partitioned,
     mariadb_partitions,
@@ -237,3 +238,37 @@ def test_the_procedure_is_what_lifecycle_grants_prints_for_mariadb():
     assert "- INTERVAL 7200 SECOND;" in printed[1]
     utc = owner_statements([policy_on("calls", "calls", {}, "UTC")], "mysql", "jobs")["calls"]
     assert "INTERVAL 0 SECOND - INTERVAL 6 MONTH - INTERVAL 0 DAY - INTERVAL 0 SECOND" in utc[1]
+
+
+def test_mariadb_a_hold_placed_between_two_partition_drops_protects_the_next(mariadb_url):
+    """The holds are read again before each partition (each its own batch), as before any
+    batch: a hold committed once December's partition went keeps January's, the held row's."""
+    table = f"part_proc_{secrets.token_hex(3)}"
+    policy = policy_on(table, f"part_proc_{secrets.token_hex(3)}", {"customer": "customer"})
+    admin = create_engine(mariadb_url)
+    mariadb_partitioned(admin, table, "columns")
+    admin.dispose()
+    placed: list[int] = []
+
+    class PlacesTheHoldAfterTheFirstDrop:
+        wants_witnesses = False
+
+        def before(self, batch, expected, witnesses=None):
+            pass
+
+        def after(self, batch, deleted):
+            placed.append(batch)
+
+    with least_privileged(mariadb_url, policy, table) as (admin, jobs):
+        store = SqlTableStore(policy, jobs)
+        window = RetentionWindow(CUTOFF, reload_holds=lambda: (HOLD,) if placed else ())
+        plan = store.plan(window)
+        assert plan.expired == len(EXPIRED | {900})  # no hold yet
+
+        result = store.purge(
+            window, approved=plan.expired, journal=PlacesTheHoldAfterTheFirstDrop()
+        )
+
+        assert 900 in survivors(admin, table)  # January's partition stayed, row-purged
+        assert result.deleted == len(EXPIRED)
+        assert JANUARY in mariadb_partitions(admin, table)

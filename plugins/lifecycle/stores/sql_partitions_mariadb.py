@@ -434,6 +434,43 @@ def _locks(store: SqlTableStore) -> str:
     return ", ".join(dict.fromkeys(locks))
 
 
+def _drop_one(
+    store: SqlTableStore,
+    conn: sa.Connection,
+    part: RangePartition,
+    condition: sa.ColumnElement[bool],
+    tally: Tally,
+    approved: int,
+    procedure: str,
+) -> int | None:
+    """One partition under the caller's lock: the rows it dropped, or None where a record in
+    it may not go (held, a NULL or malformed timestamp): then the row purge takes it."""
+    total, ok = _count(store, conn, part, condition)
+    if total != ok:
+        log.info(
+            "%s: a partition before the cutoff keeps %d records that may not go: row-purged "
+            "instead",
+            store.label,
+            total - ok,
+        )
+        return None
+    witnesses = _witnesses(store, conn, _quote(conn, part.name), tally)
+    # The ledger's begin row before the drop (the ALTER commits by itself).
+    store._before_commit(tally.batches + 1, tally.deleted + total, approved, tally, witnesses)
+    assert part.upper is not None  # a candidate: its bound is at or before the cutoff
+    rows = conn.execute(
+        sa.text(f"CALL {procedure}(:part, :cutoff, :expected)"),
+        {
+            "part": part.name,
+            # Its own bound as the cutoff: what the procedure checks against the clock is when
+            # the partition's last possible row expired.
+            "cutoff": part.upper.astimezone(UTC).replace(tzinfo=None),
+            "expected": total,
+        },
+    ).scalar_one()
+    return int(rows)
+
+
 def drop_through_procedure(
     store: SqlTableStore,
     parts: list[RangePartition],
@@ -442,43 +479,21 @@ def drop_through_procedure(
     approved: int,
     procedure: str,
 ) -> list[tuple[RangePartition, int]]:
-    """Each partition one batch: with the table locked against writes (and its link tables
-    against changes), counted with the purge's predicate, every row purgeable or it stays;
-    the ledger told; then the procedure drops it, checking the count. The predicate is built
-    before the lock: it reads the holds' stored phone spellings on another connection."""
-    condition = purgeable.now()
+    """Each partition one batch: the holds read again (the predicate is built before the lock:
+    it reads the holds' stored phone spellings on another connection), then with the table
+    locked against writes (and its link tables against changes), counted with the purge's
+    predicate, every row purgeable or it stays; the ledger told; then the procedure drops it,
+    checking the count."""
     dropped: list[tuple[RangePartition, int]] = []
     with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.exec_driver_sql(f"LOCK TABLES {_locks(store)}")
-        try:
-            for part in parts:
-                total, ok = _count(store, conn, part, condition)
-                if total != ok:  # a held record, a NULL or malformed timestamp
-                    log.info(
-                        "%s: a partition before the cutoff keeps %d records that may not go: "
-                        "row-purged instead",
-                        store.label,
-                        total - ok,
-                    )
-                    continue
-                witnesses = _witnesses(store, conn, _quote(conn, part.name), tally)
-                # The ledger's begin row before the drop (the ALTER commits by itself).
-                store._before_commit(
-                    tally.batches + 1, tally.deleted + total, approved, tally, witnesses
-                )
-                assert part.upper is not None  # a candidate: its bound is at or before the cutoff
-                rows = conn.execute(
-                    sa.text(f"CALL {procedure}(:part, :cutoff, :expected)"),
-                    {
-                        "part": part.name,
-                        # Its own bound as the cutoff: what the procedure checks against the
-                        # clock is when the partition's last possible row expired.
-                        "cutoff": part.upper.astimezone(UTC).replace(tzinfo=None),
-                        "expected": total,
-                    },
-                ).scalar_one()
-                tally.committed(int(rows))
-                dropped.append((part, int(rows)))
-        finally:
-            conn.exec_driver_sql("UNLOCK TABLES")
+        for part in parts:
+            condition = purgeable.now()  # a hold placed meanwhile protects from this batch on
+            conn.exec_driver_sql(f"LOCK TABLES {_locks(store)}")
+            try:
+                rows = _drop_one(store, conn, part, condition, tally, approved, procedure)
+            finally:
+                conn.exec_driver_sql("UNLOCK TABLES")
+            if rows is not None:
+                tally.committed(rows)
+                dropped.append((part, rows))
     return dropped
