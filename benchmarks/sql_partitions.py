@@ -23,7 +23,7 @@ partition goes by EXCHANGE PARTITION into an empty table, counted there, then dr
 from __future__ import annotations
 
 import argparse
-import os
+import itertools
 import statistics
 import sys
 import time
@@ -34,18 +34,13 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
 
-import itertools
+from bench_servers import MARIADB_URL, POSTGRES_URL
 
 from lifecycle.policy import Policy
 from lifecycle.stores import RetentionWindow
 from lifecycle.stores.sql import SqlTableStore, create_engine
 
-URL = os.environ.get(
-    "LIFECYCLE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-MARIADB_URL = os.environ.get(
-    "LIFECYCLE_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test"
-)
+URL = POSTGRES_URL
 CUTOFF = datetime(2026, 6, 15, tzinfo=UTC)
 MONTHS = [datetime(2024 + (11 + m) // 12, (11 + m) % 12 + 1, 1, tzinfo=UTC) for m in range(25)]
 FIRST, END = MONTHS[0], MONTHS[-1]

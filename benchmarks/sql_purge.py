@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -41,16 +40,13 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
 
+from bench_servers import MARIADB_URL, POSTGRES_URL
+
 from lifecycle.policy import Policy
 from lifecycle.stores import RetentionWindow
 from lifecycle.stores.sql import SqlTableStore, create_engine
 
-URL = os.environ.get(
-    "LIFECYCLE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-MARIADB_URL = os.environ.get(
-    "LIFECYCLE_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test"
-)
+URL = POSTGRES_URL
 CUTOFF = datetime(2026, 5, 29, tzinfo=UTC)
 WINDOW = RetentionWindow(CUTOFF)
 TARGET = 0.7

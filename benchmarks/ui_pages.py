@@ -24,11 +24,11 @@ import sqlalchemy as sa
 
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(PROJECT), str(PROJECT / "plugins")]
+
+from bench_servers import POSTGRES_URL  # noqa: E402  (this folder, on sys.path as the script's)
+
 TARGET_MS = 300
 REPEAT = 7
-POSTGRES = os.environ.get(
-    "LIFECYCLE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 PAGES = [
     ("overview", "/"),
     ("policy page 1 (100 runs)", "/policies/cdrs"),
@@ -48,7 +48,7 @@ PAGES = [
 def _postgres_engine() -> sa.Engine | None:
     from lifecycle.stores.sql import create_engine
 
-    server = sa.make_url(POSTGRES)
+    server = sa.make_url(POSTGRES_URL)
     try:
         admin = create_engine(server)
         with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:

@@ -189,6 +189,32 @@ def api_server(airflow_home, seeded_audit, tmp_path_factory):
             process.wait()
 
 
+def client_over(engine, monkeypatch, policy_dir: Path = PROJECT / "include/policies"):
+    """The audit app in process over `engine` (Airflow's login dependency overridden)."""
+    import warnings
+
+    with warnings.catch_warnings():  # Starlette's notice that it prefers httpx2
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+
+    from lifecycle.ui import app as ui
+
+    monkeypatch.setattr(ui, "_audit_engine", lambda: engine)
+    monkeypatch.setenv("LIFECYCLE_POLICY_DIR", str(policy_dir))
+    (login,) = ui.app.router.dependencies
+    monkeypatch.setitem(ui.app.dependency_overrides, login.dependency, lambda: None)
+    return TestClient(ui.app, raise_server_exceptions=False)
+
+
+def log_in(page, base: str) -> None:
+    """Through Airflow's own login page, as the auditor."""
+    page.goto(base + "/")
+    page.get_by_label("Username").fill(USER)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(lambda url: "/auth/" not in url, timeout=30_000)
+
+
 @pytest.fixture
 def app_client(tmp_path, monkeypatch):
     """The audit app in process (Airflow's login dependency overridden), over a SQLite trail and

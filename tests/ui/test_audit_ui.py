@@ -13,7 +13,15 @@ import httpx
 import pytest
 
 from tests.ui.auth import NARROW_DAG, NARROW_USER
-from tests.ui.conftest import NARROW_PASSWORD, NO_RUN_YET, PASSWORD, PROJECT, RETIRED, USER
+from tests.ui.conftest import (
+    NARROW_PASSWORD,
+    NO_RUN_YET,
+    PASSWORD,
+    PROJECT,
+    RETIRED,
+    USER,
+    log_in,
+)
 
 ARTIFACTS = PROJECT / "test-artifacts"
 # As root, in a closed network: no sandbox, no background connections to Google's hosts.
@@ -56,11 +64,7 @@ def page(browser, api_server):
     """A browser session logged in through Airflow's own login page."""
     context = browser.new_context(viewport={"width": 1600, "height": 1000})
     page = context.new_page()
-    page.goto(api_server["base"] + "/")
-    page.get_by_label("Username").fill(USER)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(lambda url: "/auth/" not in url, timeout=30_000)
+    log_in(page, api_server["base"])
     yield page
     context.close()
 

@@ -33,7 +33,13 @@ from lifecycle.control import ledger, metadata, runs
 from lifecycle.stores.sql import create_engine
 from lifecycle.ui import export
 from lifecycle.ui.zones import DEFAULT_ZONE, local
-from tests.ui.conftest import PROJECT, RETIRED, audit_row, policy, retired_policy
+from tests.ui.conftest import (
+    RETIRED,
+    audit_row,
+    client_over,
+    policy,
+    retired_policy,
+)
 
 # -- the oracle: the export as it was (plugins/lifecycle/ui/export.py at e7210ff) ---------------
 
@@ -249,22 +255,7 @@ def small_engine(request, tmp_path):
 
 @pytest.fixture
 def client(small_engine, monkeypatch):
-    import warnings
-
-    with warnings.catch_warnings():  # Starlette's notice that it prefers httpx2
-        warnings.simplefilter("ignore")
-        from fastapi.testclient import TestClient
-
-    from lifecycle.ui import app as ui
-
-    def engine() -> sa.Engine:
-        return small_engine
-
-    monkeypatch.setattr(ui, "_audit_engine", engine)
-    monkeypatch.setenv("LIFECYCLE_POLICY_DIR", str(PROJECT / "include/policies"))
-    (login,) = ui.app.router.dependencies
-    monkeypatch.setitem(ui.app.dependency_overrides, login.dependency, lambda: None)
-    return TestClient(ui.app, raise_server_exceptions=False)
+    return client_over(small_engine, monkeypatch)
 
 
 def _zones(name: str) -> str:

@@ -33,7 +33,7 @@ from lifecycle.requests.scope import CategoryScope
 from lifecycle.ui import requests_pages
 from lifecycle.ui.requests_pages import CATEGORY_STATUSES, LOG_COLUMNS
 from tests.ui.auth import NARROW_USER
-from tests.ui.conftest import NARROW_PASSWORD, PASSWORD, USER, policy
+from tests.ui.conftest import NARROW_PASSWORD, PASSWORD, USER, client_over, log_in, policy
 from tests.ui.test_audit_ui import CHROMIUM_ARGS, _shot, _token
 
 # The pages' clock: 10 December 2026, 12:00 in Amsterdam.
@@ -624,12 +624,6 @@ def reader_role(request):
 def test_the_least_privileged_reader_role_reads_the_register_without_identifiers(
     reader_role, monkeypatch
 ):
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from fastapi.testclient import TestClient
-
     from lifecycle.ui import app as ui
 
     owner, reader, role, grantee = reader_role
@@ -641,11 +635,8 @@ def test_the_least_privileged_reader_role_reads_the_register_without_identifiers
     # The role reads which identifiers a request has (their names), never their values.
     with pytest.raises(sa.exc.DBAPIError), reader.connect() as conn:
         conn.execute(sa.select(request_subjects.c.value))
-    monkeypatch.setattr(ui, "_audit_engine", lambda: reader)
     monkeypatch.setattr(ui, "_now", lambda: NOW)
-    (login,) = ui.app.router.dependencies
-    monkeypatch.setitem(ui.app.dependency_overrides, login.dependency, lambda: None)
-    made = TestClient(ui.app, raise_server_exceptions=False)
+    made = client_over(reader, monkeypatch)
 
     page = made.get("/requests")
     assert page.status_code == 200
@@ -784,11 +775,7 @@ def test_the_requests_pages_in_a_browser(api_server, live_requests):
         try:
             context = browser.new_context(viewport={"width": 1280, "height": 900})
             page = context.new_page()
-            page.goto(api_server["base"] + "/")
-            page.get_by_label("Username").fill(USER)
-            page.get_by_label("Password").fill(PASSWORD)
-            page.get_by_role("button", name="Sign in").click()
-            page.wait_for_url(lambda url: "/auth/" not in url, timeout=30_000)
+            log_in(page, api_server["base"])
             page.goto(api_server["base"] + "/retention/")
             page.get_by_role("link", name="Data-subject requests").click()
             page.wait_for_url("**/retention/requests")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import re
-import warnings
 from datetime import timedelta
 
 import pytest
@@ -19,7 +18,7 @@ import sqlalchemy as sa
 from lifecycle.control import metadata
 from lifecycle.loader import load_policies
 from lifecycle.stores.sql import create_engine
-from tests.ui.conftest import PROJECT, policy
+from tests.ui.conftest import PROJECT, client_over, policy
 from tests.ui.scale import DAYS, LAST_DAY, scale_row, seed
 
 DATABASE = "lifecycle_ui_scale"
@@ -61,20 +60,7 @@ def scale_engine(request, tmp_path_factory):
 
 @pytest.fixture
 def client(scale_engine, monkeypatch):
-    with warnings.catch_warnings():  # Starlette's notice that it prefers httpx2
-        warnings.simplefilter("ignore")
-        from fastapi.testclient import TestClient
-
-    from lifecycle.ui import app as ui
-
-    def engine() -> sa.Engine:
-        return scale_engine
-
-    monkeypatch.setattr(ui, "_audit_engine", engine)
-    monkeypatch.setenv("LIFECYCLE_POLICY_DIR", str(PROJECT / "include/policies"))
-    (login,) = ui.app.router.dependencies
-    monkeypatch.setitem(ui.app.dependency_overrides, login.dependency, lambda: None)
-    return TestClient(ui.app, raise_server_exceptions=False)
+    return client_over(scale_engine, monkeypatch)
 
 
 def test_the_overview_shows_each_policy_s_last_run(client):
