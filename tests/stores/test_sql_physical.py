@@ -458,3 +458,82 @@ def test_a_partitioned_table_is_purged_in_key_ranges(pg, monkeypatch):
     with engine.connect() as conn:
         oldest = conn.execute(sa.select(sa.func.min(table.c.seen_at))).scalar_one()
     assert oldest == CUTOFF
+
+
+def time_ordered(pg, rows: int = ROWS) -> tuple[sa.Table, int]:
+    """`rows` rows inserted in time order (as CDRs are), a random UUID key: the expired ones
+    fill the first blocks, the two either side of the cutoff among them. Returns the table and
+    how many are expired."""
+    engine, made = pg
+    _, make_key = KEY_TYPES["uuid"]
+    table = sa.Table(
+        f"physical_{uuid.uuid4().hex[:12]}",
+        sa.MetaData(),
+        sa.Column("id", sa.Uuid(), primary_key=True, autoincrement=False),
+        sa.Column("seen_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("payload", sa.String(80)),
+    )
+    made.append(table)
+    table.create(engine)
+    moments = [CUTOFF - timedelta(minutes=rows // 2) + timedelta(minutes=i) for i in range(rows)]
+    moments = sorted([*moments, CUTOFF - ONE_US])
+    with engine.begin() as conn:
+        conn.execute(
+            table.insert(),
+            [{"id": make_key(i), "seen_at": m, "payload": "x" * 60} for i, m in enumerate(moments)],
+        )
+    return table, sum(1 for m in moments if m < CUTOFF)
+
+
+def test_the_walk_ends_where_the_approval_is_spent(pg):
+    """Expired rows in the first half of the blocks: once the walk has deleted what the check
+    approved, no later range can delete anything, so none is read and nothing looks for rows
+    the walk missed (it missed none it could still delete): every DELETE deleted rows, and the
+    last statement is the last batch's."""
+    engine, _ = pg
+    table, expired = time_ordered(pg)
+    store = store_of(pg, table, batch_size=200)
+    assert store.plan(WINDOW).expired == expired
+    executed: list[tuple[str, int]] = []
+
+    def after(conn, cursor, statement, parameters, context, executemany):
+        executed.append((statement.split()[0], cursor.rowcount))
+
+    sa.event.listen(engine, "after_cursor_execute", after)
+    try:
+        result = store.purge(WINDOW, approved=expired, journal=Journal())
+    finally:
+        sa.event.remove(engine, "after_cursor_execute", after)
+
+    assert result.deleted == expired
+    deletes = [n for verb, n in executed if verb == "DELETE"]
+    assert all(n > 0 for n in deletes) and sum(deletes) == expired
+    assert executed[-1][0] == "DELETE"  # nothing read after the batch that spent the approval
+    survivors = left(pg, table)
+    assert sum(survivors.values()) == ROWS + 1 - expired and min(survivors) == CUTOFF
+
+
+def test_a_row_that_became_purgeable_after_the_check_is_left_to_the_verification(pg):
+    """The approval counts what was purgeable at the check. A row inserted backdated during the
+    walk is past the window but was not approved: the purge deletes exactly the approved rows
+    and stops (before: its keyed sweep found the row and failed the task on the ceiling); the
+    verification reports the row as what remains."""
+    engine, _ = pg
+    table, expired = time_ordered(pg)
+    store = store_of(pg, table, batch_size=200)
+    late = uuid.uuid4()
+
+    def insert_backdated(batch: int) -> None:
+        if batch == 1:
+            with engine.begin() as conn:
+                row = {"id": late, "seen_at": CUTOFF - timedelta(days=2), "payload": "late"}
+                conn.execute(table.insert(), [row])
+
+    result = store.purge(WINDOW, approved=expired, journal=Journal(insert_backdated))
+
+    assert result.deleted == expired
+    with engine.connect() as conn:
+        past = conn.scalars(sa.select(table.c.id).where(table.c.seen_at < CUTOFF)).all()
+    assert past == [late]
+    verification = store.verify(WINDOW)
+    assert not verification.success and verification.remaining == 1

@@ -493,7 +493,11 @@ class SqlTableStore(RetentionStore):
         self, purgeable: LivePurgeable, tally: Tally, approved: int, *, after_walk: bool
     ) -> None:
         """Batches of `batch_size` rows from the lowest purgeable key to the highest (or rowid,
-        see `step`)."""
+        see `step`), until the approval is spent: past it any batch that found a row would be
+        rolled back (`PurgeLimitExceeded`), so nothing is read. A purgeable row left then (one
+        that appeared after the check) is the verification's residue, reported as such."""
+        if tally.deleted >= approved:
+            return
         step = self.step
         # The range holding purgeable rows (ORDER BY/LIMIT: min() has no uuid overload).
         first_key = sa.select(step).select_from(self.table).where(purgeable.condition).limit(1)
@@ -512,7 +516,7 @@ class SqlTableStore(RetentionStore):
             condition = purgeable.now()
             upper, count = self._batch(lower_bound, highest, condition, tally, approved)
             tally.committed(count)
-            if upper == highest:
+            if upper == highest or tally.deleted >= approved:
                 break
             lower_bound = step > upper
 

@@ -124,7 +124,9 @@ def walk(
     and up to: None, unbounded), each its own transaction with the store's checks (the
     ceiling, the journal); False where the table cannot be walked so (`Dialect.heap_layout`).
     A range with nothing to delete is no batch (nothing journaled). The witnesses are the
-    lowest and highest key the batch deletes, for integer and UUID keys."""
+    lowest and highest key the batch deletes, for integer and UUID keys. The walk ends where
+    the approval is spent: a table whose expired rows sit in its first blocks (inserted in time
+    order, as CDRs are) is read only that far."""
     with store.guarded("purge"), store.engine.connect() as conn:
         layout = store.sql.heap_layout(conn, store.table)
     if layout is None:
@@ -140,6 +142,8 @@ def walk(
 
     ranges = tid_ranges(size, rows_per_page, store.config.batch_size, last_offset, start or 0)
     for lower, upper in ranges:
+        if tally.deleted >= approved:
+            break  # the approval is spent: no later range may delete anything
         in_batch = sa.and_(store.sql.tid_between(store.table, lower, upper), purgeable.now())
         number = tally.batches + 1
         with store.guarded(f"purge batch {number}"), store.engine.begin() as conn:
