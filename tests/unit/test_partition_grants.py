@@ -47,6 +47,25 @@ def test_the_drop_function_is_made_for_the_policies_that_drop_partitions_only(
     assert "GRANT EXECUTE ON PROCEDURE `lifecycle_drop_partition_calls` TO 'jobs';" in printed
 
 
+def test_policies_sharing_a_long_prefix_never_share_a_drop_routine():
+    """Routine names are identifiers of 63 characters at most: a longer one keeps its start and
+    ends with a digest of the policy's name (before, both policies below were cut to one name,
+    and the second `lifecycle grants` replaced the first's routine)."""
+    from lifecycle.stores.sql_partitions_mariadb import procedure_name
+    from lifecycle.stores.sql_partitions_postgresql import function_name
+
+    prefix = "customer_call_recordings_of_business_clients_"
+    first, second = (
+        make_policy(name=prefix + suffix, store__partitions="drop") for suffix in ("nl", "be")
+    )
+    names = {function_name(first), function_name(second)}
+    assert len(names) == 2 and all(len(name) <= 63 for name in names)
+    assert all(name.startswith("lifecycle_drop_partition_customer_call_") for name in names)
+    assert procedure_name(first) == function_name(first)
+    short = make_policy(name="calls", store__partitions="drop")
+    assert function_name(short) == "lifecycle_drop_partition_calls"  # unchanged when it fits
+
+
 @pytest.mark.parametrize(
     "retention",
     [

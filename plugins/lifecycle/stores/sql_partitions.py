@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("lifecycle.stores.sql")
 
 FUNCTION_PREFIX = "lifecycle_drop_partition_"
+ROUTINE_NAME_LIMIT = 63  # PostgreSQL's identifiers (MariaDB's: 64)
 # Around a MariaDB procedure's CREATE, for the mysql client (the body has `;`).
 DELIMITED = ("DELIMITER $$\n", "$$\nDELIMITER ")
 # MariaDB cannot keep a partition as a table from a least-privileged role: the count and the
@@ -119,6 +120,20 @@ def partitions_of(store: SqlTableStore) -> list[RangePartition] | None:
 
             return mariadb_partitions(conn, store.table, store.ts.name)
     return None
+
+
+def routine_name(policy: Policy) -> str:
+    """The policy's drop routine (PostgreSQL's function, MariaDB's procedure):
+    `lifecycle_drop_partition_<policy>`; a name too long for an identifier keeps its start and
+    ends with a digest of the whole, so two policies that share their first characters never
+    share a routine (a routine refuses every table but its policy's)."""
+    import hashlib
+
+    full = f"{FUNCTION_PREFIX}{policy.name}"
+    if len(full) <= ROUTINE_NAME_LIMIT:
+        return full
+    digest = hashlib.sha256(policy.name.encode()).hexdigest()[:10]
+    return f"{full[: ROUTINE_NAME_LIMIT - len(digest) - 1]}_{digest}"
 
 
 def candidates(parts: list[RangePartition] | None, cutoff: datetime) -> list[RangePartition]:

@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from lifecycle.periods import parse_period
-from lifecycle.stores.sql_partitions import FUNCTION_PREFIX, RangePartition, _count, _quote
+from lifecycle.stores.sql_partitions import RangePartition, _count, _quote, routine_name
 from lifecycle.stores.sql_walk import json_keys
 
 if TYPE_CHECKING:
@@ -267,7 +267,7 @@ CHANGED = "lifecycle changed"  # ... or a partition that no longer holds the row
 
 
 def procedure_name(policy: Policy) -> str:
-    return f"{FUNCTION_PREFIX}{policy.name}"[:64]
+    return routine_name(policy)
 
 
 def _period_parts(period: str) -> tuple[int, int, int]:

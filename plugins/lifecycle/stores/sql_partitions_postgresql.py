@@ -25,7 +25,7 @@ import sqlalchemy as sa
 
 from lifecycle.periods import parse_period
 from lifecycle.stores import StoreConfigError
-from lifecycle.stores.sql_partitions import FUNCTION_PREFIX, RangePartition, _count, _range
+from lifecycle.stores.sql_partitions import RangePartition, _count, _range, routine_name
 
 if TYPE_CHECKING:
     from lifecycle.policy import Policy
@@ -91,7 +91,7 @@ def _pg_bound(conn: sa.Connection, text: str) -> datetime | None:
 
 
 def function_name(policy: Policy) -> str:
-    return f"{FUNCTION_PREFIX}{policy.name}"[:63]
+    return routine_name(policy)
 
 
 def _function(conn: sa.Connection, store: SqlTableStore) -> tuple[str, int] | None:
