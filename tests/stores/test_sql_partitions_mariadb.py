@@ -78,11 +78,14 @@ def least_privileged(mariadb_url: str, policy, *tables: str):
 
 
 def refusal(
-    engine: sa.Engine, call: str, params: dict, lock: str | None = None
+    engine: sa.Engine, call: str, params: dict, lock: str | None = None, before: str = ""
 ) -> tuple[int, str] | None:
-    """(errno, message) of the error the statement fails with (under `LOCK TABLES lock`)."""
+    """(errno, message) of the error the statement fails with (under `LOCK TABLES lock`, after
+    the statement `before`)."""
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         try:
+            if before:
+                conn.exec_driver_sql(before)
             if lock:
                 conn.exec_driver_sql(f"LOCK TABLES {lock}")
             conn.execute(sa.text(call), params)
@@ -171,6 +174,13 @@ def test_mariadb_role_can_drop_nothing_else(mariadb_url):
         later = datetime.now(UTC).replace(tzinfo=None) - relativedelta(months=6, hours=-2)
         first = partition_names(BOUNDS[1])
         assert refusal(jobs, call, {"part": first, "cutoff": later, "n": 3}, lock) == (
+            1644,
+            f"{REFUSED}: cutoff after now minus the period P6M",
+        )
+        # The same with the session's clock set a year ahead (any account may SET timestamp):
+        # the procedure reads the server's clock, not the session's.
+        faked = "SET timestamp = UNIX_TIMESTAMP() + 366 * 86400"
+        assert refusal(jobs, call, {"part": first, "cutoff": later, "n": 3}, lock, faked) == (
             1644,
             f"{REFUSED}: cutoff after now minus the period P6M",
         )

@@ -303,7 +303,9 @@ def procedure_sql(policy: Policy, role: str) -> list[str]:
     The latest cutoff it accepts is the wall clock in the policy's timezone minus the period,
     where MariaDB's time zone tables are loaded (CONVERT_TZ); else the UTC clock shifted by the
     zone's lowest offset, minus the period, minus its highest offset: never later than the
-    policy's own (one hour earlier at most in Europe/Amsterdam, exact in UTC). The CREATE is
+    policy's own (one hour earlier at most in Europe/Amsterdam, exact in UTC). The clock is the
+    server's own: the procedure first resets the session's `timestamp`, which any caller may
+    set (to the future: a later cutoff would pass). The CREATE is
     wrapped in DELIMITER lines, for the mysql client (`run_ddl` removes them)."""
     from lifecycle.stores.sql_config import SqlStore
 
@@ -336,6 +338,8 @@ BEGIN
   DECLARE kind VARCHAR(64);
   DECLARE locked INT DEFAULT 0;
   DECLARE message VARCHAR(255);
+  -- The real clock: a caller may have set its session's (SET timestamp needs no privilege).
+  SET @@session.timestamp = DEFAULT;
   SET latest = CONVERT_TZ(CONVERT_TZ(UTC_TIMESTAMP(6), '+00:00', '{tz}') {shift}, '{tz}', '+00:00');
   IF latest IS NULL THEN  -- no time zone tables: the zone's offsets bound its wall clock
     SET latest = UTC_TIMESTAMP(6) + INTERVAL {low} SECOND {shift} - INTERVAL {high} SECOND;
