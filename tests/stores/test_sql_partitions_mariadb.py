@@ -55,15 +55,17 @@ def policy_on(table: str, name: str, subjects: dict, timezone: str = "Europe/Ams
 
 
 @contextmanager
-def least_privileged(mariadb_url: str, policy, *tables: str):
+def least_privileged(mariadb_url: str, policy, *tables: str, also=()):
     """A new MariaDB account given exactly what `lifecycle grants --apply` gives for `policy`
-    (run as root, the tables' owner here); its engine. Dropped afterwards, with the tables."""
+    (and the policies `also`; run as root, the tables' owner here); its engine. Dropped
+    afterwards, with the tables and the procedures."""
     admin = create_engine(mariadb_url)
     user = f"part_jobs_{secrets.token_hex(3)}"
+    policies = [policy, *also]
     try:
         with admin.begin() as conn:
             conn.exec_driver_sql(f"CREATE USER '{user}'@'%%'")
-        assert apply_grants(admin, user, required_grants([policy])["test"], [policy]) == []
+        assert apply_grants(admin, user, required_grants(policies)["test"], policies) == []
         jobs = create_engine(sa.make_url(mariadb_url).set(username=user, password=None))
         try:
             yield admin, jobs
@@ -72,7 +74,10 @@ def least_privileged(mariadb_url: str, policy, *tables: str):
     finally:
         with admin.begin() as conn:
             conn.exec_driver_sql(f"DROP TABLE IF EXISTS {', '.join(tables)}")
-            conn.exec_driver_sql(f"DROP PROCEDURE IF EXISTS lifecycle_drop_partition_{policy.name}")
+            for each in policies:
+                conn.exec_driver_sql(
+                    f"DROP PROCEDURE IF EXISTS lifecycle_drop_partition_{each.name}"
+                )
             conn.exec_driver_sql(f"DROP USER IF EXISTS '{user}'@'%%'")
         admin.dispose()
 
@@ -162,7 +167,7 @@ def test_mariadb_role_can_drop_nothing_else(mariadb_url):
         # The role's share of `other`: what it has on any table it purges, no more.
         with admin.begin() as conn:
             conn.exec_driver_sql(f"GRANT SELECT, DELETE ON {other} TO '{jobs.url.username}'")
-        call = f"CALL lifecycle_drop_partition_{policy.name}(:part, :cutoff, :n)"
+        call = f"CALL lifecycle_drop_partition_{policy.name}(:part, :cutoff, :n, 'drop')"
         cutoff = CUTOFF.replace(tzinfo=None)
         lock = f"{table} WRITE"
         # A partition after the cutoff (to_days: the straddling one ends on 1 June).

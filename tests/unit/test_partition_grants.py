@@ -158,3 +158,31 @@ def test_the_drop_function_keeps_partitions_only_for_a_policy_with_a_grace():
     (create,) = [s for s in owner_statements([without], "postgresql", "jobs")["cdrs"]
                  if s.startswith("CREATE")]  # fmt: skip
     assert "grace constant interval := NULL;" in create  # 'keep' refused
+
+
+def test_the_mariadb_procedure_keeps_partitions_only_for_a_policy_with_a_grace():
+    """MariaDB: a fourth parameter, `mode`; the grace embedded (and named in the COMMENT that
+    the runs read), the kept tables' prefix embedded, their `until` from the clock."""
+    from lifecycle.grants import owner_statements
+    from lifecycle.stores.sql_partitions_mariadb import kept_prefix
+
+    with_grace = make_policy(store__partitions="drop", store__partition_grace="P7D")
+    without = make_policy(store__partitions="drop")
+    create = owner_statements([with_grace], "mysql", "jobs")["cdrs"][1]
+    assert "IN expected BIGINT, IN mode VARCHAR(16)) MODIFIES SQL DATA" in create
+    assert "COMMENT 'lifecycle: drops or keeps expired partitions of cdrs (policy cdrs, " in create
+    assert "(policy cdrs, partition_grace P7D)'\nBEGIN" in create
+    assert "DECLARE grace VARCHAR(64) DEFAULT 'P7D';" in create
+    # The prefix is part of every kept table's name: the same forever, or earlier runs' kept
+    # tables would never be dropped.
+    assert kept_prefix("cdrs", "cdrs") == "lck_a8db6065_"
+    assert "LEFT(t.TABLE_NAME, 13) = BINARY 'lck_a8db6065_'" in create
+    # Amsterdam's highest offset (+2 h), minus the period, plus the grace, minus its lowest.
+    assert (
+        "SET kept_until = UTC_TIMESTAMP(6) + INTERVAL 7200 SECOND - INTERVAL 6 MONTH - INTERVAL "
+        "0 DAY - INTERVAL 0 SECOND + INTERVAL 0 MONTH + INTERVAL 7 DAY + INTERVAL 0 SECOND\n"
+        "                     - INTERVAL 3600 SECOND;" in create
+    )
+    create = owner_statements([without], "mysql", "jobs")["cdrs"][1]
+    assert "DECLARE grace VARCHAR(64) DEFAULT NULL;" in create  # 'keep' refused
+    assert "(policy cdrs, partition_grace unset)'\nBEGIN" in create

@@ -16,17 +16,19 @@ them in one transaction, one batch, through `lifecycle_drop_partition_<policy>`,
 DEFINER function the table's owner creates from `lifecycle grants`, where it exists: the jobs'
 role may call it and nothing else, and it refuses a partition of another table, a bound after
 the cutoff it is given, and a cutoff later than the wall clock minus the policy's period.
-Without the function the store's own role must own the table. With `store.partition_grace`
-the partitions are detached and kept as tables for the grace, then dropped by a later run
-(`lifecycle.stores.sql_partitions_postgresql`). MariaDB (`PARTITION BY RANGE`
+Without the function the store's own role must own the table. MariaDB (`PARTITION BY RANGE`
 on `TO_DAYS(ts)`, `UNIX_TIMESTAMP(ts)`, or `RANGE COLUMNS(ts)`): one batch a partition,
 through the policy's stored procedure where its owner created it, else with the store's own
-rights (`lifecycle.stores.sql_partitions_mariadb`); no grace there (see `GRACE_ON_MARIADB`).
+rights (`lifecycle.stores.sql_partitions_mariadb`).
+
+With `store.partition_grace` the partitions leave the table all the same (their purge, counted
+and journaled as a drop is) but are kept as tables of their own for the grace, then dropped by
+the first run whose cutoff reaches its end: PostgreSQL detaches them and says so in their
+COMMENT, MariaDB converts them and says so in their name (each module tells how).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,7 +36,7 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from lifecycle.stores import RetentionWindow, StoreConfigError
+from lifecycle.stores import RetentionWindow
 
 if TYPE_CHECKING:
     from lifecycle.policy import Policy
@@ -47,15 +49,6 @@ FUNCTION_PREFIX = "lifecycle_drop_partition_"
 ROUTINE_NAME_LIMIT = 63  # PostgreSQL's identifiers (MariaDB's: 64)
 # Around a MariaDB procedure's CREATE, for the mysql client (the body has `;`).
 DELIMITED = ("DELIMITER $$\n", "$$\nDELIMITER ")
-# MariaDB cannot keep a partition as a table from a least-privileged role: the count and the
-# move must happen under the role's LOCK TABLES, and under it the procedure may touch no
-# table the role did not lock, nor a table it creates (EXCHANGE PARTITION needs one).
-GRACE_ON_MARIADB = (
-    "store.partition_grace: MariaDB drops expired partitions at once; it cannot keep them for "
-    "a grace period (moving a partition's rows to a table of their own needs a lock the jobs' "
-    "role cannot take on a table it may not read): remove partition_grace from the policy, or "
-    "use partitions: delete"
-)
 
 
 @dataclass(frozen=True)
@@ -70,11 +63,11 @@ class RangePartition:
 
 @dataclass(frozen=True)
 class Dropped:
-    # The partitions that left the table (dropped, or detached and kept) and their rows.
+    # The partitions that left the table (dropped, or kept as tables) and their rows.
     partitions: int = 0
     rows: int = 0
-    # Of `partitions`, those detached and kept for `store.partition_grace`; and the kept ones
-    # of earlier runs dropped by this one, their grace over (their rows counted back then).
+    # Of `partitions`, those kept as tables for `store.partition_grace`; and the kept ones of
+    # earlier runs dropped by this one, their grace over (their rows counted back then).
     detached: int = 0
     kept_dropped: int = 0
 
@@ -146,8 +139,14 @@ def count_droppable(store: SqlTableStore, window: RetentionWindow) -> dict[str, 
     hold, counted as the purge counts them (every row purgeable); {} when none could go."""
     if not droppable_policy(store, window):
         return {}
-    _refuse_grace_on_mariadb(store)
     parts = candidates(partitions_of(store), window.cutoff)
+    if store.config.partition_grace is not None and store.engine.dialect.name != "postgresql":
+        from lifecycle.stores import sql_partitions_mariadb as mariadb
+
+        # Refused at the plan already, where the partitions could not be kept.
+        with store.guarded("counting the partitions"), store.engine.connect() as conn:
+            procedure = mariadb.procedure_of(conn, store)
+        mariadb.refuse_unkeepable(store, procedure, parts)
     if not parts:
         return {}
     purgeable = store._purgeable(window)
@@ -164,84 +163,78 @@ def drop_expired(
     store: SqlTableStore, purgeable: LivePurgeable, tally: Tally, approved: int
 ) -> Dropped:
     """Drop every partition wholly before the cutoff whose rows are all purgeable (PostgreSQL:
-    all in one transaction, one batch; MariaDB: one batch each); the others are left to the row
-    purge."""
-    window = purgeable.window
-    if not droppable_policy(store, window):
+    all in one transaction, one batch; MariaDB: one batch each), or keep it as a table with a
+    grace, after the kept tables whose grace is over; the others are left to the row purge."""
+    if not droppable_policy(store, purgeable.window):
         return Dropped()
-    _refuse_grace_on_mariadb(store)
-    postgresql = store.engine.dialect.name == "postgresql"
-    kept_dropped = 0
-    if postgresql:  # first the kept partitions whose grace the run's cutoff has reached
-        from lifecycle.stores.sql_partitions_postgresql import drop_kept
-
-        with store.guarded("drop kept partitions"):
-            kept_dropped = drop_kept(store, window)
-    every = partitions_of(store) or []
-    parts = candidates(every, window.cutoff)
-    dropped, gone = Dropped(), set()
-    if not parts:
-        return Dropped(kept_dropped=kept_dropped)
-    if postgresql:  # all of them in one transaction, one batch
-        from lifecycle.stores.sql_partitions_postgresql import drop_postgresql
-
-        purgeable.now()  # holds read again just before
-        with store.guarded(f"drop partitions, batch {tally.batches + 1}"):
-            went = drop_postgresql(store, parts, purgeable.window, tally, approved)
-        if went:
-            tally.committed(sum(n for _p, n in went))
-        gone = {p.name for p, _n in went}
-        dropped = Dropped(len(went), sum(n for _p, n in went))
+    if store.engine.dialect.name == "postgresql":
+        dropped = _drop_postgresql(store, purgeable, tally, approved)
     else:
-        from lifecycle.stores import sql_partitions_mariadb as mariadb
-
-        with store.guarded("drop partitions"), store.engine.connect() as conn:
-            procedure = mariadb.procedure_of(conn, store)
-        if procedure is not None:  # the least-privilege way: one batch a partition
-            with store.guarded(f"drop partitions, batch {tally.batches + 1}"):
-                went = mariadb.drop_through_procedure(
-                    store, parts, purgeable, tally, approved, procedure
-                )
-            parts = []
-        elif not window.holds:  # without a hold: one ALTER with the table locked
-            with store.guarded(f"drop partitions, batch {tally.batches + 1}"):
-                went = mariadb.drop_locked(store, parts, tally, approved)
-            if went:
-                tally.committed(sum(n for _p, n in went))
-            parts = []
-        else:
-            went = []
-        gone = {p.name for p, _n in went}
-        dropped = Dropped(len(went), sum(n for _p, n in went))
-        with store.guarded("drop partitions"), contextlib.ExitStack() as stack:
-            swap = stack.enter_context(mariadb.MariaDBSwap(store)) if parts else None
-            for part in parts:
-                purgeable.now()  # holds read again before each partition
-                current = purgeable.window
-                assert swap is not None
-                with store.guarded(f"drop partition batch {tally.batches + 1}"):
-                    rows = swap.drop(part, current, tally, approved)
-                if rows is None:
-                    continue
-                tally.committed(rows)
-                gone.add(part.name)
-                dropped = Dropped(dropped.partitions + 1, dropped.rows + rows)
-    detached = dropped.partitions if postgresql and store.config.partition_grace else 0
-    dropped = Dropped(dropped.partitions, dropped.rows, detached, kept_dropped)
+        dropped = _drop_mariadb(store, purgeable, tally, approved)
     if dropped.partitions:
         log.info(
             "%s: %d partitions before the cutoff %s, %d rows",
             store.label,
             dropped.partitions,
-            "detached and kept for the grace period" if detached else "dropped whole",
+            "kept as tables for the grace period" if dropped.detached else "dropped whole",
             dropped.rows,
         )
     return dropped
 
 
-def _refuse_grace_on_mariadb(store: SqlTableStore) -> None:
-    if store.config.partition_grace is not None and store.engine.dialect.name != "postgresql":
-        raise StoreConfigError(f"{store.label}: {GRACE_ON_MARIADB}")
+def _drop_postgresql(
+    store: SqlTableStore, purgeable: LivePurgeable, tally: Tally, approved: int
+) -> Dropped:
+    from lifecycle.stores.sql_partitions_postgresql import drop_kept, drop_postgresql
+
+    with store.guarded("drop kept partitions"):  # those whose grace the cutoff has reached
+        kept_dropped = drop_kept(store, purgeable.window)
+    parts = candidates(partitions_of(store), purgeable.window.cutoff)
+    if not parts:
+        return Dropped(kept_dropped=kept_dropped)
+    purgeable.now()  # holds read again just before; all of them in one transaction, one batch
+    with store.guarded(f"drop partitions, batch {tally.batches + 1}"):
+        went = drop_postgresql(store, parts, purgeable.window, tally, approved)
+    rows = sum(n for _p, n in went)
+    if went:
+        tally.committed(rows)
+    kept = len(went) if store.config.partition_grace else 0
+    return Dropped(len(went), rows, kept, kept_dropped)
+
+
+def _drop_mariadb(
+    store: SqlTableStore, purgeable: LivePurgeable, tally: Tally, approved: int
+) -> Dropped:
+    from lifecycle.stores import sql_partitions_mariadb as mariadb
+
+    window = purgeable.window
+    with store.guarded("drop partitions"), store.engine.connect() as conn:
+        procedure = mariadb.procedure_of(conn, store)
+    parts = candidates(partitions_of(store), window.cutoff)
+    mariadb.refuse_unkeepable(store, procedure, parts)  # before anything changes
+    with store.guarded("drop kept partitions"):  # those whose grace the cutoff has reached
+        kept_dropped = mariadb.drop_kept(store, window, procedure)
+    went: list[tuple[RangePartition, int]] = []
+    if procedure is not None and parts:  # the least-privilege way: one batch a partition
+        with store.guarded(f"drop partitions, batch {tally.batches + 1}"):
+            went = mariadb.drop_through_procedure(
+                store, parts, purgeable, tally, approved, procedure
+            )
+    elif not window.holds and parts:  # without a hold: with the table locked
+        with store.guarded(f"drop partitions, batch {tally.batches + 1}"):
+            went = mariadb.drop_locked(store, parts, tally, approved)
+    elif parts:  # with holds, the store's own rights: each partition through a swap table
+        with store.guarded("drop partitions"), mariadb.MariaDBSwap(store) as swap:
+            for part in parts:
+                purgeable.now()  # holds read again before each partition
+                with store.guarded(f"drop partition batch {tally.batches + 1}"):
+                    rows = swap.drop(part, purgeable.window, tally, approved)
+                if rows is not None:
+                    tally.committed(rows)
+                    went.append((part, rows))
+    rows = sum(n for _p, n in went)
+    kept = len(went) if store.config.partition_grace else 0
+    return Dropped(len(went), rows, kept, kept_dropped)
 
 
 def _range(store: SqlTableStore, part: RangePartition) -> list[sa.ColumnElement[bool]]:

@@ -17,11 +17,26 @@ reading the partitions' bounds, and dropping them three ways.
 - Without the procedure, with holds: each partition swapped out into an empty table and
   counted there (`MariaDBSwap`). Both of these need ALTER and DROP (and CREATE, INSERT) in the
   database: the table's owner, or a role given them by hand.
+
+With `store.partition_grace` each of the three keeps the partition instead: it becomes a
+table of its own (the procedure and `drop_locked`: CONVERT PARTITION; `MariaDBSwap`: the swap
+table renamed), its rows out of the policy's table, which is their purge (counted, journaled
+and checked against the approval as a drop is). A kept table says what it is in its name
+(`kept_name`): `lck_<digest>_<until>_<partition>`: under the role's LOCK TABLES the new table
+cannot be altered (a COMMENT fails: not locked), so its name carries what later runs need.
+`until` (UTC, rounded up to the second) comes from the database's clock, never from the
+caller: the latest cutoff a run could have now plus the grace, bounded by the zone's offsets
+(`grace_until`), so the grace is never shorter than the policy's and may be an hour or two
+longer (none in UTC). Each run first drops this policy's kept tables whose `until` its cutoff
+has reached (`drop_kept`; through the procedure, only once its clock agrees too).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -30,6 +45,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from lifecycle.periods import parse_period
+from lifecycle.stores import StoreConfigError
 from lifecycle.stores.sql_partitions import RangePartition, _count, _quote, routine_name
 from lifecycle.stores.sql_walk import json_keys
 
@@ -95,6 +111,195 @@ def _column_literal(description: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+# -- kept partitions (`store.partition_grace`) ---------------------------------------------------
+
+KEPT = "lck_"  # a kept table's name: lck_<digest>_<until>_<partition>
+NAME_LIMIT = 64  # MariaDB's identifiers
+_UNTIL = "%Y%m%d%H%M%S"  # `until` in the name, UTC (MariaDB's DATE_FORMAT: %i for minutes)
+_UNTIL_SQL = "%Y%m%d%H%i%s"
+
+
+def kept_prefix(policy: str, table: str) -> str:
+    """`lck_<digest>_`: how every kept table of this policy's table begins. The digest (8 hex
+    digits of sha256) is of the policy's name and its `store.table` as written there: a run,
+    and the procedure that embeds it, drop no kept table of another policy or table."""
+    digest = hashlib.sha256(f"{policy}\0{table}".encode()).hexdigest()[:8]
+    return f"{KEPT}{digest}_"
+
+
+def longest_keepable(prefix: str) -> int:
+    """The longest partition name whose kept table's name fits an identifier: no name is ever
+    cut (two cut names could be one table)."""
+    return NAME_LIMIT - len(prefix) - len("YYYYMMDDHHMMSS_")
+
+
+def kept_name(prefix: str, until: datetime, partition: str) -> str:
+    return f"{prefix}{until.astimezone(UTC):{_UNTIL}}_{partition}"
+
+
+def kept_until(prefix: str, name: str) -> datetime | None:
+    """When the grace of the kept table `name` ends, from its name; None where it is no kept
+    table of `prefix`."""
+    match = re.fullmatch(re.escape(prefix) + r"(\d{14})_.+", name)
+    if match is None:
+        return None
+    try:
+        return datetime.strptime(match[1], _UNTIL).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def grace_until(store: SqlTableStore, now: datetime) -> datetime:
+    """The end of the grace of a partition kept at `now` (the database's clock), as the
+    procedure computes it: `now` shifted by the zone's highest UTC offset (its wall clock at
+    the latest), minus the period, plus the grace (on that calendar), shifted back by the
+    lowest offset; rounded up to the second. Never before the latest cutoff a run may have at
+    `now` plus the grace, whatever offsets apply; at most twice the zone's offset range after
+    it (once where the offset is the same at both ends: an hour in Europe/Amsterdam, none in
+    UTC). One formula, with or without MariaDB's time zone tables."""
+    grace = store.config.partition_grace
+    assert grace is not None
+    low, high = offset_range(store.policy.timezone)
+    wall = now.astimezone(UTC).replace(tzinfo=None) + timedelta(seconds=high)
+    wall = wall - parse_period(store.policy.retention.period) + parse_period(grace)
+    until = (wall - timedelta(seconds=low)).replace(tzinfo=UTC)
+    return until + timedelta(microseconds=-until.microsecond % 1_000_000)
+
+
+def _kept_table(store: SqlTableStore, conn: sa.Connection, name: str) -> str:
+    """A kept table, quoted, in the database of the policy's table."""
+    return ".".join(_quote(conn, p) for p in (store.table.schema, name) if p)
+
+
+def _exists(store: SqlTableStore, conn: sa.Connection, name: str) -> bool:
+    return (
+        conn.execute(
+            sa.text(
+                "SELECT 1 FROM information_schema.TABLES WHERE TABLE_NAME = :name "
+                "AND TABLE_SCHEMA = COALESCE(:schema, DATABASE())"
+            ),
+            {"schema": store.table.schema, "name": name},
+        ).first()
+        is not None
+    )
+
+
+def _keeping_as(store: SqlTableStore, conn: sa.Connection, part: RangePartition) -> str:
+    """The name the partition is kept under now; refused (nothing changed) where a table has it."""
+    from lifecycle.stores.sql import StoreError
+
+    prefix = kept_prefix(store.policy.name, store.config.table)
+    now = conn.exec_driver_sql("SELECT UTC_TIMESTAMP(6)").scalar_one()
+    name = kept_name(prefix, grace_until(store, now.replace(tzinfo=UTC)), part.name)
+    if _exists(store, conn, name):
+        raise StoreError(
+            f"{store.label}: store.partition_grace: partition {part.name} cannot be kept as "
+            f"{name}: a table has that name already; nothing changed, run again"
+        )
+    return name
+
+
+def refuse_unkeepable(
+    store: SqlTableStore, procedure: Procedure | None, parts: list[RangePartition]
+) -> None:
+    """With a grace, before anything changes: the policy's procedure must keep partitions for
+    that grace, and every partition to keep needs a name short enough for its kept table."""
+    grace = store.config.partition_grace
+    if grace is None:
+        return
+    if procedure is not None and procedure.grace != grace:
+        made = (
+            "before partitions could be kept"
+            if procedure.parameters < 4
+            else f"for partition_grace {procedure.grace or 'unset'}"
+        )
+        raise StoreConfigError(
+            f"{store.label}: store.partition_grace: {grace}, but the procedure "
+            f"{procedure.name} was made {made}: run `lifecycle grants` again as the table's owner"
+        )
+    longest = longest_keepable(kept_prefix(store.policy.name, store.config.table))
+    for part in parts:
+        if len(part.name) > longest:
+            raise StoreConfigError(
+                f"{store.label}: store.partition_grace: partition {part.name} cannot be kept: "
+                f"its table would be named lck_<digest>_<until>_{part.name}, longer than "
+                f"{NAME_LIMIT} characters (partition names of {longest} at most); rename the "
+                "partition, or remove partition_grace"
+            )
+
+
+def _kept_names(
+    conn: sa.Connection, store: SqlTableStore, procedure: Procedure | None
+) -> list[str]:
+    """This policy's kept tables of this table: through the procedure (the role cannot see
+    them), else from the catalog."""
+    if procedure is not None and procedure.parameters >= 4:
+        call = f"CALL {procedure.name}(NULL, NULL, NULL, 'kept')"
+        return list(conn.exec_driver_sql(call).scalars())
+    prefix = kept_prefix(store.policy.name, store.config.table)
+    found = conn.execute(
+        sa.text(
+            "SELECT t.TABLE_NAME FROM information_schema.TABLES t "
+            "WHERE t.TABLE_SCHEMA = COALESCE(:schema, DATABASE()) AND t.TABLE_TYPE = 'BASE TABLE' "
+            "AND LEFT(t.TABLE_NAME, :length) = BINARY :prefix AND NOT EXISTS (SELECT 1 FROM "
+            "information_schema.PARTITIONS p WHERE p.TABLE_SCHEMA = t.TABLE_SCHEMA "
+            "AND p.TABLE_NAME = t.TABLE_NAME AND p.PARTITION_NAME IS NOT NULL)"
+        ),
+        {"schema": store.table.schema, "length": len(prefix), "prefix": prefix},
+    )
+    return list(found.scalars())
+
+
+def drop_kept(store: SqlTableStore, window: RetentionWindow, procedure: Procedure | None) -> int:
+    """Drop this policy's kept tables whose `until` the run's cutoff has reached (through the
+    procedure where it exists, which also wants the clock past it: else the table stays for a
+    later run); how many went. Their rows were purged, counted and journaled when they left
+    the table: this deletes no row of it."""
+    prefix = kept_prefix(store.policy.name, store.config.table)
+    dropped = 0
+    with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        kept = ((kept_until(prefix, name), name) for name in _kept_names(conn, store, procedure))
+        for until, name in sorted((u, n) for u, n in kept if u is not None and u <= window.cutoff):
+            if procedure is not None and procedure.parameters >= 4:
+                if not _drop_kept_through(store, conn, procedure, name, until):
+                    continue
+            else:  # the table's owner
+                conn.exec_driver_sql(f"DROP TABLE {_kept_table(store, conn, name)}")
+            dropped += 1
+    if dropped:
+        log.info("%s: %d kept partitions dropped, their grace over", store.label, dropped)
+    return dropped
+
+
+def _drop_kept_through(
+    store: SqlTableStore, conn: sa.Connection, procedure: Procedure, name: str, until: datetime
+) -> bool:
+    # Its own `until` as the cutoff: the procedure checks it against its clock (the latest
+    # cutoff it accepts is up to an hour early without time zone tables).
+    try:
+        conn.execute(
+            sa.text(f"CALL {procedure.name}(:name, :until, NULL, 'drop_kept')"),
+            {"name": name, "until": until.replace(tzinfo=None)},
+        ).all()
+    except sa.exc.DBAPIError as exc:
+        if not _refused(exc, f"{REFUSED}: cutoff after now minus the period"):
+            raise
+        log.info(
+            "%s: kept table %s stays: its grace ends at %s, not yet by the database's clock",
+            store.label,
+            name,
+            until.isoformat(),
+        )
+        return False
+    return True
+
+
+def _refused(exc: sa.exc.DBAPIError, message: str) -> bool:
+    """The procedure's own refusal (SIGNAL, 1644) that starts with `message`."""
+    args: tuple[object, ...] = tuple(getattr(exc.orig, "args", ()))
+    return len(args) > 1 and args[0] == 1644 and str(args[1]).startswith(message)
+
+
 def _witnesses(
     store: SqlTableStore, conn: sa.Connection, partitions: str, tally: Tally
 ) -> list[int | str] | None:
@@ -116,10 +321,10 @@ def drop_locked(
     """MariaDB, no hold on the policy: with the table locked against every other session
     (LOCK TABLES ... WRITE), each partition counted (all its rows and those with a timestamp:
     a NULL one, kept in the first partition, keeps it), the ledger told, then the partitions
-    dropped in one ALTER. Without a hold the predicate reads no other table, so the lock on
-    this one is enough; with holds, `_MariaDBSwap`."""
+    dropped in one ALTER, one batch; with a grace each kept (CONVERT PARTITION), one batch
+    each. Without a hold the predicate reads no other table, so the lock on this one is
+    enough; with holds, `MariaDBSwap`. Tells the tally of each batch it commits."""
     table = store.engine.dialect.identifier_preparer.format_table(store.table)
-    number = tally.batches + 1
     with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.exec_driver_sql(f"LOCK TABLES {table} WRITE")
         try:
@@ -130,17 +335,46 @@ def drop_locked(
                 total, timed = conn.execute(query.with_hint(store.table, hint)).one()
                 if total == timed:
                     chosen.append((part, int(total)))
+            if store.config.partition_grace is not None:
+                for part, rows in chosen:
+                    _keep_locked(store, conn, part, rows, tally, approved)
+                return chosen
             if not chosen:
                 return []
             names = ", ".join(_quote(conn, p.name) for p, _n in chosen)
             witnesses = _witnesses(store, conn, names, tally)
-            reached = tally.deleted + sum(n for _p, n in chosen)
+            rows = sum(n for _p, n in chosen)
             # The ledger's begin row before the drop (the ALTER commits by itself).
-            store._before_commit(number, reached, approved, tally, witnesses)
+            store._before_commit(
+                tally.batches + 1, tally.deleted + rows, approved, tally, witnesses
+            )
             conn.exec_driver_sql(f"ALTER TABLE {table} DROP PARTITION {names}")
+            tally.committed(rows)
             return chosen
         finally:
             conn.exec_driver_sql("UNLOCK TABLES")
+
+
+def _keep_locked(
+    store: SqlTableStore,
+    conn: sa.Connection,
+    part: RangePartition,
+    rows: int,
+    tally: Tally,
+    approved: int,
+) -> None:
+    """One partition, counted under the caller's lock, kept as a table of its own: one batch."""
+    table = store.engine.dialect.identifier_preparer.format_table(store.table)
+    name = _keeping_as(store, conn, part)
+    witnesses = _witnesses(store, conn, _quote(conn, part.name), tally)
+    # The ledger's begin row before the move (the ALTER commits by itself).
+    store._before_commit(tally.batches + 1, tally.deleted + rows, approved, tally, witnesses)
+    conn.exec_driver_sql(
+        f"ALTER TABLE {table} CONVERT PARTITION {_quote(conn, part.name)} "
+        f"TO TABLE {_kept_table(store, conn, name)}"
+    )
+    tally.committed(rows)
+    log.info("%s: partition %s kept as %s (%d rows)", store.label, part.name, name, rows)
 
 
 class MariaDBSwap:
@@ -149,13 +383,13 @@ class MariaDBSwap:
     where the next one finds it: rows still in it go back into the table first). For each
     partition: its rows swapped out (EXCHANGE PARTITION, atomic), counted there, all purgeable
     by the same predicate, the ledger told, then TRUNCATE deletes them (or they are swapped
-    back). At the end the emptied partitions are dropped in one ALTER, with the table locked
+    back); with a grace the swap table is renamed to the kept table's name instead, and a new
+    one made. At the end the emptied partitions are dropped in one ALTER, with the table locked
     and each checked empty (a row written into one since keeps it, for the row purge)."""
 
     def __init__(self, store: SqlTableStore):
-        import hashlib
-
         self.store = store
+        self.keep = store.config.partition_grace is not None
         prep = store.engine.dialect.identifier_preparer
         self.table = prep.format_table(store.table)
         digest = hashlib.sha256(store.table.fullname.encode()).hexdigest()[:12]
@@ -171,17 +405,24 @@ class MariaDBSwap:
         from lifecycle.stores.sql import SqlTableStore
 
         conn = self.conn
-        if conn.exec_driver_sql(f"SHOW TABLES LIKE '{self.swap_name}'").first() is not None:
+        if self._exists():
             # An earlier purge stopped between a swap and its TRUNCATE: those rows are back
             # in the table before anything else (the row purge finds them again).
             conn.exec_driver_sql(f"INSERT INTO {self.table} SELECT * FROM {self.swap}")
             conn.exec_driver_sql(f"DROP TABLE {self.swap}")
-        conn.exec_driver_sql(f"CREATE TABLE {self.swap} LIKE {self.table}")
-        conn.exec_driver_sql(f"ALTER TABLE {self.swap} REMOVE PARTITIONING")
+        self._create()
         self.swapped = SqlTableStore(
             _with_table(self.store.policy, self.swap_table), self.store.engine
         )
         return self
+
+    def _create(self) -> None:
+        self.conn.exec_driver_sql(f"CREATE TABLE {self.swap} LIKE {self.table}")
+        self.conn.exec_driver_sql(f"ALTER TABLE {self.swap} REMOVE PARTITIONING")
+
+    def _exists(self) -> bool:
+        found = self.conn.exec_driver_sql(f"SHOW TABLES LIKE '{self.swap_name}'").first()
+        return found is not None
 
     def drop(
         self, part: RangePartition, window: RetentionWindow, tally: Tally, approved: int
@@ -193,6 +434,7 @@ class MariaDBSwap:
             total, ok = _count(store, conn, part, store._purgeable(window))
             if total != ok:
                 return None
+        kept = _keeping_as(store, conn, part) if self.keep else None
         exchange = f"ALTER TABLE {self.table} EXCHANGE PARTITION {partition} WITH TABLE {self.swap}"
         conn.exec_driver_sql(exchange)
         try:
@@ -217,8 +459,15 @@ class MariaDBSwap:
         if moved is None:  # a NULL timestamp (kept in the first partition), a malformed one
             conn.exec_driver_sql(exchange)
             return None
-        conn.exec_driver_sql(f"TRUNCATE TABLE {self.swap}")
+        if kept is None:
+            conn.exec_driver_sql(f"TRUNCATE TABLE {self.swap}")
+            self.emptied.append(part.name)
+            return moved
+        # The swap table, the partition's rows in it, becomes the kept table; then a new one.
+        conn.exec_driver_sql(f"RENAME TABLE {self.swap} TO {_kept_table(store, conn, kept)}")
         self.emptied.append(part.name)
+        log.info("%s: partition %s kept as %s (%d rows)", store.label, part.name, kept, moved)
+        self._create()
         return moved
 
     def __exit__(self, *exc: object) -> None:
@@ -228,10 +477,12 @@ class MariaDBSwap:
                 self._drop_emptied()
         finally:
             try:
-                # Never drop rows that are still in it (a swap back that failed): they go back.
-                if conn.exec_driver_sql(f"SELECT 1 FROM {self.swap} LIMIT 1").first():
-                    conn.exec_driver_sql(f"INSERT INTO {self.table} SELECT * FROM {self.swap}")
-                conn.exec_driver_sql(f"DROP TABLE IF EXISTS {self.swap}")
+                # Never drop rows that are still in it (a swap back or a rename that failed):
+                # they go back. (No swap table: it became a kept table, no new one made.)
+                if self._exists():
+                    if conn.exec_driver_sql(f"SELECT 1 FROM {self.swap} LIMIT 1").first():
+                        conn.exec_driver_sql(f"INSERT INTO {self.table} SELECT * FROM {self.swap}")
+                    conn.exec_driver_sql(f"DROP TABLE {self.swap}")
             finally:
                 conn.close()
 
@@ -300,13 +551,21 @@ def procedure_sql(policy: Policy, role: str) -> list[str]:
     rights), the role's right to call it, and LOCK TABLES in the databases of the table and
     of its link tables (the role locks them to count; it may lock only what it may read).
 
+    `mode` 'drop' drops one partition, 'keep' (only if the policy has a `partition_grace` now:
+    it is embedded, and named in the COMMENT that `procedure_of` reads) makes it a kept table;
+    both under the caller's LOCK TABLES, for exactly the rows counted. 'kept' lists this
+    policy's kept tables of the table (the role cannot see them); 'drop_kept' drops one of
+    them, no other table, once the cutoff given has reached its `until` (`kept_until`).
+
     The latest cutoff it accepts is the wall clock in the policy's timezone minus the period,
     where MariaDB's time zone tables are loaded (CONVERT_TZ); else the UTC clock shifted by the
     zone's lowest offset, minus the period, minus its highest offset: never later than the
-    policy's own (one hour earlier at most in Europe/Amsterdam, exact in UTC). The clock is the
-    server's own: the procedure first resets the session's `timestamp`, which any caller may
-    set (to the future: a later cutoff would pass). The CREATE is
-    wrapped in DELIMITER lines, for the mysql client (`run_ddl` removes them)."""
+    policy's own (one hour earlier at most in Europe/Amsterdam, exact in UTC). A kept table's
+    `until` is bounded the other way (`grace_until`: highest offset, then lowest), never
+    earlier than the policy's. The clock is the server's own: the procedure first resets the
+    session's `timestamp`, which any caller may set (to the future: a later cutoff would
+    pass). The CREATE is wrapped in DELIMITER lines, for the mysql client (`run_ddl` removes
+    them)."""
     from lifecycle.stores.sql_config import SqlStore
 
     store = policy.store
@@ -316,19 +575,32 @@ def procedure_sql(policy: Policy, role: str) -> list[str]:
     def name(*parts: str) -> str:
         return ".".join(f"`{p}`" for p in parts if p)
 
+    def quoted(variable: str) -> str:
+        """CONCAT's arguments that quote the table named in `variable`, in the table's database."""
+        database = f"'`{schema}`.`'" if schema else "'`'"
+        return f"{database}, REPLACE({variable}, '`', '``'), '`'"
+
     proc, target = name(schema, procedure_name(policy)), name(schema, table)
     database = f"'{schema}'" if schema else "DATABASE()"
     column = (store.timestamp or "").lower()
-    period, tz = policy.retention.period, policy.timezone
+    period, tz, grace = policy.retention.period, policy.timezone, store.partition_grace
     months, days, seconds = _period_parts(period)
     low, high = offset_range(tz)
     shift = f"- INTERVAL {months} MONTH - INTERVAL {days} DAY - INTERVAL {seconds} SECOND"
+    months, days, seconds = _period_parts(grace) if grace else (0, 0, 0)
+    lengthen = f"+ INTERVAL {months} MONTH + INTERVAL {days} DAY + INTERVAL {seconds} SECOND"
+    prefix = kept_prefix(policy.name, store.table)
     run = "PREPARE lifecycle_stmt FROM @lifecycle_sql; EXECUTE lifecycle_stmt; " + (
         "DEALLOCATE PREPARE lifecycle_stmt;"
     )
+    ours = f"""t.TABLE_SCHEMA = {database} AND t.TABLE_TYPE = 'BASE TABLE'
+       AND LEFT(t.TABLE_NAME, {len(prefix)}) = BINARY '{prefix}' AND NOT EXISTS (
+         SELECT 1 FROM information_schema.PARTITIONS p WHERE p.TABLE_SCHEMA = t.TABLE_SCHEMA
+            AND p.TABLE_NAME = t.TABLE_NAME AND p.PARTITION_NAME IS NOT NULL)"""
     body = f"""
 BEGIN
   DECLARE latest DATETIME(6);
+  DECLARE kept_until DATETIME(6);
   DECLARE upper_bound DATETIME(6);
   DECLARE found VARCHAR(64);
   DECLARE method VARCHAR(64);
@@ -336,18 +608,52 @@ BEGIN
   DECLARE bound VARCHAR(1024);
   DECLARE sub VARCHAR(64);
   DECLARE kind VARCHAR(64);
+  DECLARE kept VARCHAR(255);
   DECLARE locked INT DEFAULT 0;
   DECLARE message VARCHAR(255);
+  DECLARE grace VARCHAR(64) DEFAULT {f"'{grace}'" if grace else "NULL"};
   -- The real clock: a caller may have set its session's (SET timestamp needs no privilege).
   SET @@session.timestamp = DEFAULT;
   SET latest = CONVERT_TZ(CONVERT_TZ(UTC_TIMESTAMP(6), '+00:00', '{tz}') {shift}, '{tz}', '+00:00');
   IF latest IS NULL THEN  -- no time zone tables: the zone's offsets bound its wall clock
     SET latest = UTC_TIMESTAMP(6) + INTERVAL {low} SECOND {shift} - INTERVAL {high} SECOND;
   END IF;
+  IF mode IS NULL OR mode NOT IN ('drop', 'keep', 'kept', 'drop_kept') THEN
+    SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = '{REFUSED}: mode is drop, keep, kept or drop_kept';
+  END IF;
+  IF mode = 'keep' AND grace IS NULL THEN
+    SIGNAL SQLSTATE '45000'
+      SET MESSAGE_TEXT = '{REFUSED}: keep: the policy had no partition_grace at lifecycle grants';
+  END IF;
+  IF mode = 'kept' THEN  -- the names of this policy's kept tables of {table}
+    SELECT t.TABLE_NAME AS kept FROM information_schema.TABLES t WHERE {ours}
+     ORDER BY t.TABLE_NAME;
+  ELSE  -- drop_kept, drop, keep: each with a cutoff no later than the clock allows
   IF cutoff IS NULL OR cutoff > latest THEN
     SIGNAL SQLSTATE '45000'
       SET MESSAGE_TEXT = '{REFUSED}: cutoff after now minus the period {period}';
   END IF;
+  IF mode = 'drop_kept' THEN
+    -- Only a table kept for this policy and table (its name's prefix: the role can create and
+    -- rename no table), unpartitioned, once the cutoff has reached the `until` in its name.
+    SELECT t.TABLE_NAME INTO found FROM information_schema.TABLES t
+     WHERE t.TABLE_NAME = part AND {ours}
+     LIMIT 1;
+    IF found IS NULL OR SUBSTRING(found, {len(prefix) + 1}, 15) NOT REGEXP '^[0-9]{{14}}_$' THEN
+      SIGNAL SQLSTATE '45000'
+        SET MESSAGE_TEXT = '{REFUSED}: not a partition of {table} kept for this policy';
+    END IF;
+    SET kept_until = STR_TO_DATE(SUBSTRING(found, {len(prefix) + 1}, 14), '{_UNTIL_SQL}');
+    IF kept_until IS NULL OR kept_until > cutoff THEN
+      SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = '{REFUSED}: kept partition still in its grace';
+    END IF;
+    SET @lifecycle_rows = NULL;
+    SET @lifecycle_sql = CONCAT('SELECT COUNT(*) INTO @lifecycle_rows FROM ', {quoted("found")});
+    {run}
+    SET @lifecycle_sql = CONCAT('DROP TABLE ', {quoted("found")});
+    {run}
+    SELECT @lifecycle_rows AS dropped;
+  ELSE  -- drop, keep: a partition of the table
   SELECT p.PARTITION_NAME, p.PARTITION_METHOD, LOWER(REPLACE(p.PARTITION_EXPRESSION, '`', '')),
          p.PARTITION_DESCRIPTION, p.SUBPARTITION_NAME, t.TABLE_TYPE
     INTO found, method, expr, bound, sub, kind
@@ -390,15 +696,39 @@ BEGIN
                          COALESCE(expected, 'none'), ' counted');
     SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = message;
   END IF;
-  SET @lifecycle_sql = CONCAT('ALTER TABLE {target} DROP PARTITION `', REPLACE(found, '`', '``'),
-                              '`');
+  IF mode = 'keep' THEN
+    -- Until when: from the clock, never from the caller; the grace after the latest cutoff
+    -- now at least, whatever the zone's offsets (as grace_until computes it).
+    SET kept_until = UTC_TIMESTAMP(6) + INTERVAL {high} SECOND {shift} {lengthen}
+                     - INTERVAL {low} SECOND;
+    IF MICROSECOND(kept_until) > 0 THEN  -- up to the second, as the name holds it
+      SET kept_until = kept_until - INTERVAL MICROSECOND(kept_until) MICROSECOND
+                       + INTERVAL 1 SECOND;
+    END IF;
+    SET kept = CONCAT('{prefix}', DATE_FORMAT(kept_until, '{_UNTIL_SQL}'), '_', found);
+    IF CHAR_LENGTH(kept) > {NAME_LIMIT} THEN  -- never cut: two cut names could be one
+      SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = '{REFUSED}: partition name too long to keep';
+    END IF;
+    IF EXISTS (SELECT 1 FROM information_schema.TABLES t
+                WHERE t.TABLE_SCHEMA = {database} AND t.TABLE_NAME = kept) THEN
+      SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = '{REFUSED}: the kept table exists already';
+    END IF;
+    SET @lifecycle_sql = CONCAT('ALTER TABLE {target} CONVERT PARTITION `',
+                                REPLACE(found, '`', '``'), '` TO TABLE ', {quoted("kept")});
+  ELSE
+    SET @lifecycle_sql = CONCAT('ALTER TABLE {target} DROP PARTITION `',
+                                REPLACE(found, '`', '``'), '`');
+  END IF;
   {run}
   SELECT @lifecycle_rows AS dropped;
+  END IF;  -- drop, keep
+  END IF;  -- drop_kept, drop, keep
 END"""
     create = (
-        f"CREATE PROCEDURE {proc}(IN part VARCHAR(64), IN cutoff DATETIME(6), IN expected BIGINT) "
-        f"MODIFIES SQL DATA SQL SECURITY DEFINER COMMENT 'lifecycle: drops an expired partition "
-        f"of {table} (policy {policy.name})'{body}"
+        f"CREATE PROCEDURE {proc}(IN part VARCHAR(64), IN cutoff DATETIME(6), IN expected BIGINT, "
+        f"IN mode VARCHAR(16)) MODIFIES SQL DATA SQL SECURITY DEFINER COMMENT 'lifecycle: "
+        f"drops or keeps expired partitions of {table} (policy {policy.name}, partition_grace "
+        f"{grace or 'unset'})'{body}"
     )
     databases = sorted({schema} | {t.rpartition(".")[0] for t in store.link_tables()})
     return [
@@ -409,20 +739,39 @@ END"""
     ]
 
 
-def procedure_of(conn: sa.Connection, store: SqlTableStore) -> str | None:
-    """The policy's procedure, quoted (schema-qualified where the table is), if its owner
-    created it and the role may call it."""
+@dataclass(frozen=True)
+class Procedure:
+    """The policy's procedure: its quoted name (schema-qualified where the table is), its
+    number of parameters (3: made before partitions could be kept) and the `partition_grace`
+    it keeps partitions for (None: it keeps none)."""
+
+    name: str
+    parameters: int
+    grace: str | None
+
+
+_MADE_FOR = re.compile(r"\(policy \S+, partition_grace (\S+)\)$")
+
+
+def procedure_of(conn: sa.Connection, store: SqlTableStore) -> Procedure | None:
+    """The policy's procedure, if its owner created it and the role may call it."""
     found = conn.execute(
         sa.text(
-            "SELECT 1 FROM information_schema.ROUTINES WHERE ROUTINE_TYPE = 'PROCEDURE' "
-            "AND ROUTINE_SCHEMA = COALESCE(:schema, DATABASE()) AND ROUTINE_NAME = :name"
+            "SELECT r.ROUTINE_COMMENT, (SELECT COUNT(*) FROM information_schema.PARAMETERS p "
+            "WHERE p.SPECIFIC_SCHEMA = r.ROUTINE_SCHEMA AND p.SPECIFIC_NAME = r.ROUTINE_NAME "
+            "AND p.ROUTINE_TYPE = 'PROCEDURE' AND p.ORDINAL_POSITION > 0) "
+            "FROM information_schema.ROUTINES r WHERE r.ROUTINE_TYPE = 'PROCEDURE' "
+            "AND r.ROUTINE_SCHEMA = COALESCE(:schema, DATABASE()) AND r.ROUTINE_NAME = :name"
         ),
         {"schema": store.table.schema, "name": procedure_name(store.policy)},
     ).first()
     if found is None:
         return None
+    comment, parameters = found[0] or "", int(found[1])
+    made_for = _MADE_FOR.search(comment) if parameters >= 4 else None
+    grace = made_for[1] if made_for is not None and made_for[1] != "unset" else None
     parts = (store.table.schema, procedure_name(store.policy))
-    return ".".join(_quote(conn, p) for p in parts if p)
+    return Procedure(".".join(_quote(conn, p) for p in parts if p), parameters, grace)
 
 
 def _locks(store: SqlTableStore) -> str:
@@ -445,10 +794,11 @@ def _drop_one(
     condition: sa.ColumnElement[bool],
     tally: Tally,
     approved: int,
-    procedure: str,
+    procedure: Procedure,
 ) -> int | None:
-    """One partition under the caller's lock: the rows it dropped, or None where a record in
-    it may not go (held, a NULL or malformed timestamp): then the row purge takes it."""
+    """One partition under the caller's lock: the rows it dropped (or kept, with a grace), or
+    None where a record in it may not go (held, a NULL or malformed timestamp): then the row
+    purge takes it."""
     total, ok = _count(store, conn, part, condition)
     if total != ok:
         log.info(
@@ -462,16 +812,23 @@ def _drop_one(
     # The ledger's begin row before the drop (the ALTER commits by itself).
     store._before_commit(tally.batches + 1, tally.deleted + total, approved, tally, witnesses)
     assert part.upper is not None  # a candidate: its bound is at or before the cutoff
+    keep = store.config.partition_grace is not None
+    # A procedure of an earlier `lifecycle grants` has no mode: it drops (never with a grace:
+    # `refuse_unkeepable`).
+    mode = ", :mode" if procedure.parameters >= 4 else ""
     rows = conn.execute(
-        sa.text(f"CALL {procedure}(:part, :cutoff, :expected)"),
+        sa.text(f"CALL {procedure.name}(:part, :cutoff, :expected{mode})"),
         {
             "part": part.name,
             # Its own bound as the cutoff: what the procedure checks against the clock is when
             # the partition's last possible row expired.
             "cutoff": part.upper.astimezone(UTC).replace(tzinfo=None),
             "expected": total,
+            "mode": "keep" if keep else "drop",
         },
     ).scalar_one()
+    if keep:
+        log.info("%s: partition %s kept (%d rows)", store.label, part.name, rows)
     return int(rows)
 
 
@@ -481,13 +838,13 @@ def drop_through_procedure(
     purgeable: LivePurgeable,
     tally: Tally,
     approved: int,
-    procedure: str,
+    procedure: Procedure,
 ) -> list[tuple[RangePartition, int]]:
     """Each partition one batch: the holds read again (the predicate is built before the lock:
     it reads the holds' stored phone spellings on another connection), then with the table
     locked against writes (and its link tables against changes), counted with the purge's
-    predicate, every row purgeable or it stays; the ledger told; then the procedure drops it,
-    checking the count."""
+    predicate, every row purgeable or it stays; the ledger told; then the procedure drops it
+    (or keeps it, with a grace), checking the count."""
     dropped: list[tuple[RangePartition, int]] = []
     with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         for part in parts:
