@@ -360,7 +360,7 @@ def _purge_notes(purged: Purge | None, ledger_totals: dict[str, Any] | None) -> 
         went = (
             "dropped whole"
             if not detached
-            else f"detached whole ({detached} kept as tables for the grace period)"
+            else f"taken out whole ({detached} kept as tables for the grace period)"
         )
         notes.append(
             f"{parts['partitions']} partitions before the cutoff {went}, "

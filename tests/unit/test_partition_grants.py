@@ -122,7 +122,7 @@ def test_the_audit_row_names_the_partitions_dropped_and_their_records():
 def test_the_audit_row_names_partitions_kept_for_the_grace_and_those_dropped_after_it():
     reasons = _reasons({"partitions": 2, "rows": 1400, "detached": 2, "kept_dropped": 6})
     assert (
-        "2 partitions before the cutoff detached whole (2 kept as tables for the grace period), "
+        "2 partitions before the cutoff taken out whole (2 kept as tables for the grace period), "
         "holding 1400 of the deleted records" in reasons
     )
     assert any(r.startswith("6 partitions kept by earlier runs dropped") for r in reasons)

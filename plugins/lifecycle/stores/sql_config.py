@@ -101,13 +101,16 @@ class SqlStore(StoreConfig):
     )
     partition_grace: Period | None = Field(
         default=None,
-        description="With `partitions: drop`, on PostgreSQL: an expired partition is detached "
-        "(its rows leave the table then: the purge, counted and journaled as such) and kept "
-        "as a standalone table for this ISO 8601 duration (P7D) instead of dropped at once; "
-        "its COMMENT names the policy and the run's cutoff plus the grace, and the first run "
-        "whose cutoff reaches that drops it. Unset: dropped at once. Not on MariaDB (a run "
-        "there fails with a message saying so). A kept table is outside the table: an "
-        "erasure or a hold no longer reaches its rows.",
+        description="With `partitions: drop`: an expired partition leaves the table (its rows "
+        "leave it then: the purge, counted and journaled as such) and is kept as a standalone "
+        "table for this ISO 8601 duration (P7D) instead of dropped at once, then dropped by the "
+        "first run whose cutoff reaches the end of the grace. PostgreSQL detaches it and its "
+        "COMMENT names the policy and the run's cutoff plus the grace; MariaDB (10.7+) converts "
+        "it to a table named `lck_<digest>_<until>_<partition>`, `until` taken from the "
+        "database's clock, never a shorter grace (partition names of 36 characters at most). "
+        "Through the routine of `lifecycle grants`, a changed grace needs `lifecycle grants` "
+        "again (the routine fixes it). Unset: dropped at once. A kept table is outside the "
+        "table: an erasure or a hold no longer reaches its rows.",
     )
     subjects: dict[
         Annotated[str, Field(pattern=NAME_PATTERN)],
