@@ -53,6 +53,7 @@ typecheck: $(VENV)/.installed
 bench: $(VENV)/.installed  ## performance scripts (PostgreSQL on 127.0.0.1)
 	$(PY) benchmarks/dag_parse.py
 	$(PY) benchmarks/sql_purge.py
+	$(PY) benchmarks/sql_purge.py --shuffled --kinds uuid --skip-extras
 	$(PY) benchmarks/sql_partitions.py
 	$(PY) benchmarks/s3_purge.py
 	$(PY) benchmarks/ui_pages.py

@@ -19,6 +19,10 @@ sizes (target: flat) and the Great Expectations verification against a hand-writ
 
     PYTHONPATH=plugins .venv/bin/python benchmarks/sql_purge.py [--rows 1000000] [--rounds 3]
 
+The purge stops reading once it has deleted what the check approved: here, rows inserted in
+time order, that is half-way through the table. With --shuffled, the rows' moments are in no
+order, expired rows are in every block and the walk reads them all.
+
 With --mariadb, the same three key kinds on MariaDB/InnoDB, where the purge stays in key ranges
 (the table is clustered on its primary key): plain DELETE against the purge, nothing else.
 """
@@ -58,6 +62,12 @@ KINDS = {
 }
 
 
+# Row g's moment, in steps of 10 s from the start: in insertion order (as CDRs arrive), or
+# with --shuffled in none (expired rows in every block: the walk must read all of them).
+MOMENT = ["g"]
+SHUFFLED = "(random() * :rows)::bigint"
+
+
 def build(engine: sa.Engine, kind: str, rows: int, copies: list[str]) -> None:
     """`rows` rows, one every 10 s, half of them before the cutoff; ~80-byte payload like a
     CDR. The first table is generated, the others copied from it in its physical order."""
@@ -75,7 +85,7 @@ def build(engine: sa.Engine, kind: str, rows: int, copies: list[str]) -> None:
         )
         conn.execute(
             sa.text(
-                f"INSERT INTO {first} SELECT {key}, :start + g * interval '10 seconds', "
+                f"INSERT INTO {first} SELECT {key}, :start + {MOMENT[0]} * interval '10 seconds', "
                 "'+31 6 ' || lpad((g * 7919 % 100000000)::text, 8, '0'), "
                 "'+31 20 ' || lpad((g * 104729 % 10000000)::text, 7, '0'), g % 3600 "
                 "FROM generate_series(0::bigint, :rows - 1) AS g"
@@ -349,6 +359,9 @@ def main() -> None:
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--skip-extras", action="store_true", help="no memory, no verification")
     parser.add_argument("--mariadb", action="store_true", help="MariaDB only (key ranges)")
+    parser.add_argument(
+        "--shuffled", action="store_true", help="rows in no time order (PostgreSQL only)"
+    )
     parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
@@ -359,9 +372,12 @@ def main() -> None:
         return
 
     engine = create_engine(URL)
+    if args.shuffled:
+        MOMENT[0] = SHUFFLED
     print(
         f"PostgreSQL purge benchmark: {args.rows:,} rows per table, cutoff {CUTOFF.isoformat()},"
-        f" {args.rounds} rounds, batches of {store_batch_size()}"
+        f" {args.rounds} rounds, batches of {store_batch_size()}, rows "
+        + ("in no time order (expired ones in every block)" if args.shuffled else "in time order")
     )
     kinds = args.kinds.split(",")
     results = {
