@@ -202,9 +202,10 @@ def test_postgresql_keeps_expired_partitions_for_the_grace_then_drops_them(postg
 
 # -- MariaDB --------------------------------------------------------------------------------------
 # A kept partition is a table named lck_<digest>_<until>_<partition>. `until` comes from the
-# database's clock (the latest cutoff now, plus the grace), so these tests read the clock
-# around a run and bound it; "the grace passes" is a rename of the kept tables to an earlier
-# `until`, as the owner could do (the procedure drops nothing before its own clock agrees).
+# database's clock (now plus the grace), and a kept table goes once that clock has passed it,
+# so these tests read the clock around a run and bound it; "the grace passes" is a rename of
+# the kept tables to an `until` in the past, as the owner could do (the procedure drops
+# nothing before its own clock agrees).
 
 MARIADB_KEPT = [b for b in BOUNDS[1:7] if b.month != 1]  # Dec..May, not January (the held row)
 
@@ -271,6 +272,18 @@ def drop_kept_tables(engine: sa.Engine, *policies) -> None:
 # the grace's end both are: the straddling one holds one row then (the run of three days on
 # row-purged the others), June's three.
 LATER_LOWERS = [CUTOFF, datetime(2026, 6, 1, tzinfo=UTC)]
+LATER = datetime(2026, 7, 1, tzinfo=UTC)  # June's upper bound: both wholly expired
+
+
+def age(engine: sa.Engine, policy) -> None:
+    """The grace over: `policy`'s kept tables renamed to an `until` sixty days earlier (their
+    grace is a week), as the database's clock would find them then."""
+    prefix = kept_prefix(policy.name, policy.store.table)
+    with engine.begin() as conn:
+        for name in mariadb_kept(engine, policy):
+            earlier = kept_until(prefix, name) - timedelta(days=60)
+            new = kept_name(prefix, earlier, name[len(prefix) + 15 :])
+            conn.exec_driver_sql(f"RENAME TABLE `{name}` TO `{new}`")
 
 
 @pytest.mark.parametrize("held", [True, False])
@@ -310,11 +323,10 @@ def test_mariadb_owner_keeps_expired_partitions_as_named_tables_then_drops_them(
         assert run_mariadb(store, EARLY, held) == {}
         assert mariadb_kept(engine, policy) == kept
 
-        # A second before the first `until`: the kept tables stay; the straddling partition
-        # and June's are now wholly expired, and kept in their turn.
-        first = min(kept_until(kept_prefix(policy.name, table), n) for n in kept)
+        # The straddling partition and June's wholly expired: kept in their turn; the kept
+        # tables stay, in their grace by the database's clock whatever the run's cutoff.
         before = db_now(engine)
-        partitions = run_mariadb(store, first - timedelta(seconds=1), held)
+        partitions = run_mariadb(store, LATER, held)
         after = db_now(engine)
         assert partitions == {"partitions": 2, "rows": 4, "detached": 2, "kept_dropped": 0}
         now_kept = mariadb_kept(engine, policy)
@@ -327,9 +339,9 @@ def test_mariadb_owner_keeps_expired_partitions_as_named_tables_then_drops_them(
             mariadb_survivors(EARLY, held),
         )
 
-        # The cutoff reaches the last `until`: every kept table goes, and only they.
-        last = max(kept_until(kept_prefix(policy.name, table), n) for n in now_kept)
-        partitions = run_mariadb(store, last, held)
+        # The grace passes: the next run drops every kept table, and only they.
+        age(engine, policy)
+        partitions = run_mariadb(store, LATER, held)
         assert partitions == {
             "partitions": 0,
             "rows": 0,
@@ -337,7 +349,7 @@ def test_mariadb_owner_keeps_expired_partitions_as_named_tables_then_drops_them(
             "kept_dropped": len(lowers) + 2,
         }
         assert mariadb_kept(engine, policy) == {}
-        assert survivors(engine, table) == ({900} if held else set()) | {999}
+        assert survivors(engine, table) == mariadb_survivors(LATER, held)
     finally:
         drop_kept_tables(engine, policy)
         with engine.begin() as conn:
@@ -412,11 +424,11 @@ def test_mariadb_role_keeps_through_the_procedure_and_drops_no_other_table(maria
             in_grace = f"{REFUSED}: kept partition still in its grace"
             assert mariadb_refusal(jobs, call, {"part": mine, "cutoff": latest}) == (1644, in_grace)
             # Its `until` as the cutoff, the session's clock set a year ahead: the server's
-            # clock says the cutoff is later than now minus the period.
+            # clock says the grace goes on.
             faked = "SET timestamp = UNIX_TIMESTAMP() + 366 * 86400"
             assert mariadb_refusal(jobs, call, {"part": mine, "cutoff": until}, before=faked) == (
                 1644,
-                f"{REFUSED}: cutoff after now minus the period P1M",
+                in_grace,
             )
             not_ours = (1644, f"{REFUSED}: not a partition of {table} kept for this policy")
             for name in (*decoys, table, other, f"{prefix}x"):
@@ -435,6 +447,12 @@ def test_mariadb_role_keeps_through_the_procedure_and_drops_no_other_table(maria
                 1644,
                 f"{REFUSED}: mode is drop, keep, kept or drop_kept",
             )
+            # 'drop' through the procedure made for the grace: the grace is not skipped.
+            drop = f"CALL {procedure}(:part, :cutoff, 4, 'drop')"
+            assert mariadb_refusal(jobs, drop, params, f"{table} WRITE") == (
+                1644,
+                f"{REFUSED}: drop: this policy keeps partitions for P7D",
+            )
             assert mariadb_kept(admin, policy) == kept
             assert survivors(admin, other) == {k for k, _t, _c in rows()} | {999}
             assert len(mariadb_partitions(admin, table)) == len(BOUNDS) - 5
@@ -442,11 +460,7 @@ def test_mariadb_role_keeps_through_the_procedure_and_drops_no_other_table(maria
             # The grace passes (the kept tables renamed to an `until` sixty days earlier): a
             # run whose cutoff reaches them drops them, and keeps the two partitions now
             # wholly expired; the decoys stay.
-            with admin.begin() as conn:
-                for name in kept:
-                    earlier = kept_until(prefix, name) - timedelta(days=60)
-                    new = kept_name(prefix, earlier, name[len(prefix) + 15 :])
-                    conn.exec_driver_sql(f"RENAME TABLE `{name}` TO `{new}`")
+            age(admin, policy)
             aged = mariadb_kept(admin, policy)
             cutoff = max(kept_until(prefix, n) for n in aged)
             assert run_mariadb(store, cutoff, held=True) == {
@@ -567,4 +581,50 @@ def test_mariadb_refuses_to_keep_a_partition_whose_kept_name_would_not_fit(maria
     finally:
         with engine.begin() as conn:
             conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
+        engine.dispose()
+
+
+def test_mariadb_a_table_in_another_database_keeps_through_the_swap_and_leaves_no_swap(
+    mariadb_url,
+):
+    """`store.table` in a database other than the connection's, with holds (the swap table):
+    the swap table is found, and dropped, in the table's own database (looked up in the
+    connection's before, it stayed behind, and the next purge failed creating it)."""
+    engine = create_engine(mariadb_url)
+    database = f"lifecycle_other_{secrets.token_hex(3)}"
+    table = f"{database}.part_grace"
+    policy = grace_policy(table, f"grace_{secrets.token_hex(3)}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {database}")
+    try:
+        mariadb_partitioned(engine, table, "columns")
+        store = SqlTableStore(policy, engine)
+
+        assert run_mariadb(store, CUTOFF, held=True) == {
+            "partitions": 5,
+            "rows": 15,
+            "detached": 5,
+            "kept_dropped": 0,
+        }
+
+        with engine.connect() as conn:
+            tables = set(
+                conn.exec_driver_sql(
+                    "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = "
+                    f"'{database}'"
+                ).scalars()
+            )
+        prefix = kept_prefix(policy.name, table)
+        assert {t for t in tables if not t.startswith(prefix)} == {"part_grace"}  # no swap
+        assert len([t for t in tables if t.startswith(prefix)]) == 5
+        # The next purge makes its swap table again: the straddling and June's partitions.
+        assert run_mariadb(store, LATER, held=True) == {
+            "partitions": 2,
+            "rows": len(ids_in(CUTOFF, LATER)),
+            "detached": 2,
+            "kept_dropped": 0,
+        }
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {database}")
         engine.dispose()

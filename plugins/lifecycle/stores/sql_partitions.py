@@ -210,10 +210,10 @@ def _drop_mariadb(
     window = purgeable.window
     with store.guarded("drop partitions"), store.engine.connect() as conn:
         procedure = mariadb.procedure_of(conn, store)
+    with store.guarded("drop kept partitions"):  # those whose grace is over, whatever follows
+        kept_dropped = mariadb.drop_kept(store, procedure)
     parts = candidates(partitions_of(store), window.cutoff)
-    mariadb.refuse_unkeepable(store, procedure, parts)  # before anything changes
-    with store.guarded("drop kept partitions"):  # those whose grace the cutoff has reached
-        kept_dropped = mariadb.drop_kept(store, window, procedure)
+    mariadb.refuse_unkeepable(store, procedure, parts)  # before any partition changes
     went: list[tuple[RangePartition, int]] = []
     if procedure is not None and parts:  # the least-privilege way: one batch a partition
         with store.guarded(f"drop partitions, batch {tally.batches + 1}"):

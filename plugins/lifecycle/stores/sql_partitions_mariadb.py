@@ -151,18 +151,15 @@ def kept_until(prefix: str, name: str) -> datetime | None:
 
 def grace_until(store: SqlTableStore, now: datetime) -> datetime:
     """The end of the grace of a partition kept at `now` (the database's clock), as the
-    procedure computes it: `now` shifted by the zone's highest UTC offset (its wall clock at
-    the latest), minus the period, plus the grace (on that calendar), shifted back by the
-    lowest offset; rounded up to the second. Never before the latest cutoff a run may have at
-    `now` plus the grace, whatever offsets apply; at most twice the zone's offset range after
-    it (once where the offset is the same at both ends: an hour in Europe/Amsterdam, none in
-    UTC). One formula, with or without MariaDB's time zone tables."""
+    procedure computes it: `now` plus the grace (UTC calendar) plus the policy's zone's offset
+    range (a day of the zone's calendar may be an hour longer), rounded up to the second. A
+    kept table goes once the database's clock has passed it: its grace counts from when its
+    rows left the table, never from the run's cutoff, whose distance to the clock varies with
+    month lengths (a P1M period and a P3D grace would otherwise give a single day)."""
     grace = store.config.partition_grace
     assert grace is not None
     low, high = offset_range(store.policy.timezone)
-    wall = now.astimezone(UTC).replace(tzinfo=None) + timedelta(seconds=high)
-    wall = wall - parse_period(store.policy.retention.period) + parse_period(grace)
-    until = (wall - timedelta(seconds=low)).replace(tzinfo=UTC)
+    until = now.astimezone(UTC) + parse_period(grace) + timedelta(seconds=high - low)
     return until + timedelta(microseconds=-until.microsecond % 1_000_000)
 
 
@@ -202,11 +199,11 @@ def _keeping_as(store: SqlTableStore, conn: sa.Connection, part: RangePartition)
 def refuse_unkeepable(
     store: SqlTableStore, procedure: Procedure | None, parts: list[RangePartition]
 ) -> None:
-    """With a grace, before anything changes: the policy's procedure must keep partitions for
-    that grace, and every partition to keep needs a name short enough for its kept table."""
+    """Before any partition changes: the policy's procedure must keep partitions for the
+    policy's grace, or for none where it has none (a procedure made for a grace refuses to
+    drop at once); with a grace every partition to keep needs a name short enough for its
+    kept table."""
     grace = store.config.partition_grace
-    if grace is None:
-        return
     if procedure is not None and procedure.grace != grace:
         made = (
             "before partitions could be kept"
@@ -214,9 +211,11 @@ def refuse_unkeepable(
             else f"for partition_grace {procedure.grace or 'unset'}"
         )
         raise StoreConfigError(
-            f"{store.label}: store.partition_grace: {grace}, but the procedure "
+            f"{store.label}: store.partition_grace: {grace or 'unset'}, but the procedure "
             f"{procedure.name} was made {made}: run `lifecycle grants` again as the table's owner"
         )
+    if grace is None:
+        return
     longest = longest_keepable(kept_prefix(store.policy.name, store.config.table))
     for part in parts:
         if len(part.name) > longest:
@@ -250,16 +249,16 @@ def _kept_names(
     return list(found.scalars())
 
 
-def drop_kept(store: SqlTableStore, window: RetentionWindow, procedure: Procedure | None) -> int:
-    """Drop this policy's kept tables whose `until` the run's cutoff has reached (through the
-    procedure where it exists, which also wants the clock past it: else the table stays for a
-    later run); how many went. Their rows were purged, counted and journaled when they left
-    the table: this deletes no row of it."""
+def drop_kept(store: SqlTableStore, procedure: Procedure | None) -> int:
+    """Drop this policy's kept tables whose `until` the database's clock has passed (through
+    the procedure where it exists); how many went. Their rows were purged, counted and
+    journaled when they left the table: this deletes no row of it."""
     prefix = kept_prefix(store.policy.name, store.config.table)
     dropped = 0
     with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        now = conn.exec_driver_sql("SELECT UTC_TIMESTAMP(6)").scalar_one().replace(tzinfo=UTC)
         kept = ((kept_until(prefix, name), name) for name in _kept_names(conn, store, procedure))
-        for until, name in sorted((u, n) for u, n in kept if u is not None and u <= window.cutoff):
+        for until, name in sorted((u, n) for u, n in kept if u is not None and u <= now):
             if procedure is not None and procedure.parameters >= 4:
                 if not _drop_kept_through(store, conn, procedure, name, until):
                     continue
@@ -274,15 +273,14 @@ def drop_kept(store: SqlTableStore, window: RetentionWindow, procedure: Procedur
 def _drop_kept_through(
     store: SqlTableStore, conn: sa.Connection, procedure: Procedure, name: str, until: datetime
 ) -> bool:
-    # Its own `until` as the cutoff: the procedure checks it against its clock (the latest
-    # cutoff it accepts is up to an hour early without time zone tables).
+    """Through the procedure, which reads the clock itself: a table it finds still in its
+    grace stays for a later run."""
     try:
         conn.execute(
-            sa.text(f"CALL {procedure.name}(:name, :until, NULL, 'drop_kept')"),
-            {"name": name, "until": until.replace(tzinfo=None)},
+            sa.text(f"CALL {procedure.name}(:name, NULL, NULL, 'drop_kept')"), {"name": name}
         ).all()
     except sa.exc.DBAPIError as exc:
-        if not _refused(exc, f"{REFUSED}: cutoff after now minus the period"):
+        if not _refused(exc, f"{REFUSED}: kept partition still in its grace"):
             raise
         log.info(
             "%s: kept table %s stays: its grace ends at %s, not yet by the database's clock",
@@ -421,8 +419,8 @@ class MariaDBSwap:
         self.conn.exec_driver_sql(f"ALTER TABLE {self.swap} REMOVE PARTITIONING")
 
     def _exists(self) -> bool:
-        found = self.conn.exec_driver_sql(f"SHOW TABLES LIKE '{self.swap_name}'").first()
-        return found is not None
+        # In the table's database, which need not be the connection's (SHOW TABLES's).
+        return _exists(self.store, self.conn, self.swap_name)
 
     def drop(
         self, part: RangePartition, window: RetentionWindow, tally: Tally, approved: int
@@ -464,7 +462,13 @@ class MariaDBSwap:
             self.emptied.append(part.name)
             return moved
         # The swap table, the partition's rows in it, becomes the kept table; then a new one.
-        conn.exec_driver_sql(f"RENAME TABLE {self.swap} TO {_kept_table(store, conn, kept)}")
+        # Named now: the grace counts from here (the name checked free before the swap).
+        try:
+            kept = _keeping_as(store, conn, part)
+            conn.exec_driver_sql(f"RENAME TABLE {self.swap} TO {_kept_table(store, conn, kept)}")
+        except BaseException:
+            conn.exec_driver_sql(exchange)  # the rows go back where they came from
+            raise
         self.emptied.append(part.name)
         log.info("%s: partition %s kept as %s (%d rows)", store.label, part.name, kept, moved)
         self._create()
@@ -628,14 +632,9 @@ BEGIN
   IF mode = 'kept' THEN  -- the names of this policy's kept tables of {table}
     SELECT t.TABLE_NAME AS kept FROM information_schema.TABLES t WHERE {ours}
      ORDER BY t.TABLE_NAME;
-  ELSE  -- drop_kept, drop, keep: each with a cutoff no later than the clock allows
-  IF cutoff IS NULL OR cutoff > latest THEN
-    SIGNAL SQLSTATE '45000'
-      SET MESSAGE_TEXT = '{REFUSED}: cutoff after now minus the period {period}';
-  END IF;
-  IF mode = 'drop_kept' THEN
+  ELSEIF mode = 'drop_kept' THEN
     -- Only a table kept for this policy and table (its name's prefix: the role can create and
-    -- rename no table), unpartitioned, once the cutoff has reached the `until` in its name.
+    -- rename no table), unpartitioned, once the clock has passed the `until` in its name.
     SELECT t.TABLE_NAME INTO found FROM information_schema.TABLES t
      WHERE t.TABLE_NAME = part AND {ours}
      LIMIT 1;
@@ -644,7 +643,7 @@ BEGIN
         SET MESSAGE_TEXT = '{REFUSED}: not a partition of {table} kept for this policy';
     END IF;
     SET kept_until = STR_TO_DATE(SUBSTRING(found, {len(prefix) + 1}, 14), '{_UNTIL_SQL}');
-    IF kept_until IS NULL OR kept_until > cutoff THEN
+    IF kept_until IS NULL OR kept_until > UTC_TIMESTAMP(6) THEN
       SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = '{REFUSED}: kept partition still in its grace';
     END IF;
     SET @lifecycle_rows = NULL;
@@ -653,7 +652,15 @@ BEGIN
     SET @lifecycle_sql = CONCAT('DROP TABLE ', {quoted("found")});
     {run}
     SELECT @lifecycle_rows AS dropped;
-  ELSE  -- drop, keep: a partition of the table
+  ELSE  -- drop, keep: a partition of the table, with a cutoff no later than the clock allows
+  IF cutoff IS NULL OR cutoff > latest THEN
+    SIGNAL SQLSTATE '45000'
+      SET MESSAGE_TEXT = '{REFUSED}: cutoff after now minus the period {period}';
+  END IF;
+  IF mode = 'drop' AND grace IS NOT NULL THEN  -- the grace the owner built in is not skipped
+    SIGNAL SQLSTATE '45000'
+      SET MESSAGE_TEXT = '{REFUSED}: drop: this policy keeps partitions for {grace or ""}';
+  END IF;
   SELECT p.PARTITION_NAME, p.PARTITION_METHOD, LOWER(REPLACE(p.PARTITION_EXPRESSION, '`', '')),
          p.PARTITION_DESCRIPTION, p.SUBPARTITION_NAME, t.TABLE_TYPE
     INTO found, method, expr, bound, sub, kind
@@ -697,10 +704,9 @@ BEGIN
     SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = message;
   END IF;
   IF mode = 'keep' THEN
-    -- Until when: from the clock, never from the caller; the grace after the latest cutoff
-    -- now at least, whatever the zone's offsets (as grace_until computes it).
-    SET kept_until = UTC_TIMESTAMP(6) + INTERVAL {high} SECOND {shift} {lengthen}
-                     - INTERVAL {low} SECOND;
+    -- Until when: from the clock, never from the caller; the grace from now at least,
+    -- whatever the zone's offsets (as grace_until computes it).
+    SET kept_until = UTC_TIMESTAMP(6) {lengthen} + INTERVAL {high - low} SECOND;
     IF MICROSECOND(kept_until) > 0 THEN  -- up to the second, as the name holds it
       SET kept_until = kept_until - INTERVAL MICROSECOND(kept_until) MICROSECOND
                        + INTERVAL 1 SECOND;
@@ -722,7 +728,6 @@ BEGIN
   {run}
   SELECT @lifecycle_rows AS dropped;
   END IF;  -- drop, keep
-  END IF;  -- drop_kept, drop, keep
 END"""
     create = (
         f"CREATE PROCEDURE {proc}(IN part VARCHAR(64), IN cutoff DATETIME(6), IN expected BIGINT, "
