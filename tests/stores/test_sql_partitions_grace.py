@@ -123,6 +123,19 @@ def test_postgresql_keeps_expired_partitions_for_the_grace_then_drops_them(postg
             assert apply_grants(owner, role, grants, policies) == []
             jobs = create_engine(sa.make_url(postgres_url).set(username=role))
         engine = jobs or owner
+        if jobs is not None:  # 'drop' of an expired partition would skip the grace: refused
+            function = f"public.lifecycle_drop_partition_{policy.name}"
+            drop = f"SELECT {function}(CAST(:t AS regclass), :cutoff, NULL, 'drop')"
+            expired = f"{table}_{FIRST_KEPT[0]}"
+            assert refusal(jobs, drop, {"t": expired, "cutoff": CUTOFF}) == "42501"
+            # A policy whose grace was removed since `lifecycle grants`: told before any change.
+            without = policy.model_copy(
+                update={"store": policy.store.model_copy(update={"partition_grace": None})}
+            )
+            parts = pg_partitions(owner, table)
+            with pytest.raises(StoreConfigError, match="was made for a grace"):
+                run(SqlTableStore(without, jobs), CUTOFF)
+            assert pg_partitions(owner, table) == parts
 
         # The first run: six partitions wholly before the cutoff leave the table, kept.
         partitions = run(SqlTableStore(policy, engine), CUTOFF)
@@ -272,7 +285,6 @@ def drop_kept_tables(engine: sa.Engine, *policies) -> None:
 # the grace's end both are: the straddling one holds one row then (the run of three days on
 # row-purged the others), June's three.
 LATER_LOWERS = [CUTOFF, datetime(2026, 6, 1, tzinfo=UTC)]
-LATER = datetime(2026, 7, 1, tzinfo=UTC)  # June's upper bound: both wholly expired
 
 
 def age(engine: sa.Engine, policy) -> None:

@@ -111,6 +111,16 @@ def _function(conn: sa.Connection, store: SqlTableStore) -> tuple[str, int] | No
     return f"{quote(schema)}.{quote(function_name(store.policy))}", int(found)
 
 
+def _made_with_grace(conn: sa.Connection, function: str) -> bool:
+    """Whether the policy's function keeps partitions (made by `lifecycle grants` for a policy
+    with a grace): its source, which any role may read, fixes the grace."""
+    source = conn.execute(
+        sa.text("SELECT prosrc FROM pg_proc WHERE oid = CAST(:f AS regprocedure)"),
+        {"f": f"{function}(regclass, timestamptz, bigint, text)"},
+    ).scalar()
+    return source is not None and "grace constant interval := NULL;" not in source
+
+
 def _parent_name(store: SqlTableStore) -> str:
     """The table as a kept partition's COMMENT names it: schema.table, unquoted."""
     return f"{store.table.schema or 'public'}.{store.table.name}"
@@ -171,6 +181,16 @@ def drop_postgresql(
             raise StoreConfigError(
                 f"store.partition_grace: {function[0]} predates kept partitions: run "
                 "`lifecycle grants` again as the table's owner"
+            )
+        if (
+            function is not None
+            and function[1] >= 4
+            and not keep
+            and _made_with_grace(conn, function[0])
+        ):
+            raise StoreConfigError(
+                f"store.partition_grace: unset, but {function[0]} was made for a grace (it "
+                "refuses to drop at once): run `lifecycle grants` again as the table's owner"
             )
         dropped: list[tuple[RangePartition, int]] = []
         for part, expected in chosen:
@@ -314,7 +334,9 @@ BEGIN
     EXECUTE format('DROP TABLE %s', part);
     RETURN n;
   END IF;
-  IF mode IS NULL OR mode NOT IN ('drop', 'keep') OR (mode = 'keep' AND grace IS NULL) THEN
+  -- 'drop' where the policy keeps partitions would skip its grace; 'keep' needs one.
+  IF mode IS NULL OR mode NOT IN ('drop', 'keep') OR (mode = 'keep' AND grace IS NULL)
+     OR (mode = 'drop' AND grace IS NOT NULL) THEN
     RAISE EXCEPTION 'mode % refused for this policy', mode USING ERRCODE = '42501';
   END IF;
   IF NOT EXISTS (
