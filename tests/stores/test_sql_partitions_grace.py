@@ -1,9 +1,11 @@
 """`store.partition_grace` (issue 13): an expired partition leaves the table (its rows' purge,
-counted as such) but is kept as a table of its own until a later run's cutoff reaches the end
-of its grace, which drops it. PostgreSQL detaches it and notes the end in its COMMENT; MariaDB
-converts it into a table whose name holds the end. Through the policy's SECURITY DEFINER
-function or procedure for a least-privileged role, which can drop no kept table of another
-policy or table and none before its grace; and as the table's owner."""
+counted as such) but is kept as a table of its own until its grace ends, then a later run
+drops it. PostgreSQL detaches it and notes the end (the run's cutoff plus the grace, which a
+later run's cutoff must reach) in its COMMENT; MariaDB converts it into a table whose name
+holds the end (the database's clock plus the grace, which that clock must pass). Through
+the policy's SECURITY DEFINER function or procedure for a least-privileged role, which can
+drop no kept table of another policy or table and none before its grace; and as the table's
+owner."""
 
 from __future__ import annotations
 

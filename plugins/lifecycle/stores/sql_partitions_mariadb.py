@@ -25,10 +25,9 @@ and checked against the approval as a drop is). A kept table says what it is in 
 (`kept_name`): `lck_<digest>_<until>_<partition>`: under the role's LOCK TABLES the new table
 cannot be altered (a COMMENT fails: not locked), so its name carries what later runs need.
 `until` (UTC, rounded up to the second) comes from the database's clock, never from the
-caller: the latest cutoff a run could have now plus the grace, bounded by the zone's offsets
-(`grace_until`), so the grace is never shorter than the policy's and may be an hour or two
-longer (none in UTC). Each run first drops this policy's kept tables whose `until` its cutoff
-has reached (`drop_kept`; through the procedure, only once its clock agrees too).
+caller: the clock plus the grace plus the zone's offset range (`grace_until`); each run first
+drops this policy's kept tables whose `until` that clock has passed (`drop_kept`), so the
+grace is never shorter than the policy's and may be an hour longer (none in UTC).
 """
 
 from __future__ import annotations
@@ -565,10 +564,10 @@ def procedure_sql(policy: Policy, role: str) -> list[str]:
     where MariaDB's time zone tables are loaded (CONVERT_TZ); else the UTC clock shifted by the
     zone's lowest offset, minus the period, minus its highest offset: never later than the
     policy's own (one hour earlier at most in Europe/Amsterdam, exact in UTC). A kept table's
-    `until` is bounded the other way (`grace_until`: highest offset, then lowest), never
-    earlier than the policy's. The clock is the server's own: the procedure first resets the
-    session's `timestamp`, which any caller may set (to the future: a later cutoff would
-    pass). The CREATE is wrapped in DELIMITER lines, for the mysql client (`run_ddl` removes
+    `until` is the clock plus the grace plus the zone's offset range (`grace_until`), and
+    `drop_kept` wants the clock past it. The clock is the server's own: the procedure first
+    resets the session's `timestamp`, which any caller may set (to the future: a later cutoff
+    would pass). The CREATE is wrapped in DELIMITER lines, for the mysql client (`run_ddl` removes
     them)."""
     from lifecycle.stores.sql_config import SqlStore
 
